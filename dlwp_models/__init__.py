@@ -1,0 +1,19 @@
+"""dlwp: the models of chapter 2 of *Deep Learning with PyTorch*, through PyTorch Hub.
+
+Weight sets live in ``weights/manifest.json`` (plus any manifests named in ``DLWP_MANIFEST``);
+:func:`list_weights` and :func:`get_weights` look them up, :func:`fetch` downloads and verifies
+their files into ``torch.hub.get_dir()/checkpoints/dlwp``.
+"""
+
+from ._errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWeightsError,
+                      IntegrityError, ManifestError, OfflineError, UnsafeFileError,
+                      WeightsNotFoundError)
+from ._fetch import fetch
+from ._manifest import FileSpec, WeightSet, get_weights, list_weights
+
+__all__ = [
+    "list_weights", "get_weights", "fetch", "WeightSet", "FileSpec",
+    "DlwpError", "DownloadError", "ImageInputError", "IncompatibleWeightsError", "IntegrityError",
+    "ManifestError", "OfflineError", "UnsafeFileError", "WeightsNotFoundError",
+]
+__version__ = "0.1.0"
