@@ -17,6 +17,8 @@ __all__ = [
     "UnsafeFileError",
     "IncompatibleWeightsError",
     "ImageInputError",
+    "ImageNotFoundError",
+    "ImageFetchError",
 ]
 
 
@@ -57,3 +59,11 @@ class IncompatibleWeightsError(DlwpError, ValueError):
 
 class ImageInputError(DlwpError, ValueError):
     """An input to predict/translate/caption is not a usable image."""
+
+
+class ImageNotFoundError(DlwpError, FileNotFoundError):
+    """An input image path does not exist."""
+
+
+class ImageFetchError(DlwpError, OSError):
+    """An input image URL could not be fetched (timeout, HTTP error, not an image)."""

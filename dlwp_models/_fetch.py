@@ -34,7 +34,8 @@ __all__ = ["fetch", "fetch_file", "cache_dir", "cached_path", "is_offline"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20                 # file reads
+NET_CHUNK = 1 << 16             # network reads: a dropped connection loses at most this much
 TIMEOUT = (10.0, 60.0)          # connect, read (seconds)
 MAX_ATTEMPTS = 5                # per source, counting resumes after dropped connections
 BACKOFF = 0.5                   # seconds, doubled per attempt
@@ -256,7 +257,7 @@ def _download(session: requests.Session, url: str, spec: FileSpec, partial: Path
                             bar = tqdm(total=total, initial=0, unit="B", unit_scale=True,
                                        unit_divisor=1024, desc=spec.filename, disable=not progress,
                                        leave=False)
-                        for chunk in resp.iter_content(CHUNK):
+                        for chunk in resp.iter_content(NET_CHUNK):
                             out.write(chunk)
                             digests.update(chunk)
                             bar.update(len(chunk))

@@ -1,0 +1,215 @@
+"""Command line: ``python -m dlwp_models {list,info,fetch,classify,translate,caption}``.
+
+Failures print one paragraph (what failed, what to do) and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ._errors import DlwpError
+from ._fetch import cached_path, fetch
+from ._manifest import WeightSet, get_weights, list_weights
+
+log = logging.getLogger("dlwp_models")
+
+CLASSIFIERS = (
+    "alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+    "densenet121", "densenet161", "densenet169", "densenet201",
+    "squeezenet1_0", "squeezenet1_1", "inception_v3",
+)
+
+
+def _weights_by_name_or_model(name: str) -> WeightSet:
+    """A weight set by its name, or a model's default set by the model name."""
+    try:
+        return get_weights(name)
+    except LookupError:
+        if any(ws.model.lower() == name.lower() for ws in list_weights()):
+            return get_weights("DEFAULT", model=name)
+        raise
+
+
+def _size_of(ws: WeightSet) -> str:
+    total = 0
+    for spec in ws.files.values():
+        size = spec.size if spec.size is not None else sum(p.size or 0 for p in spec.parts) or None
+        if size is None:
+            mb = ws.meta.get("file_size_mb")
+            return f"{mb:.1f} MB" if isinstance(mb, (int, float)) else "?"
+        total += size
+    return f"{total / 1e6:.1f} MB"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [("NAME", "MODEL", "DEFAULT", "ACC@1", "SIZE")]
+    for ws in list_weights(args.model):
+        acc = ws.meta.get("acc@1")
+        rows.append((ws.name, ws.model, "yes" if ws.default else "", f"{acc:.3f}" if acc else "", _size_of(ws)))
+    if len(rows) == 1:
+        print(f"no weight sets{' for model ' + repr(args.model) if args.model else ''}")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    ws = _weights_by_name_or_model(args.name)
+    meta = {k: (f"<{len(v)} labels>" if k == "categories" and isinstance(v, list) else v)
+            for k, v in ws.meta.items()}
+    print(f"{ws.name}  (model {ws.model}, format {ws.format}{', default' if ws.default else ''})")
+    print(f"  from manifest {ws.source}")
+    for role, spec in ws.files.items():
+        path = cached_path(spec)
+        print(f"  file {role}: {spec.filename}  [{'cached' if path.exists() else 'not cached'}: {path}]")
+        for url in spec.urls:
+            print(f"    url {url}")
+        for part in spec.parts:
+            print(f"    part {part.filename}: {', '.join(part.urls)}")
+        for key, value in spec.integrity().items():
+            if key != "parts":
+                print(f"    {key} {value}")
+    print(f"  transforms {json.dumps(dict(ws.transforms))}")
+    for key, value in meta.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    if args.all == bool(args.names):
+        raise _UsageError("give weight-set names (or model names) to fetch, or --all, not both")
+    chosen = list_weights() if args.all else [_weights_by_name_or_model(n) for n in args.names]
+    for ws in chosen:
+        for role, path in fetch(ws, progress=not args.quiet).items():
+            print(f"{ws.name} {role}: {path}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from . import classifiers
+
+    if args.model not in CLASSIFIERS:
+        raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
+    build: Callable = getattr(classifiers, args.model)
+    model = build(weights=args.weights or "DEFAULT", progress=not args.quiet)
+    results = model.predict([str(p) for p in args.images], topk=args.topk)
+    for path, result in zip(args.images, results):
+        print(f"{path}:")
+        print(result)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .cyclegan import cyclegan
+
+    model = cyclegan(weights=args.weights or "DEFAULT", progress=not args.quiet)
+    args.output.mkdir(parents=True, exist_ok=True)
+    images = model.translate([str(p) for p in args.images], size=args.size, preset=args.preset)
+    for path, image in zip(args.images, images):
+        out = args.output / f"{Path(path).stem}_zebra.png"
+        image.save(out)
+        print(f"{path} -> {out}")
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from .captioning import neuraltalk2
+
+    model = neuraltalk2(weights=args.weights or "DEFAULT", progress=not args.quiet)
+    captions = model.caption([str(p) for p in args.images], beam_size=args.beam_size)
+    for path, caption in zip(args.images, captions):
+        print(f"{path}: {caption}")
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _size_arg(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive number of pixels, or 'none'")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dlwp_models",
+        description="Models of chapter 2 of Deep Learning with PyTorch: weights, classification, "
+                    "horse-to-zebra translation and captioning.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the known weight sets")
+    p.add_argument("--model", help="only this model's weight sets")
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("info", help="show one weight set: files, sources, integrity, metadata")
+    p.add_argument("name", help="weight-set name (e.g. resnet101.imagenet1k_v1) or model name")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("fetch", help="download and verify weight files into the cache (for offline use)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="weight-set or model names")
+    p.add_argument("--all", action="store_true", help="every weight set in the manifests")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_fetch)
+
+    p = sub.add_parser("classify", help="top-k ImageNet labels for images")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
+    p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
+    p.add_argument("--topk", type=int, default=5, help="how many labels per image (default: 5)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_classify)
+
+    p = sub.add_parser("translate", help="turn horses into zebras (CycleGAN)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for <stem>_zebra.png files")
+    p.add_argument("--preset", choices=("trained", "book"), default="trained",
+                   help="input scaling: as the weights were trained (default) or as the book feeds it")
+    p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
+    p.add_argument("--weights", help="weight tag or a local generator file (default: horse2zebra)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_translate)
+
+    p = sub.add_parser("caption", help="describe images in a sentence (NeuralTalk2)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--beam-size", type=int, default=2, help="beam width (default: 2, as the book)")
+    p.add_argument("--weights", help="weight tag (default: coco_fc)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_caption)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="dlwp: %(levelname)s: %(message)s")
+    try:
+        return args.run(args)
+    except _UsageError as exc:
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("dlwp: interrupted", file=sys.stderr)
+        return 130
+    except (DlwpError, OSError, ValueError, TypeError, LookupError) as exc:
+        message = str(exc) if not isinstance(exc, KeyError) or isinstance(exc, DlwpError) else str(exc.args[0])
+        print(f"dlwp: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Shared fixtures: an isolated torch hub home for every test, loopback weight servers, and
+helpers to write manifests that point at files those servers hold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopback import LoopbackServer  # noqa: E402
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+DLWP_VARS = ("DLWP_MANIFEST", "DLWP_MIRROR", "DLWP_OFFLINE", "DLWP_LOCK_TIMEOUT")
+
+
+@pytest.fixture(autouse=True)
+def hub_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test gets its own TORCH_HOME (so its own cache) and no DLWP_* settings."""
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    for var in DLWP_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def weight_server() -> LoopbackServer:
+    server = LoopbackServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throw-away self-signed certificate for 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def https_server(tls_files: tuple[Path, Path]) -> LoopbackServer:
+    server = LoopbackServer(*tls_files)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def trust_https(monkeypatch: pytest.MonkeyPatch, tls_files: tuple[Path, Path]) -> None:
+    """Make requests trust the loopback certificate (and nothing else)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files[0]))
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@pytest.fixture
+def file_entry(weight_server: LoopbackServer) -> Callable[..., dict]:
+    """Serve ``data`` as ``name`` and return a file spec pinned by sha256 and size."""
+
+    def make(name: str, data: bytes, **extra) -> dict:
+        spec = {"filename": name, "urls": [weight_server.serve(name, data)],
+                "sha256": sha256_of(data), "size": len(data)}
+        spec.update(extra)
+        return spec
+
+    return make
+
+
+@pytest.fixture
+def make_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[list[dict]], Path]:
+    """Write a manifest with these entries and layer it over the bundled one via DLWP_MANIFEST."""
+    counter = iter(range(10_000))
+
+    def make(entries: list[dict]) -> Path:
+        path = tmp_path / f"manifest-{next(counter)}.json"
+        path.write_text(json.dumps({"schema_version": 1, "weights": entries}), encoding="utf-8")
+        monkeypatch.setenv("DLWP_MANIFEST", str(path))
+        return path
+
+    return make
