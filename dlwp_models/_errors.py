@@ -19,6 +19,7 @@ __all__ = [
     "ImageInputError",
     "ImageNotFoundError",
     "ImageFetchError",
+    "PublishError",
 ]
 
 
@@ -67,3 +68,7 @@ class ImageNotFoundError(DlwpError, FileNotFoundError):
 
 class ImageFetchError(DlwpError, OSError):
     """An input image URL could not be fetched (timeout, HTTP error, not an image)."""
+
+
+class PublishError(DlwpError, RuntimeError):
+    """Publishing to a GitHub release failed (API error, conflicting asset, missing token)."""
