@@ -44,7 +44,16 @@ def load_state_dict_file(path: str | Path, map_location: Any = None, *, mmap: bo
             f"refused to load {path.name}: it holds objects that a weights-only load does not allow "
             f"({first}). Only tensors and plain containers are loaded; re-save the file as a plain "
             "state dict with torch.save(model.state_dict(), path).") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except RuntimeError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "CUDA" in message or "device" in message.lower():
+            raise UnsafeFileError(
+                f"cannot load {path.name} onto this machine's devices ({message}). Pass "
+                "map_location='cpu' (or another available device).") from None
+        raise UnsafeFileError(
+            f"cannot read {path.name} as a PyTorch checkpoint (RuntimeError: {message}). The file is "
+            "damaged or not a checkpoint; delete it from the cache and fetch it again.") from None
+    except (EOFError, OSError, ValueError) as exc:
         raise UnsafeFileError(
             f"cannot read {path.name} as a PyTorch checkpoint ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}). The file is damaged "
@@ -94,8 +103,9 @@ def _fill_legacy_batchnorm_counters(module: nn.Module, state_dict: dict[str, Any
     for name, sub in module.named_modules():
         if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.track_running_stats:
             key = f"{name}.num_batches_tracked" if name else "num_batches_tracked"
-            if key not in state_dict and f"{name}.running_mean" in state_dict:
-                state_dict[key] = torch.tensor(0, dtype=torch.long)
+            mean = state_dict.get(f"{name}.running_mean" if name else "running_mean")
+            if key not in state_dict and isinstance(mean, torch.Tensor):
+                state_dict[key] = torch.tensor(0, dtype=torch.long, device=mean.device)
 
 
 def check_state_dict(module: nn.Module, state_dict: Mapping[str, Any], *, source: str) -> None:
