@@ -130,6 +130,44 @@ def cmd_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import mirror_manifest, publish_checkpoint
+
+    if args.mirror_manifest:
+        if args.checkpoint or args.model or args.tag or args.categories or args.dry_run:
+            raise _UsageError("--mirror-manifest takes only --repo, --release and --manifest")
+        names = mirror_manifest(repo=args.repo, release=args.release, manifest=args.manifest,
+                                progress=not args.quiet)
+        print(f"{len(names)} files now served first from release {args.release} of {args.repo}:")
+        for name in names:
+            print(f"  {name}")
+        return 0
+    missing = [flag for flag, value in (("CHECKPOINT", args.checkpoint), ("--model", args.model),
+                                        ("--tag", args.tag)) if not value]
+    if missing:
+        raise _UsageError(f"publishing a checkpoint needs {', '.join(missing)}")
+    entry = publish_checkpoint(args.checkpoint, model=args.model, tag=args.tag, repo=args.repo,
+                               release=args.release, manifest=args.manifest, categories=args.categories,
+                               dry_run=args.dry_run)
+    shown = {**entry, "meta": {**entry["meta"], "categories": f"<{len(entry['meta']['categories'])} labels>"}}
+    print(json.dumps(shown, indent=2))
+    if args.dry_run:
+        print("dry run: nothing was uploaded and no manifest was changed")
+    else:
+        print(f"published {entry['name']}; load it with torch.hub.load(REPO, {entry['model']!r}, "
+              f"weights={args.tag!r})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    path = export_model(args.name, output=args.output, format=args.format, weights=args.weights,
+                        input_size=tuple(args.input_size))
+    print(f"wrote {path} ({args.format}); input: uint8 images (N, 3, H, W)")
+    return 0
+
+
 class _UsageError(Exception):
     pass
 
@@ -189,6 +227,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weight tag (default: coco_fc)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_caption)
+
+    p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
+    p.add_argument("checkpoint", nargs="?", type=Path, metavar="CHECKPOINT",
+                   help="a state dict (or a dict holding one under 'state_dict' or 'model')")
+    p.add_argument("--model", help="the classifier architecture, e.g. resnet50")
+    p.add_argument("--tag", help="weight-set tag: the entry becomes <model>.<tag>")
+    p.add_argument("--repo", required=True, help="OWNER/REPO whose release holds the file")
+    p.add_argument("--release", required=True, help="release tag (created when missing)")
+    p.add_argument("--manifest", type=Path, help="manifest to update (default: weights/manifest.json)")
+    p.add_argument("--categories", type=Path, help="labels, one per line (default: the base weights')")
+    p.add_argument("--dry-run", action="store_true", help="do everything but upload and write; print the entry")
+    p.add_argument("--mirror-manifest", action="store_true",
+                   help="re-host every file of the manifest as release assets and list them first")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_publish)
+
+    p = sub.add_parser("export", help="write a deployable TorchScript / torch.export artefact")
+    p.add_argument("name", help="model: a classifier or cyclegan")
+    p.add_argument("--weights", help="weight tag (default: the model's default)")
+    p.add_argument("--format", required=True, choices=("torchscript", "exported"))
+    p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    p.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
+                   help="image size to check at; a torch.export artefact is specialised to it (default 480 640)")
+    p.set_defaults(run=cmd_export)
     return parser
 
 

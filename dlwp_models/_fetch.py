@@ -92,6 +92,11 @@ class _Digests:
         return _hash_file(path, want_blob=True)[1]  # size was unknown while streaming
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    return _hash_file(path, want_blob=False)[0]
+
+
 def _hash_file(path: Path, *, want_blob: bool) -> tuple[str, str | None]:
     size = path.stat().st_size
     sha256 = hashlib.sha256()

@@ -1,0 +1,210 @@
+"""Sharing weights through GitHub release assets.
+
+* :func:`publish_checkpoint`: a fine-tuned classifier checkpoint → a normalised state dict
+  ``<model>-<tag>-<sha256[:8]>.pth`` uploaded to a release → a manifest entry ``<model>.<tag>``
+  pinned by full sha256 and size, so collaborators get it with
+  ``torch.hub.load("owner/dlwp:branch", "<model>", weights="<tag>")``.
+* :func:`mirror_manifest`: re-host every file of a manifest unchanged as release assets and put
+  the release URL first in each file's ``urls`` (upstream stays as the fallback).
+
+Both are idempotent: an asset already there with the same sha256 is success.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ._checkpoints import build_on_meta, load_into, load_state_dict_file
+from ._errors import IncompatibleWeightsError, ManifestError, PublishError
+from ._fetch import fetch_file, sha256_file
+from ._github import GitHubReleases
+from ._manifest import bundled_manifest_path, get_weights, parse_manifest, read_manifest
+
+__all__ = ["publish_checkpoint", "mirror_manifest", "normalise_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*\Z")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def normalise_checkpoint(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
+    """Read a checkpoint safely (weights only) and return its plain state dict: the file itself,
+    or the mapping under ``state_dict`` / ``model``; a ``module.`` prefix (DataParallel/DDP) is
+    stripped."""
+    raw = load_state_dict_file(path, map_location="cpu", mmap=False)
+    if isinstance(raw, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(raw.get(key), Mapping):
+                raw = raw[key]
+                break
+    if not isinstance(raw, Mapping) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise IncompatibleWeightsError(
+            f"{Path(path).name}: expected a state dict of tensors (or a dict holding one under "
+            "'state_dict' or 'model'); save it with torch.save(model.state_dict(), path).")
+    keys = list(raw)
+    if all(isinstance(k, str) and k.startswith("module.") for k in keys):
+        raw = {k[len("module."):]: v for k, v in raw.items()}
+    return OrderedDict((k, v.detach().contiguous()) for k, v in raw.items())
+
+
+def _classifier_for(model: str, state_dict: Mapping[str, torch.Tensor], source: str) -> tuple[torch.nn.Module, int]:
+    """Build ``model`` with the head the checkpoint has and load it strictly (on meta, by
+    assignment); returns the module and its number of classes."""
+    from .classifiers import CLASSIFIERS, architecture_kwargs
+
+    if model not in CLASSIFIERS:
+        raise PublishError(f"--model must be one of the classifiers ({', '.join(CLASSIFIERS)}), got {model!r}.")
+    import torchvision.models
+
+    builder = getattr(torchvision.models, model)
+    reference = build_on_meta(lambda: builder(weights=None, **architecture_kwargs(model)))
+    num_classes = 1000
+    for key, want in reference.state_dict().items():      # the head is where widths differ from 1000
+        got = state_dict.get(key)
+        if got is not None and got.dim() >= 1 and want.shape[0] == 1000 and tuple(got.shape) != tuple(want.shape):
+            num_classes = int(got.shape[0])
+            break
+    net = build_on_meta(lambda: builder(weights=None, **architecture_kwargs(model), num_classes=num_classes))
+    load_into(net, state_dict, source=source)
+    return net, num_classes
+
+
+def _read_categories(path: Path, num_classes: int) -> list[str]:
+    try:
+        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise PublishError(f"cannot read --categories {path}: {exc.strerror or exc}.") from None
+    if len(labels) != num_classes:
+        raise PublishError(f"--categories {path} has {len(labels)} labels, but the checkpoint's classifier "
+                           f"has {num_classes} outputs; give one label per line, in output order.")
+    return labels
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def _load_manifest_json(path: Path) -> dict:
+    if not path.exists():
+        return {"schema_version": 1, "weights": []}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    parse_manifest(data, str(path))   # refuse to edit a manifest that is already broken
+    return data
+
+
+def _write_manifest_json(path: Path, data: dict) -> None:
+    parse_manifest(data, str(path))   # never write a manifest that would not load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _release_download_url(api: GitHubReleases | None, repo: str, release: str, name: str) -> str:
+    """Where an asset will be downloadable (github.com, or a GitHub Enterprise host)."""
+    api_url = (api.api if api else os.environ.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
+    web = "https://github.com" if api_url == "https://api.github.com" else api_url.removesuffix("/api/v3")
+    return f"{web}/{repo}/releases/download/{release}/{name}"
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: str, release: str,
+                       manifest: str | Path | None = None, categories: str | Path | None = None,
+                       dry_run: bool = False) -> dict:
+    """Publish a fine-tuned classifier checkpoint; returns the manifest entry (written unless
+    ``dry_run``, which also skips the upload)."""
+    if not _TAG.match(tag):
+        raise PublishError(f"--tag must be letters, digits, '_' or '-', got {tag!r}.")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise PublishError(f"checkpoint {str(checkpoint)!r} does not exist; check the path.")
+    manifest_path = Path(manifest) if manifest else bundled_manifest_path()
+    state_dict = normalise_checkpoint(checkpoint)
+    net, num_classes = _classifier_for(model, state_dict, checkpoint.name)
+    base = get_weights("DEFAULT", model)
+    if categories is not None:
+        labels = _read_categories(Path(categories), num_classes)
+    elif num_classes == 1000:
+        from .classifiers import categories_of
+
+        labels = categories_of(base)
+    else:
+        raise PublishError(f"the checkpoint has {num_classes} classes, so the base weights' labels do not "
+                           "apply; give --categories FILE with one label per line.")
+    data = _load_manifest_json(manifest_path)
+    api = None if dry_run else GitHubReleases(repo)
+
+    with tempfile.TemporaryDirectory(prefix="dlwp-publish-") as tmp:
+        staging = Path(tmp) / "weights.pth"
+        torch.save(net.state_dict(), staging)
+        sha256 = sha256_file(staging)
+        filename = f"{model}-{tag.lower()}-{sha256[:8]}.pth"
+        size = staging.stat().st_size
+        if api is None:
+            url = _release_download_url(None, repo, release, filename)
+        else:
+            asset = api.upload(api.release(release), staging, name=filename, sha256=sha256)
+            url = asset["browser_download_url"]
+
+    entry = {
+        "name": f"{model}.{tag.lower()}", "model": model, "default": False, "format": "torchvision",
+        "files": {"state_dict": {"filename": filename, "urls": [url], "sha256": sha256, "size": size}},
+        "transforms": copy.deepcopy(dict(base.transforms)),
+        "meta": {"categories": labels, "num_classes": num_classes,
+                 "num_params": sum(p.numel() for p in net.parameters()),
+                 "base_weights": base.name,
+                 "provenance": f"published from {checkpoint.name} with `python -m dlwp_models publish` "
+                               f"on {datetime.now(timezone.utc):%Y-%m-%d}",
+                 "file_size_mb": round(size / 2**20, 3)},
+    }
+    if not dry_run:
+        weights = [w for w in data["weights"] if str(w.get("name", "")).lower() != entry["name"]]
+        data["weights"] = [*weights, entry]
+        _write_manifest_json(manifest_path, data)
+        log.info("wrote %s to %s", entry["name"], manifest_path)
+    return entry
+
+
+def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = None,
+                    progress: bool = True) -> list[str]:
+    """Re-host every file of ``manifest`` (default: the bundled one) as an asset of ``release``,
+    unchanged and verified, and put the release URL first in that file's ``urls``. Files published
+    only as parts are uploaded joined (and gain the joined file's sha256 and size). Returns the
+    file names now served from the release."""
+    manifest_path = Path(manifest) if manifest else bundled_manifest_path()
+    data = _load_manifest_json(manifest_path)
+    specs = {ws.name.lower(): ws for ws in read_manifest(manifest_path)}
+    api = GitHubReleases(repo)
+    target = api.release(release)
+    done: list[str] = []
+    for raw in data["weights"]:
+        ws = specs[raw["name"].lower()]
+        for role, spec in ws.files.items():
+            path = fetch_file(spec, progress=progress)                # verified, parts joined
+            sha256 = sha256_file(path)
+            asset = api.upload(target, path, name=spec.filename, sha256=sha256)
+            url = asset["browser_download_url"]
+            raw_spec = raw["files"][role]
+            raw_spec["urls"] = [url, *(u for u in raw_spec.get("urls", []) if u != url)]
+            if not spec.has_own_hash:
+                raw_spec["sha256"] = sha256
+                raw_spec["size"] = path.stat().st_size
+            done.append(spec.filename)
+    _write_manifest_json(manifest_path, data)
+    return done
