@@ -10,9 +10,10 @@ from ._errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWei
                       WeightsNotFoundError)
 from ._fetch import fetch
 from ._manifest import FileSpec, WeightSet, get_weights, list_weights
+from ._predictions import Prediction
 
 __all__ = [
-    "list_weights", "get_weights", "fetch", "WeightSet", "FileSpec",
+    "list_weights", "get_weights", "fetch", "WeightSet", "FileSpec", "Prediction",
     "DlwpError", "DownloadError", "ImageInputError", "IncompatibleWeightsError", "IntegrityError",
     "ManifestError", "OfflineError", "UnsafeFileError", "WeightsNotFoundError",
 ]

@@ -15,15 +15,10 @@ from typing import Callable, Sequence
 from ._errors import DlwpError
 from ._fetch import cached_path, fetch
 from ._manifest import WeightSet, get_weights, list_weights
+from .classifiers import CLASSIFIERS
 
 log = logging.getLogger("dlwp_models")
 
-CLASSIFIERS = (
-    "alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-    "densenet121", "densenet161", "densenet169", "densenet201",
-    "squeezenet1_0", "squeezenet1_1", "inception_v3",
-)
 
 
 def _weights_by_name_or_model(name: str) -> WeightSet:

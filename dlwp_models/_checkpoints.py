@@ -24,7 +24,8 @@ from torch import nn
 
 from ._errors import IncompatibleWeightsError, UnsafeFileError
 
-__all__ = ["load_state_dict_file", "restricted_load", "check_state_dict", "load_into", "build_on_meta"]
+__all__ = ["load_state_dict_file", "restricted_load", "plain_state_dict", "check_state_dict", "load_into",
+           "build_on_meta"]
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
@@ -58,6 +59,23 @@ def load_state_dict_file(path: str | Path, map_location: Any = None, *, mmap: bo
             f"cannot read {path.name} as a PyTorch checkpoint ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}). The file is damaged "
             "or not a checkpoint; delete it from the cache and fetch it again.") from None
+
+
+def plain_state_dict(raw: Any, *, source: str) -> "OrderedDict[str, torch.Tensor]":
+    """A training checkpoint's state dict: ``raw`` itself, or the mapping under ``state_dict`` /
+    ``model``; a ``module.`` prefix on every key (DataParallel / DDP) is stripped."""
+    if isinstance(raw, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(raw.get(key), Mapping):
+                raw = raw[key]
+                break
+    if not isinstance(raw, Mapping) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise IncompatibleWeightsError(
+            f"{source}: expected a state dict of tensors (or a dict holding one under 'state_dict' or "
+            "'model'); save it with torch.save(model.state_dict(), path).")
+    if all(isinstance(k, str) and k.startswith("module.") for k in raw):
+        raw = {k[len("module."):]: v for k, v in raw.items()}
+    return OrderedDict(raw)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

@@ -90,6 +90,16 @@ class WeightSet:
     def __repr__(self) -> str:
         return f"WeightSet({self.name!r}, format={self.format!r}, files={sorted(self.files)})"
 
+    def __reduce__(self):  # the read-only mapping proxies neither pickle nor deep-copy themselves
+        return (_weight_set, (self.name, self.model, self.default, self.format, dict(self.files),
+                              dict(self.transforms), dict(self.meta), self.source))
+
+
+def _weight_set(name: str, model: str, default: bool, fmt: str, files: dict, transforms: dict,
+                meta: dict, source: str) -> WeightSet:
+    return WeightSet(name, model, default, fmt, MappingProxyType(files), MappingProxyType(transforms),
+                     MappingProxyType(meta), source)
+
 
 # --------------------------------------------------------------------------- parsing
 

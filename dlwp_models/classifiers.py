@@ -19,19 +19,19 @@ does for ``torch.hub.list``) stays cheap.
 from __future__ import annotations
 
 import inspect
+import os
 import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ._building import fetch_for, resolve_weights
-from ._checkpoints import build_on_meta, load_into, load_state_dict_file
+from ._building import fetch_for, resolve_weights, weights_file
+from ._checkpoints import build_on_meta, load_into, load_state_dict_file, plain_state_dict
 from ._errors import IncompatibleWeightsError, ManifestError
 from ._manifest import WeightSet, bundled_manifest_path, get_weights, read_manifest
 from ._predictions import Prediction
@@ -232,22 +232,6 @@ def categories_of(weights: WeightSet) -> list[str] | None:
 # --------------------------------------------------------------------------- the returned model
 
 
-_WEIGHTS_STATE = "dlwp.WeightSet"
-
-
-def _weights_to_state(ws: WeightSet) -> tuple:
-    """A WeightSet holds read-only mapping proxies, which neither pickle nor deepcopy; this is the
-    plain form a model's state carries instead."""
-    return (_WEIGHTS_STATE, ws.name, ws.model, ws.default, ws.format, dict(ws.files),
-            dict(ws.transforms), dict(ws.meta), ws.source)
-
-
-def _weights_from_state(state: tuple) -> WeightSet:
-    _, name, model, default, fmt, files, transforms, meta, source = state
-    return WeightSet(name, model, default, fmt, MappingProxyType(dict(files)),
-                     MappingProxyType(dict(transforms)), MappingProxyType(dict(meta)), source)
-
-
 class ClassifierMixin:
     """What dlwp adds to a torchvision classifier: ``weights``, ``transforms``, ``categories`` and
     :meth:`predict`. It holds no modules, so the state dict is the torchvision model's."""
@@ -313,18 +297,6 @@ class ClassifierMixin:
             for module, training in modes:
                 module.training = training
         return results[0] if single else results
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())  # type: ignore[misc]
-        if isinstance(state.get("weights"), WeightSet):
-            state["weights"] = _weights_to_state(state["weights"])
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        weights = state.get("weights")
-        if isinstance(weights, tuple) and weights and weights[0] == _WEIGHTS_STATE:
-            state = {**state, "weights": _weights_from_state(weights)}
-        super().__setstate__(state)  # type: ignore[misc]
 
 
 _SUBCLASSES: dict[type, type] = {}
@@ -439,19 +411,48 @@ def _weights_argument(model: str, weights: Any) -> "str | WeightSet | None":
                     f"'DEFAULT', got {weights!r}.")
 
 
-def load_classifier(model: str, *, pretrained: bool = False, weights: "str | WeightSet | None" = None,
-                    progress: bool = True, map_location: Any = None, **kwargs: Any) -> nn.Module:
+def build_for_state_dict(model: str, state_dict: Mapping[str, torch.Tensor], *, source: str,
+                         **kwargs: Any) -> tuple[nn.Module, int]:
+    """Build classifier ``model`` with the head ``state_dict`` has (``num_classes`` read from the
+    layer whose width differs from ImageNet's 1000) and load it strictly, on the meta device by
+    assignment. Returns the module (a plain torchvision one) and its number of classes."""
+    import torchvision.models
+
+    builder = getattr(torchvision.models, model)
+    requested = kwargs.pop("num_classes", None)
+    settings = {**architecture_kwargs(model), **kwargs}
+    reference = build_on_meta(lambda: builder(weights=None, **{**settings, "num_classes": 1000}))
+    num_classes = 1000
+    for key, want in reference.state_dict().items():
+        got = state_dict.get(key)
+        if (isinstance(got, torch.Tensor) and got.dim() >= 1 and want.dim() >= 1 and want.shape[0] == 1000
+                and tuple(got.shape) != tuple(want.shape)):
+            num_classes = int(got.shape[0])
+            break
+    if requested is not None and requested != num_classes:
+        raise ValueError(f"{source}: the weights have {num_classes} classes, but num_classes={requested!r} "
+                         "was given. Leave num_classes out; it is read from the weights.")
+    net = build_on_meta(lambda: builder(weights=None, **{**settings, "num_classes": num_classes}))
+    load_into(net, adapt_torchvision_state_dict(state_dict, source=source), source=source)
+    return net, num_classes
+
+
+def load_classifier(model: str, *, pretrained: bool = False, weights: "str | os.PathLike | WeightSet | None" = None,
+                    progress: bool = True, map_location: Any = None, sha256: str | None = None,
+                    **kwargs: Any) -> nn.Module:
     """Build classifier ``model`` (one of :data:`CLASSIFIERS`); what every entrypoint calls."""
     arch = _ARCHS.get(model)
     if arch is None:
         raise ValueError(f"unknown classifier {model!r}; choose one of {', '.join(CLASSIFIERS)}.")
-    chosen = resolve_weights(model, pretrained=pretrained, weights=_weights_argument(model, weights))
-
     import torchvision.models
 
     builder: Callable[..., nn.Module] = getattr(torchvision.models, model)
     cls = getattr(torchvision.models, arch.cls_name)
     _check_kwargs(model, arch, cls, kwargs)
+    file = weights_file(weights, model=model, sha256=sha256, progress=progress)
+    if file is not None:
+        return _load_from_file(model, file, map_location=map_location, **kwargs)
+    chosen = resolve_weights(model, pretrained=pretrained, weights=_weights_argument(model, weights))
 
     if chosen is None:
         described = get_weights("DEFAULT", model)
@@ -480,12 +481,30 @@ def load_classifier(model: str, *, pretrained: bool = False, weights: "str | Wei
         net.eval()
         log.info("loaded %s into %s", source, model)
 
-    transforms = ClassifierTransform.from_weights(described)
+    return _attach(net, chosen, ClassifierTransform.from_weights(described), categories)
+
+
+def _attach(net: nn.Module, weights: WeightSet | None, transforms: ClassifierTransform,
+            categories: list[str] | None) -> nn.Module:
     net.__class__ = _hub_class(type(net))
-    net.weights = chosen
+    net.weights = weights
     net.transforms = transforms
     net.categories = categories
     return net
+
+
+def _load_from_file(model: str, path: "os.PathLike", *, map_location: Any, **kwargs: Any) -> nn.Module:
+    """One-off weights from a file (a checkpoint or a plain state dict; any head width): the
+    default set's transforms, and its labels when the head has as many outputs."""
+    source = f"weights file {os.fspath(path)!r}"
+    state_dict = plain_state_dict(load_state_dict_file(path, map_location), source=source)
+    net, num_classes = build_for_state_dict(model, state_dict, source=source, **kwargs)
+    described = get_weights("DEFAULT", model)
+    categories = categories_of(described)
+    if categories is not None and len(categories) != num_classes:
+        categories = None  # a custom head: its labels are the caller's to set (model.categories = [...])
+    log.info("loaded %s into %s (%d classes)", source, model, num_classes)
+    return _attach(net.eval(), None, ClassifierTransform.from_weights(described), categories)
 
 
 # --------------------------------------------------------------------------- entrypoints
@@ -536,10 +555,14 @@ def _docstring(model: str, sets: Sequence[WeightSet]) -> str:
         pretrained (bool): load the default weight set (IMAGENET1K_V1, the book's weights).
             Default False.
         weights (str | None): a tag ("IMAGENET1K_V2"), a full name ("{model}.imagenet1k_v1") or
-            "DEFAULT". Giving pretrained=True and a different set is an error. Default None.
+            "DEFAULT". Giving pretrained=True and a different set is an error. For one-off
+            sharing without a manifest entry: a local checkpoint path, or an https URL together
+            with sha256= (any head width; labels only when it has 1000 outputs). Default None.
         progress (bool): show a download progress bar. Default True.
         map_location: where the loaded tensors go, as for ``torch.load`` (e.g. "cuda"). Default
             None (CPU).
+        sha256 (str | None): the full sha256 of the file when ``weights`` is a URL (required
+            then, refused otherwise).
         **kwargs: passed to ``torchvision.models.{arch.cls_name}``. With weights, num_classes must
             match them (1000).{extra}
 
@@ -553,9 +576,9 @@ def _docstring(model: str, sets: Sequence[WeightSet]) -> str:
 
 def _make_entrypoint(model: str, sets: Sequence[WeightSet]) -> Callable[..., nn.Module]:
     def entrypoint(*, pretrained: bool = False, weights: str | None = None, progress: bool = True,
-                   map_location: Any = None, **kwargs: Any) -> nn.Module:
+                   map_location: Any = None, sha256: str | None = None, **kwargs: Any) -> nn.Module:
         return load_classifier(model, pretrained=pretrained, weights=weights, progress=progress,
-                               map_location=map_location, **kwargs)
+                               map_location=map_location, sha256=sha256, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = model
     entrypoint.__module__ = __name__

@@ -35,17 +35,16 @@ import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._building import fetch_for, resolve_weights
+from ._building import fetch_for, resolve_weights, weights_file
 from ._checkpoints import build_on_meta, load_into, load_state_dict_file
-from ._errors import ImageInputError, IncompatibleWeightsError, WeightsNotFoundError
-from ._manifest import WeightSet, get_weights
+from ._errors import ImageInputError, IncompatibleWeightsError
+from ._manifest import WeightSet
 
 __all__ = [
     "ResNetGenerator", "ResNetBlock", "CycleGANTransform", "adapt_cyclegan_state_dict", "cyclegan",
@@ -407,34 +406,6 @@ def adapt_cyclegan_state_dict(raw: Any, module: nn.Module, *, source: str) -> di
 
 # --------------------------------------------------------------------------- entrypoint
 
-def _local_weights_path(weights: Any) -> Path | None:
-    """A path when ``weights`` names a local file, None when it names a weight set. A string is a
-    weight-set name unless it looks like a path (a separator or a checkpoint extension) or names
-    an existing file and no weight set."""
-    if weights is None or isinstance(weights, WeightSet):
-        return None
-    if isinstance(weights, str) and not _looks_like_path(weights):
-        if not os.path.isfile(os.path.expanduser(weights)):
-            return None
-        try:
-            get_weights(weights, MODEL)
-            return None                        # a weight-set name wins over a same-named file
-        except WeightsNotFoundError:
-            pass
-    elif not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"weights must be a weight-set name, a path or None, got {type(weights).__name__}")
-    path = Path(os.fspath(weights)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights={os.fspath(weights)!r} is not an existing file. Pass the path of a generator "
-            "state dict (.pth), or a weight-set name such as 'horse2zebra'.")
-    return path
-
-
-def _looks_like_path(text: str) -> bool:
-    return "/" in text or os.sep in text or text.lower().endswith((".pth", ".pt", ".ckpt", ".bin"))
-
-
 def cyclegan(*, pretrained: bool = False, weights: str | os.PathLike | None = None,
              progress: bool = True, map_location: Any = None) -> ResNetGenerator:
     """CycleGAN horse→zebra generator (Zhu et al. 2017), as run in chapter 2 of *Deep Learning
@@ -463,7 +434,9 @@ def cyclegan(*, pretrained: bool = False, weights: str | os.PathLike | None = No
         zebra = model.translate("horse.jpg")                 # [-1, 1] input, as trained
         book = model.translate("horse.jpg", preset="book")   # [0, 1] input, the book's figure
     """
-    local = _local_weights_path(weights)
+    if not (weights is None or isinstance(weights, (str, os.PathLike, WeightSet))):
+        raise TypeError(f"weights must be a weight-set name, a path or None, got {type(weights).__name__}")
+    local = weights_file(weights, model=MODEL, progress=progress)
     if local is not None:
         if not isinstance(pretrained, bool):
             raise TypeError(f"pretrained must be True or False, got {pretrained!r}")

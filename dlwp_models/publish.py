@@ -21,12 +21,11 @@ import tempfile
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 
-from ._checkpoints import build_on_meta, load_into, load_state_dict_file
-from ._errors import IncompatibleWeightsError, ManifestError, PublishError
+from ._checkpoints import load_state_dict_file, plain_state_dict
+from ._errors import PublishError
 from ._fetch import fetch_file, sha256_file
 from ._github import GitHubReleases
 from ._manifest import bundled_manifest_path, get_weights, parse_manifest, read_manifest
@@ -42,45 +41,11 @@ _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*\Z")
 
 
 def normalise_checkpoint(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
-    """Read a checkpoint safely (weights only) and return its plain state dict: the file itself,
-    or the mapping under ``state_dict`` / ``model``; a ``module.`` prefix (DataParallel/DDP) is
-    stripped."""
+    """Read a checkpoint safely (weights only) and return its plain state dict (see
+    :func:`~dlwp_models._checkpoints.plain_state_dict`)."""
     raw = load_state_dict_file(path, map_location="cpu", mmap=False)
-    if isinstance(raw, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(raw.get(key), Mapping):
-                raw = raw[key]
-                break
-    if not isinstance(raw, Mapping) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise IncompatibleWeightsError(
-            f"{Path(path).name}: expected a state dict of tensors (or a dict holding one under "
-            "'state_dict' or 'model'); save it with torch.save(model.state_dict(), path).")
-    keys = list(raw)
-    if all(isinstance(k, str) and k.startswith("module.") for k in keys):
-        raw = {k[len("module."):]: v for k, v in raw.items()}
-    return OrderedDict((k, v.detach().contiguous()) for k, v in raw.items())
-
-
-def _classifier_for(model: str, state_dict: Mapping[str, torch.Tensor], source: str) -> tuple[torch.nn.Module, int]:
-    """Build ``model`` with the head the checkpoint has and load it strictly (on meta, by
-    assignment); returns the module and its number of classes."""
-    from .classifiers import CLASSIFIERS, architecture_kwargs
-
-    if model not in CLASSIFIERS:
-        raise PublishError(f"--model must be one of the classifiers ({', '.join(CLASSIFIERS)}), got {model!r}.")
-    import torchvision.models
-
-    builder = getattr(torchvision.models, model)
-    reference = build_on_meta(lambda: builder(weights=None, **architecture_kwargs(model)))
-    num_classes = 1000
-    for key, want in reference.state_dict().items():      # the head is where widths differ from 1000
-        got = state_dict.get(key)
-        if got is not None and got.dim() >= 1 and want.shape[0] == 1000 and tuple(got.shape) != tuple(want.shape):
-            num_classes = int(got.shape[0])
-            break
-    net = build_on_meta(lambda: builder(weights=None, **architecture_kwargs(model), num_classes=num_classes))
-    load_into(net, state_dict, source=source)
-    return net, num_classes
+    return OrderedDict((k, v.detach().contiguous()) for k, v in
+                       plain_state_dict(raw, source=Path(path).name).items())
 
 
 def _read_categories(path: Path, num_classes: int) -> list[str]:
@@ -136,7 +101,11 @@ def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: st
         raise PublishError(f"checkpoint {str(checkpoint)!r} does not exist; check the path.")
     manifest_path = Path(manifest) if manifest else bundled_manifest_path()
     state_dict = normalise_checkpoint(checkpoint)
-    net, num_classes = _classifier_for(model, state_dict, checkpoint.name)
+    from .classifiers import CLASSIFIERS, build_for_state_dict
+
+    if model not in CLASSIFIERS:
+        raise PublishError(f"--model must be one of the classifiers ({', '.join(CLASSIFIERS)}), got {model!r}.")
+    net, num_classes = build_for_state_dict(model, state_dict, source=checkpoint.name)
     base = get_weights("DEFAULT", model)
     if categories is not None:
         labels = _read_categories(Path(categories), num_classes)

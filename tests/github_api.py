@@ -11,11 +11,11 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHTTPServer
 
 
 @dataclass
@@ -42,8 +42,7 @@ class FakeGitHub:
         self.fail_next_upload = False
         self._ids = iter(range(1, 1_000_000))
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), _handler(self))
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.api_url = f"{self.base}/api/v3"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

@@ -14,6 +14,19 @@ from pathlib import Path
 from typing import Any
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading server that does not print a traceback when a client hangs up early (the
+    fault and timeout tests do that on purpose)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class Fault:
     """One injected misbehaviour, consumed by one request for a file.
@@ -48,8 +61,7 @@ class LoopbackServer:
         self.hits: list[Hit] = []
         self._lock = threading.Lock()
         handler = _make_handler(self)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
         scheme = "http"
         if certfile is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -61,8 +73,9 @@ class LoopbackServer:
         self._thread.start()
 
     # -- setup -------------------------------------------------------------------------
-    def serve(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        """Serve ``data`` at /files/<name>; returns its URL."""
+    def serve(self, name: str, data: bytes | memoryview, content_type: str = "application/octet-stream") -> str:
+        """Serve ``data`` at /files/<name>; returns its URL. Any bytes-like object that supports
+        ``len`` and slicing works, e.g. a memoryview of a memory-mapped file for big files."""
         self.files[name] = data
         self.content_types[name] = content_type
         return self.url(name)

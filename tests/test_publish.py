@@ -3,14 +3,12 @@ tag through torch.hub from a checkout, and re-host a manifest's files as release
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -209,3 +207,50 @@ def test_mirror_manifest_rehosts_files_and_loads_then_come_from_the_release(api_
     paths = dlwp_models.fetch(dlwp_models.get_weights("testnet.v1"), progress=False)
     assert paths["state_dict"].read_bytes() == whole and paths["encoder"].read_bytes() == part_a + part_b
     assert len(weight_server.hits_for("mirror-whole.pth")) + len(weight_server.hits_for("mirror-a.pth")) == upstream_before
+
+
+# ----------------------------------------------------------------------------- one-off sharing
+
+def hub_resnet50(**kwargs):
+    return torch.hub.load(str(REPO_DIR), "resnet50", source="local", **kwargs)
+
+
+def test_local_checkpoint_path_loads_with_its_own_head(finetuned):
+    checkpoint, _, net = finetuned
+    model = hub_resnet50(weights=str(checkpoint))
+    assert model.weights is None and model.categories is None and model.fc.out_features == 7
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), net(x))
+    model.categories = LABELS
+    assert len(model.predict(torch.rand(3, 64, 64), topk=7)) == 7
+
+
+def test_https_url_with_sha256_loads_and_is_cached(finetuned, https_server, trust_https):
+    checkpoint, _, net = finetuned
+    data = checkpoint.read_bytes()
+    url = https_server.serve("shared-once.pth", data)
+    model = hub_resnet50(weights=url, sha256=sha256_of(data), progress=False)
+    hub_resnet50(weights=url, sha256=sha256_of(data), progress=False)
+    assert len(https_server.hits_for("shared-once.pth")) == 1
+    x = torch.rand(1, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), net(x))
+
+
+def test_url_without_sha256_is_refused_saying_why():
+    with pytest.raises(ValueError, match="without sha256=.*could change your model"):
+        hub_resnet50(weights="https://127.0.0.1:9/some.pth")
+
+
+def test_url_with_the_wrong_sha256_is_refused(finetuned, https_server, trust_https):
+    checkpoint, _, _ = finetuned
+    url = https_server.serve("shared-wrong.pth", checkpoint.read_bytes())
+    with pytest.raises(dlwp_models.DownloadError, match="sha256 mismatch"):
+        hub_resnet50(weights=url, sha256="0" * 64, progress=False)
+
+
+def test_num_classes_that_contradicts_the_file_is_refused(finetuned):
+    checkpoint, _, _ = finetuned
+    with pytest.raises(ValueError, match="the weights have 7 classes, but num_classes=10"):
+        hub_resnet50(weights=str(checkpoint), num_classes=10)
