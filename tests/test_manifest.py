@@ -119,3 +119,9 @@ def test_unknown_tag_lists_the_valid_ones():
 def test_weights_of_another_model_are_refused():
     with pytest.raises(ValueError, match="belong to model 'cyclegan'"):
         get_weights("cyclegan.horse2zebra", model="neuraltalk2")
+
+
+def test_readme_lists_every_bundled_weight_set():
+    readme = (bundled_manifest_path().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [ws.name for ws in read_manifest(bundled_manifest_path()) if f"`{ws.name}`" not in readme]
+    assert missing == [], f"README.md's weight-set table lacks {missing}"
