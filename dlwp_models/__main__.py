@@ -95,7 +95,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
     build: Callable = getattr(classifiers, args.model)
     model = build(weights=args.weights or "DEFAULT", progress=not args.quiet)
-    results = model.predict([str(p) for p in args.images], topk=args.topk)
+    results = model.predict(args.images, topk=args.topk)
     for path, result in zip(args.images, results):
         print(f"{path}:")
         print(result)
@@ -107,7 +107,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     model = cyclegan(weights=args.weights or "DEFAULT", progress=not args.quiet)
     args.output.mkdir(parents=True, exist_ok=True)
-    images = model.translate([str(p) for p in args.images], size=args.size, preset=args.preset)
+    images = model.translate(args.images, size=args.size, preset=args.preset)
     for path, image in zip(args.images, images):
         out = args.output / f"{Path(path).stem}_zebra.png"
         image.save(out)
@@ -119,7 +119,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from .captioning import neuraltalk2
 
     model = neuraltalk2(weights=args.weights or "DEFAULT", progress=not args.quiet)
-    captions = model.caption([str(p) for p in args.images], beam_size=args.beam_size)
+    captions = model.caption(args.images, beam_size=args.beam_size)
     for path, caption in zip(args.images, captions):
         print(f"{path}: {caption}")
     return 0
@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_fetch)
 
     p = sub.add_parser("classify", help="top-k ImageNet labels for images")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
     p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
     p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
     p.add_argument("--topk", type=int, default=5, help="how many labels per image (default: 5)")
@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_classify)
 
     p = sub.add_parser("translate", help="turn horses into zebras (CycleGAN)")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for <stem>_zebra.png files")
     p.add_argument("--preset", choices=("trained", "book"), default="trained",
                    help="input scaling: as the weights were trained (default) or as the book feeds it")
@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_translate)
 
     p = sub.add_parser("caption", help="describe images in a sentence (NeuralTalk2)")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
     p.add_argument("--beam-size", type=int, default=2, help="beam width (default: 2, as the book)")
     p.add_argument("--weights", help="weight tag (default: coco_fc)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

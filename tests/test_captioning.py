@@ -1085,3 +1085,18 @@ def test_greedy_and_sampling_stop_each_image_at_its_own_end_token():
             assert all(i == END for i in row[ended:]), row
             lengths.add(ended)
         assert len(lengths) > 1                                   # images ended at different steps
+
+
+def test_cli_captions_each_image(published, tmp_path, capsys, monkeypatch):
+    from dlwp_models.__main__ import main
+
+    paths = []
+    for i, size in enumerate([(90, 120), (64, 64)]):
+        paths.append(tmp_path / f"photo{i}.png")
+        Image.fromarray(random_image(*size, seed=i)).save(paths[-1])
+    monkeypatch.setenv("TORCH_HOME", str(published.home))           # files already fetched there
+    monkeypatch.setenv("DLWP_MANIFEST", str(published.manifest))
+    assert main(["caption", *map(str, paths), "--beam-size", "2", "-q"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{p}: {SENTENCE}" for p in paths]
+    assert main(["caption", str(paths[0]), "--beam-size", "0", "-q"]) == 1
+    assert "beam_size" in capsys.readouterr().err

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from dlwp_models.__main__ import main
 from conftest import REPO_DIR, sha256_of
@@ -68,3 +74,69 @@ def test_unknown_name_is_an_error_listing_choices(capsys):
     assert main(["info", "resnet9000"]) == 1
     err = capsys.readouterr().err
     assert "unknown weights 'resnet9000'" in err and "cyclegan.horse2zebra" in err
+
+
+# ----------------------------------------------------------------------------- model commands
+
+BUNDLED = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
+
+
+@pytest.fixture
+def served_models(make_manifest, file_entry, tmp_path):
+    """squeezenet1_1 and cyclegan weights with random values, under their bundled entries."""
+    import torchvision
+
+    from dlwp_models.cyclegan import ResNetGenerator
+
+    torch.manual_seed(0)
+    entries, models = [], {}
+    for set_name, net in (("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1(weights=None)),
+                          ("cyclegan.horse2zebra", ResNetGenerator())):
+        buf = io.BytesIO()
+        torch.save(net.state_dict(), buf)
+        entry = copy.deepcopy(BUNDLED[set_name])
+        entry["files"] = {"state_dict": file_entry(entry["files"]["state_dict"]["filename"], buf.getvalue())}
+        entries.append(entry)
+        models[entry["model"]] = net.eval()
+    make_manifest(entries)
+    return models
+
+
+@pytest.fixture
+def photos(tmp_path, weight_server):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8))
+    path = tmp_path / "bobby.jpg"
+    image.save(path)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return path, weight_server.serve("cli-photo.png", buf.getvalue(), "image/png")
+
+
+def test_classify_prints_top_k_per_image_for_paths_and_urls(served_models, photos, capsys):
+    path, url = photos
+    assert main(["classify", str(path), url, "--model", "squeezenet1_1", "--topk", "3", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path}:" and lines[5] == f"{url}:"
+    assert lines[1].split() == ["rank", "label", "percent"] and len(lines) == 10
+    from dlwp_models.classifiers import squeezenet1_1
+
+    expected = squeezenet1_1(pretrained=True, progress=False).predict(str(path), topk=3)
+    assert lines[2].startswith("   1  " + expected[0][0]) and f"{expected[0][1]:6.2f} %" in lines[2]
+
+
+def test_classify_failure_is_one_line_and_unknown_model_is_usage(served_models, tmp_path, capsys):
+    assert main(["classify", str(tmp_path / "absent.jpg"), "--model", "squeezenet1_1", "-q"]) == 1
+    assert capsys.readouterr().err.startswith("dlwp: error: image file")
+    with pytest.raises(SystemExit) as info:
+        main(["classify", str(tmp_path / "absent.jpg"), "--model", "resnet9"])
+    assert info.value.code == 2
+
+
+def test_translate_writes_a_zebra_png_per_input(served_models, photos, tmp_path, capsys):
+    path, url = photos
+    out = tmp_path / "out"
+    assert main(["translate", str(path), "-o", str(out), "--size", "64", "--preset", "book", "-q"]) == 0
+    written = out / "bobby_zebra.png"
+    assert capsys.readouterr().out.strip() == f"{path} -> {written}"
+    assert Image.open(written).size == (92, 64)              # 130x90 resized to a shorter side of 64
