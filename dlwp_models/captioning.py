@@ -38,6 +38,7 @@ from ._caption_search import BEAM_SELECT, beam_search, greedy_search, sample_sea
 from ._checkpoints import build_on_meta, load_into, load_state_dict_file, restricted_load
 from ._errors import IncompatibleWeightsError, UnsafeFileError
 from ._manifest import WeightSet
+from ._transform_settings import from_weight_set, mean_std
 
 __all__ = [
     "NeuralTalk2", "FCDecoder", "LSTMCore", "DecoderConfig", "CaptionTransform", "caffe_resnet101",
@@ -360,14 +361,9 @@ class CaptionTransform:
     max_side: int | None = MAX_SIDE
 
     def __post_init__(self) -> None:
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if (not isinstance(value, (tuple, list)) or len(value) != 3
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-                raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}")
-            object.__setattr__(self, name, tuple(float(v) for v in value))
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std!r}")
+        mean, std = mean_std(self.mean, self.std)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
         if self.max_side is not None and (not _is_int(self.max_side) or self.max_side < 1):
             raise ValueError(f"max_side must be None or a positive integer, got {self.max_side!r}")
 
@@ -376,17 +372,7 @@ class CaptionTransform:
         """The transform a weight set's manifest entry describes (ImageNet defaults without one)."""
         if weights is None:
             return cls()
-        settings = dict(weights.transforms)
-        unknown = set(settings) - _TRANSFORM_KEYS
-        if unknown:
-            raise ValueError(f"weight set {weights.name!r} has unknown transform setting "
-                             f"{sorted(unknown)[0]!r}; expected only {sorted(_TRANSFORM_KEYS)}. Fix its "
-                             f"\"transforms\" in {weights.source}.")
-        try:
-            return cls(**settings)
-        except ValueError as exc:
-            raise ValueError(f"weight set {weights.name!r}: {exc}. Fix its \"transforms\" in "
-                             f"{weights.source}.") from None
+        return from_weight_set(cls, weights, _TRANSFORM_KEYS)
 
     def __call__(self, image: Any) -> torch.Tensor:  # PIL image or (C, H, W) -> (3, H, W) float32
         if isinstance(image, torch.Tensor):

@@ -45,6 +45,7 @@ from ._building import fetch_for, resolve_weights, weights_file
 from ._checkpoints import build_on_meta, load_into, load_state_dict_file
 from ._errors import ImageInputError, IncompatibleWeightsError
 from ._manifest import WeightSet
+from ._transform_settings import from_weight_set, mean_std
 
 __all__ = [
     "ResNetGenerator", "ResNetBlock", "CycleGANTransform", "adapt_cyclegan_state_dict", "cyclegan",
@@ -310,32 +311,16 @@ class CycleGANTransform:
             raise ValueError(f"mean and std must both be given or both be None, got mean={self.mean!r}, "
                              f"std={self.std!r}")
         if self.mean is not None:
-            for name in ("mean", "std"):
-                value = getattr(self, name)
-                if (not isinstance(value, (tuple, list)) or len(value) != 3
-                        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-                    raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}")
-                object.__setattr__(self, name, tuple(float(v) for v in value))
-            if any(s <= 0 for s in self.std):
-                raise ValueError(f"std must be positive, got {self.std!r}")
+            mean, std = mean_std(self.mean, self.std)
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "std", std)
 
     @classmethod
     def from_weights(cls, weights: WeightSet | None) -> "CycleGANTransform":
         """The transform a weight set's manifest entry describes (defaults without weights)."""
         if weights is None:
             return cls()
-        settings = dict(weights.transforms)
-        unknown = set(settings) - _TRANSFORM_KEYS
-        if unknown:
-            raise ValueError(f"weight set {weights.name!r} has unknown transform setting "
-                             f"{sorted(unknown)[0]!r}; expected only {sorted(_TRANSFORM_KEYS)}. Fix its "
-                             f"\"transforms\" in {weights.source}.")
-        try:
-            return cls(resize=settings.get("resize", 256), mean=settings.get("mean", (0.5, 0.5, 0.5)),
-                       std=settings.get("std", (0.5, 0.5, 0.5)))
-        except ValueError as exc:
-            raise ValueError(f"weight set {weights.name!r}: {exc}. Fix its \"transforms\" in "
-                             f"{weights.source}.") from None
+        return from_weight_set(cls, weights, _TRANSFORM_KEYS)
 
     def configured(self, *, size: int | None, preset: str) -> "CycleGANTransform":
         """This transform with the shorter side set to ``size`` and the input range of ``preset``
