@@ -63,7 +63,7 @@ def weights_file(weights: Any, *, model: str, sha256: str | None = None, progres
             raise ValueError(
                 f"weights={weights!r} is a URL without sha256=: anyone able to change that file could change "
                 "your model, so a URL is only loaded pinned by its hash. Pass sha256='<64 hex digits>' "
-                "(python -c \"import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())\" FILE).")
+                "(what `sha256sum FILE` prints for the file you mean to share).")
         if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
             raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}.")
         base = re.sub(r"[^A-Za-z0-9._-]", "_", unquote(Path(urlsplit(weights).path).name)).lstrip(".") or "weights.pth"

@@ -570,7 +570,7 @@ def _docstring(model: str, sets: Sequence[WeightSet]) -> str:
 
         model = torch.hub.load("org/dlwp", "{model}", pretrained=True)
         model.predict("bobby.jpg", topk=5)     # [('golden retriever', 96.3), ...]
-        print(model.predict("bobby.jpg"))      # the same as a table
+        str(model.predict("bobby.jpg"))        # the same, as a table (what print shows)
     """
 
 
