@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +147,10 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
         with torch.inference_mode():
             expected = reference(sample)
         if format == "torchscript":
-            torch.jit.script(pipeline).save(str(tmp))
-            loaded = torch.jit.load(str(tmp))
+            with warnings.catch_warnings():   # TorchScript is deprecated in torch 2.14 but asked for here
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.script(pipeline).save(str(tmp))
+                loaded = torch.jit.load(str(tmp))
         else:
             with torch.no_grad():
                 batch = torch.export.Dim("batch", min=1, max=4096)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -16,6 +17,9 @@ from dlwp_models.export import ExportError, export_model
 from conftest import sha256_of
 
 BUNDLED = {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())["weights"]}
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +93,7 @@ def test_cyclegan_export_reproduces_translate(served, tmp_path, fmt):
     assert out.shape == (1, 3, 256, 346)
     translated = model.translate(images[0], size=256)
     assert translated.size == (346, 256)
-    pixels = torch.from_numpy(__import__("numpy").asarray(translated)).permute(2, 0, 1).float() / 255
+    pixels = torch.from_numpy(np.array(translated)).permute(2, 0, 1).float() / 255
     assert float((out[0] - pixels).abs().max()) <= 1 / 255 + 1e-6
 
 
