@@ -39,7 +39,7 @@ TIMEOUT = (10.0, 60.0)          # connect, read (seconds)
 MAX_ATTEMPTS = 5                # per source, counting resumes after dropped connections
 BACKOFF = 0.5                   # seconds, doubled per attempt
 MAX_RETRY_AFTER = 60.0          # a longer Retry-After gives up on that source instead of waiting
-LOCK_TIMEOUT = float(os.environ.get("DLWP_LOCK_TIMEOUT", "3600"))
+LOCK_TIMEOUT = 3600.0            # seconds to wait for another process's download; DLWP_LOCK_TIMEOUT overrides
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _USER_AGENT = "dlwp-models/0.1 (+https://github.com/org/dlwp)"
 
@@ -129,7 +129,8 @@ def _record_path(dest: Path) -> Path:
 
 
 def _write_record(dest: Path, spec: FileSpec, sha256: str) -> None:
-    record = {"size": dest.stat().st_size, "sha256": sha256, "pinned": spec.integrity()}
+    st = dest.stat()
+    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256, "pinned": spec.integrity()}
     tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.verified-tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     os.replace(tmp, _record_path(dest))
@@ -140,9 +141,37 @@ def _discard(dest: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _verified_in_cache(dest: Path, spec: FileSpec) -> bool:
-    """True when ``dest`` holds the spec's bytes. Costs a stat and a small read when a record
-    exists; a file without a record is hashed once (no network); a bad file is removed."""
+def _record_for(dest: Path, spec: FileSpec) -> dict | None:
+    """The record written when ``dest`` was verified against these same pins, if any."""
+    try:
+        record = json.loads(_record_path(dest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(record, dict) and record.get("pinned") == spec.integrity():
+        return record
+    return None
+
+
+def _recorded(dest: Path, spec: FileSpec) -> bool:
+    """True when ``dest`` was verified against these pins and has not changed since (same size
+    and modification time). A stat and a small read; no side effects, so it is safe without
+    the lock."""
+    record = _record_for(dest, spec)
+    try:
+        st = dest.stat()
+    except OSError:
+        return False
+    return (record is not None and record.get("size") == st.st_size
+            and record.get("mtime_ns") == st.st_mtime_ns and (spec.size is None or spec.size == st.st_size))
+
+
+def _verify_cached(dest: Path, spec: FileSpec) -> bool:
+    """Under the file's lock: True when ``dest`` holds the spec's bytes, hashing it (no network)
+    when its record is missing or stale (e.g. copied without keeping times). A file that fails
+    its size or hash check is removed; a file that cannot be checked (pinned only through its
+    parts, without a record) is left alone and will be replaced by a fresh join."""
+    if _recorded(dest, spec):
+        return True
     try:
         size = dest.stat().st_size
     except FileNotFoundError:
@@ -152,16 +181,12 @@ def _verified_in_cache(dest: Path, spec: FileSpec) -> bool:
         log.warning("cached %s has %d bytes, expected %d: fetching it again", dest, size, spec.size)
         _discard(dest)
         return False
-    try:
-        record = json.loads(_record_path(dest).read_text(encoding="utf-8"))
-        if record.get("size") == size and record.get("pinned") == spec.integrity():
-            return True
-    except (OSError, ValueError):
-        pass
-    if not spec.has_own_hash:  # pinned only through its parts: without a record, join it again
-        _discard(dest)
-        return False
     sha256, blob = _hash_file(dest, want_blob=spec.git_blob_sha1 is not None)
+    if not spec.has_own_hash:
+        # pinned through its parts: the sha256 recorded when the join was verified is the check
+        record = _record_for(dest, spec)
+        if record is None or record.get("sha256") != sha256:
+            return False
     reason = _check(spec, size, sha256, blob)
     if reason:
         log.warning("cached %s fails verification (%s): fetching it again", dest, reason)
@@ -169,6 +194,14 @@ def _verified_in_cache(dest: Path, spec: FileSpec) -> bool:
         return False
     _write_record(dest, spec, sha256)
     return True
+
+
+def _remove_stale_partials(dest: Path) -> None:
+    """Partial files are only written by the lock's holder: any found while holding it were left
+    by a process that died mid-download."""
+    for stale in dest.parent.glob(f"{dest.name}.*.partial"):
+        log.info("removing %s, left by an interrupted download", stale.name)
+        stale.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- downloading
@@ -184,8 +217,11 @@ def _retry_after(response: requests.Response, attempt: int) -> float:
         try:
             delay = float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            delay = parsed.timestamp() - time.time() if parsed else BACKOFF * 2**attempt
+            try:
+                delay = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError):
+                log.info("ignoring malformed Retry-After %r", value)
+                delay = BACKOFF * 2**attempt
         delay = max(0.0, delay)
         if delay > MAX_RETRY_AFTER:
             raise _SourceFailed(f"HTTP {response.status_code} with Retry-After {value!r} (longer than "
@@ -309,18 +345,29 @@ def _join_parts(spec: FileSpec, partial: Path, progress: bool) -> str:
     return digests.sha256.hexdigest()
 
 
+def _lock_timeout() -> float:
+    value = os.environ.get("DLWP_LOCK_TIMEOUT")
+    if value is None:
+        return LOCK_TIMEOUT
+    try:
+        return float(value)
+    except ValueError:
+        raise DownloadError(f"DLWP_LOCK_TIMEOUT must be a number of seconds, got {value!r}; fix or unset it.") from None
+
+
 @contextmanager
 def _file_lock(dest: Path) -> Iterator[None]:
+    timeout = _lock_timeout()
     lock = FileLock(str(dest.with_name(dest.name + ".lock")), timeout=1)
     try:
         lock.acquire()
     except LockTimeout:
         log.info("waiting for another process that is fetching %s", dest.name)
         try:
-            lock.acquire(timeout=LOCK_TIMEOUT)
+            lock.acquire(timeout=timeout)
         except LockTimeout:
             raise DownloadError(
-                f"gave up after {LOCK_TIMEOUT:.0f}s waiting for another process to finish fetching "
+                f"gave up after {timeout:.0f}s waiting for another process to finish fetching "
                 f"{dest.name} (lock {lock.lock_file}). If no other dlwp process is running, delete "
                 "the lock file and try again; DLWP_LOCK_TIMEOUT sets the wait.") from None
     try:
@@ -332,21 +379,30 @@ def _file_lock(dest: Path) -> Iterator[None]:
 def fetch_file(spec: FileSpec, progress: bool = True) -> Path:
     """Return the cached path of one file, downloading and verifying it first if needed."""
     dest = cached_path(spec)
-    if _verified_in_cache(dest, spec):
+    if _recorded(dest, spec):
         return dest
-    if is_offline():
-        raise OfflineError(
-            f"{spec.filename} is not in the cache ({dest}) and DLWP_OFFLINE=1 forbids downloading. "
-            "Run `python -m dlwp_models fetch NAME` on a machine with network and copy its cache "
-            "folder here, or unset DLWP_OFFLINE.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(dest):
-        if _verified_in_cache(dest, spec):  # another process finished it while we waited
+        if _verify_cached(dest, spec):  # copied in by hand, or finished by another process
             return dest
+        if is_offline():
+            if dest.exists():
+                raise OfflineError(
+                    f"{dest} cannot be checked offline: it is pinned only through its parts and its "
+                    f"{_record_path(dest).name} record is missing. Copy the .verified files along with "
+                    "the cache folder, or unset DLWP_OFFLINE to join the parts again.")
+            raise OfflineError(
+                f"{spec.filename} is not in the cache ({dest}) and DLWP_OFFLINE=1 forbids downloading. "
+                "Run `python -m dlwp_models fetch NAME` on a machine with network and copy its cache "
+                "folder (with the .verified files) here, or unset DLWP_OFFLINE.")
+        _remove_stale_partials(dest)
         failures: list[str] = []
-        sources = [f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls)
+        # a file pinned only through its parts is never taken whole from anywhere: nothing could check it
+        sources = ([f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls)
+                   if spec.has_own_hash else [])
         with requests.Session() as session:
             session.headers["User-Agent"] = _USER_AGENT
+            session.headers["Accept-Encoding"] = "identity"  # sizes, hashes and ranges are of the file's bytes
             for url in sources:
                 if _try_source(dest, spec, lambda p: _download(session, url, spec, p, progress), url, failures):
                     return dest

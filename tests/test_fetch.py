@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -239,7 +240,8 @@ def test_joined_file_url_is_tried_before_parts(make_manifest, file_entry, weight
 
 
 FETCH_SCRIPT = textwrap.dedent("""
-    import sys, dlwp_models
+    import sys, time, dlwp_models
+    time.sleep(max(0.0, float(sys.argv[1]) - time.time()))   # all four start together
     path = dlwp_models.fetch(dlwp_models.get_weights("testnet.v1"), progress=False)["state_dict"]
     sys.stdout.write(str(path) + " " + __import__("hashlib").sha256(path.read_bytes()).hexdigest())
 """)
@@ -248,10 +250,86 @@ FETCH_SCRIPT = textwrap.dedent("""
 def test_four_processes_download_once_and_all_succeed(one_file, weight_server):
     weight_server.delay_per_chunk[one_file] = 0.02        # ~1 s per download: the processes overlap
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
-    procs = [subprocess.Popen([sys.executable, "-c", FETCH_SCRIPT], env=env, stdout=subprocess.PIPE,
+    start = str(time.time() + 8)                          # after every interpreter has imported torch
+    procs = [subprocess.Popen([sys.executable, "-c", FETCH_SCRIPT, start], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
     outputs = {out for out, _ in results}
     assert len(outputs) == 1 and outputs.pop().endswith(sha256_of(PAYLOAD))
     assert [h.status for h in weight_server.hits_for(one_file)] == [200]
+
+
+def test_retry_after_seconds_are_waited(one_file, weight_server):
+    weight_server.inject(one_file, Fault("status", 503, headers={"Retry-After": "1"}))
+    started = time.monotonic()
+    dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
+    assert time.monotonic() - started >= 1.0
+
+
+def test_malformed_retry_after_falls_back_to_backoff(one_file, weight_server, monkeypatch):
+    monkeypatch.setattr(_fetch, "BACKOFF", 0.01)
+    weight_server.inject(one_file, Fault("status", 503, headers={"Retry-After": "soon"}))
+    assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["state_dict"].read_bytes() == PAYLOAD
+
+
+def test_parts_only_file_is_never_taken_whole_from_a_mirror(make_manifest, file_entry, weight_server, monkeypatch):
+    a, b = PAYLOAD[:7], PAYLOAD[7:]
+    weight_server.serve("mirror-bait.pth", b"attacker bytes, not the join")
+    make_manifest([entry("v1", {"encoder": {"filename": "mirror-bait.pth", "parts": [
+        file_entry("bait-a.pth", a), file_entry("bait-b.pth", b)]}})])
+    monkeypatch.setenv("DLWP_MIRROR", f"{weight_server.base}/files")
+    assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["encoder"].read_bytes() == PAYLOAD
+    assert weight_server.hits_for("mirror-bait.pth") == []
+
+
+def test_copied_cache_works_offline_even_with_new_times(make_manifest, file_entry, weight_server, hub_home,
+                                                       monkeypatch):
+    a, b = PAYLOAD[:9], PAYLOAD[9:]
+    make_manifest([entry("v1", {"encoder": {"filename": "copied-join.pth", "parts": [
+        file_entry("copied-a.pth", a), file_entry("copied-b.pth", b)]},
+        "state_dict": file_entry("copied-whole.pth", PAYLOAD)})])
+    paths = dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
+    for path in paths.values():
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))        # as a copy without -p would
+    monkeypatch.setenv("DLWP_OFFLINE", "1")
+    before = len(weight_server.hits)
+    again = dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
+    assert again == paths and again["encoder"].read_bytes() == PAYLOAD
+    assert len(weight_server.hits) == before
+
+
+def test_offline_join_without_its_record_is_kept_and_explained(make_manifest, file_entry, hub_home, monkeypatch):
+    a, b = PAYLOAD[:9], PAYLOAD[9:]
+    make_manifest([entry("v1", {"encoder": {"filename": "norecord-join.pth", "parts": [
+        file_entry("norecord-a.pth", a), file_entry("norecord-b.pth", b)]}})])
+    path = dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["encoder"]
+    path.with_name(path.name + ".verified").unlink()
+    monkeypatch.setenv("DLWP_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="Copy the .verified files"):
+        dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
+    assert path.read_bytes() == PAYLOAD                          # nothing deleted
+
+
+def test_same_size_damage_to_a_cached_file_is_caught(one_file, weight_server):
+    path = dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["state_dict"]
+    with open(path, "r+b") as fh:
+        fh.seek(len(PAYLOAD) // 2)
+        fh.write(b"\0" * 4096)
+    assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["state_dict"].read_bytes() == PAYLOAD
+    assert len(weight_server.hits_for(one_file)) == 2
+
+
+def test_partial_files_of_dead_processes_are_removed(one_file, hub_home):
+    cache = hub_home / "hub" / "checkpoints" / "dlwp"
+    cache.mkdir(parents=True)
+    stale = cache / f"{one_file}.deadbeef.partial"
+    stale.write_bytes(b"half a download")
+    dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
+    assert not stale.exists()
+
+
+def test_bad_lock_timeout_setting_is_a_clear_error(one_file, monkeypatch):
+    monkeypatch.setenv("DLWP_LOCK_TIMEOUT", "abc")
+    with pytest.raises(DownloadError, match="DLWP_LOCK_TIMEOUT must be a number"):
+        dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
