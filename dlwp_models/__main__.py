@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Callable, Sequence
 
 from ._errors import DlwpError
@@ -93,9 +95,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     if args.model not in CLASSIFIERS:
         raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
+    images = _load_inputs(args.images)              # bad images fail before any download
     build: Callable = getattr(classifiers, args.model)
     model = build(weights=args.weights or "DEFAULT", progress=not args.quiet)
-    results = model.predict(args.images, topk=args.topk)
+    results = model.predict(images, topk=args.topk)
     for path, result in zip(args.images, results):
         print(f"{path}:")
         print(result)
@@ -105,21 +108,43 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from .cyclegan import cyclegan
 
+    outputs = [args.output / f"{_stem(path)}_zebra.png" for path in args.images]
+    clash = next((out for i, out in enumerate(outputs) if out in outputs[:i]), None)
+    if clash is not None:
+        raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
+                         "them into different folders.")
+    images = _load_inputs(args.images)
     model = cyclegan(weights=args.weights or "DEFAULT", progress=not args.quiet)
+    translated = model.translate(images, size=args.size, preset=args.preset)
     args.output.mkdir(parents=True, exist_ok=True)
-    images = model.translate(args.images, size=args.size, preset=args.preset)
-    for path, image in zip(args.images, images):
-        out = args.output / f"{Path(path).stem}_zebra.png"
-        image.save(out)
+    for path, image, out in zip(args.images, translated, outputs):
+        partial = out.with_name(f".{out.name}.partial")
+        try:                                        # never leave a half-written picture behind
+            image.save(partial, format="PNG")
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
         print(f"{path} -> {out}")
     return 0
+
+
+def _stem(path: str) -> str:
+    """The file name stem of a path or of a URL's path."""
+    return Path(urlsplit(path).path if "://" in path else path).stem or "image"
+
+
+def _load_inputs(paths: list[str]) -> list:
+    from ._images import load_images
+
+    return load_images(paths)[0]
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
     from .captioning import neuraltalk2
 
+    images = _load_inputs(args.images)
     model = neuraltalk2(weights=args.weights or "DEFAULT", progress=not args.quiet)
-    captions = model.caption(args.images, beam_size=args.beam_size)
+    captions = model.caption(images, beam_size=args.beam_size)
     for path, caption in zip(args.images, captions):
         print(f"{path}: {caption}")
     return 0
@@ -168,11 +193,20 @@ class _UsageError(Exception):
 
 
 def _size_arg(text: str) -> int | None:
+    from .cyclegan import MIN_SIDE
+
     if text.lower() == "none":
         return None
     value = int(text)
+    if value < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, or 'none'")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive number of pixels, or 'none'")
+        raise argparse.ArgumentTypeError("must be a positive integer")
     return value
 
 
@@ -202,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
     p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
     p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
-    p.add_argument("--topk", type=int, default=5, help="how many labels per image (default: 5)")
+    p.add_argument("--topk", type=_positive_int, default=5, help="how many labels per image (default: 5)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_classify)
 
@@ -218,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("caption", help="describe images in a sentence (NeuralTalk2)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
-    p.add_argument("--beam-size", type=int, default=2, help="beam width (default: 2, as the book)")
+    p.add_argument("--beam-size", type=_positive_int, default=2, help="beam width (default: 2, as the book)")
     p.add_argument("--weights", help="weight tag (default: coco_fc)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_caption)

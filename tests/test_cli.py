@@ -140,3 +140,19 @@ def test_translate_writes_a_zebra_png_per_input(served_models, photos, tmp_path,
     written = out / "bobby_zebra.png"
     assert capsys.readouterr().out.strip() == f"{path} -> {written}"
     assert Image.open(written).size == (92, 64)              # 130x90 resized to a shorter side of 64
+
+
+@pytest.mark.parametrize("argv", [["classify", "{dir}"], ["translate", "{dir}", "-o", "{out}"],
+                                  ["caption", "{dir}"]])
+def test_bad_images_fail_before_any_download(argv, tmp_path, capsys, monkeypatch, weight_server):
+    monkeypatch.setenv("DLWP_OFFLINE", "1")          # a download would fail differently
+    args = [a.format(dir=tmp_path, out=tmp_path / "out") for a in argv]
+    assert main([*args, "-q"]) == 1
+    assert "is a directory, not an image" in capsys.readouterr().err
+
+
+def test_translate_refuses_two_inputs_with_one_output_name(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert main(["translate", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.png"), "-o", str(tmp_path)]) == 1
+    assert "both be written to" in capsys.readouterr().err
