@@ -58,7 +58,8 @@ def weights_file(weights: Any, *, model: str, sha256: str | None = None, progres
     if isinstance(weights, str) and "://" in weights:
         scheme = urlsplit(weights).scheme.lower()
         if scheme not in ("http", "https"):
-            raise ValueError(f"weights={weights!r}: only https URLs are fetched; for a local file pass its path.")
+            raise ValueError(f"weights={weights!r}: only http(s) URLs are fetched (plain http only with sha256=, "
+                             "which it always needs); for a local file pass its path.")
         if not sha256:
             raise ValueError(
                 f"weights={weights!r} is a URL without sha256=: anyone able to change that file could change "

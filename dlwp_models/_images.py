@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Union
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ImageItem = Union[Image.Image, torch.Tensor]
 URL_TIMEOUT = (5.0, 20.0)            # connect, read (seconds)
+URL_DEADLINE = 120.0                 # the whole download, so a server that drips bytes cannot hang us
 URL_MAX_BYTES = 64 * 1024 * 1024     # an image bigger than this over HTTP is refused
 _KINDS = "a path, an http(s) URL, a PIL image, a numpy HWC uint8 array or a CHW/NCHW tensor"
 
@@ -134,8 +136,12 @@ def _from_url(url: str) -> Image.Image:
                 raise ImageFetchError(f"{url!r} returned {ctype}, not an image (a web page rather than "
                                       "the picture?). Use the direct link to the image file.")
             data = bytearray()
+            deadline = time.monotonic() + URL_DEADLINE
             for chunk in resp.iter_content(1 << 16):
                 data += chunk
+                if time.monotonic() > deadline:
+                    raise ImageFetchError(f"fetching image {url!r} took longer than {URL_DEADLINE:.0f}s; "
+                                          "download it first and pass the file.")
                 if len(data) > URL_MAX_BYTES:
                     raise ImageFetchError(f"{url!r} is larger than {URL_MAX_BYTES >> 20} MiB; download it "
                                           "and pass the file instead.")

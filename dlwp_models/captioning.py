@@ -166,8 +166,8 @@ class LSTMCore(nn.Module):
         i, f, o = torch.sigmoid(s[:, :3 * r]).split(r, dim=1)           # (M, R) each
         g = torch.max(s[:, 3 * r:4 * r], s[:, 4 * r:])                  # (M, R) maxout
         c = f * c + i * g
-        h = self.dropout(o * torch.tanh(c))
-        return h, (h, c)
+        h = o * torch.tanh(c)
+        return self.dropout(h), (h, c)          # as upstream: the state keeps h without dropout
 
 
 class FCDecoder(nn.Module):

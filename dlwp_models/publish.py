@@ -65,18 +65,22 @@ def _read_categories(path: Path, num_classes: int) -> list[str]:
 def _load_manifest_json(path: Path) -> dict:
     if not path.exists():
         return {"schema_version": 1, "weights": []}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    parse_manifest(data, str(path))   # refuse to edit a manifest that is already broken
-    return data
+    read_manifest(path)               # refuse to edit a manifest that is already broken (clear error)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _write_manifest_json(path: Path, data: dict) -> None:
     parse_manifest(data, str(path))   # never write a manifest that would not load
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2) + "\n")
+        os.chmod(tmp, mode)           # mkstemp makes 0600; keep the manifest readable as it was
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _release_download_url(api: GitHubReleases | None, repo: str, release: str, name: str) -> str:

@@ -141,6 +141,14 @@ def test_url_that_times_out(weight_server, photo, monkeypatch):
         load_images(url)
 
 
+def test_url_that_drips_bytes_hits_the_overall_deadline(weight_server, photo, monkeypatch):
+    monkeypatch.setattr(_images, "URL_DEADLINE", 0.3)
+    url = weight_server.serve("drip.png", png_bytes(photo.resize((400, 400))), "image/png")
+    weight_server.delay_per_chunk["drip.png"] = 0.2
+    with pytest.raises(ImageFetchError, match="took longer than"):
+        load_images(url)
+
+
 def test_url_that_returns_html(weight_server):
     url = weight_server.serve("page.png", b"x")
     weight_server.inject("page.png", Fault("html"))

@@ -18,6 +18,7 @@ import dlwp_models
 from dlwp_models import IncompatibleWeightsError
 from dlwp_models._errors import PublishError
 from dlwp_models.__main__ import main
+from dlwp_models.classifiers import ClassifierTransform
 from dlwp_models.publish import mirror_manifest, publish_checkpoint
 from conftest import REPO_DIR, git_blob_sha1, sha256_of
 from github_api import Asset, FakeGitHub
@@ -66,6 +67,7 @@ def checkout(tmp_path):
 LOAD_AND_PREDICT = textwrap.dedent("""
     import json, sys, torch
     model = torch.hub.load(sys.argv[1], "resnet50", source="local", weights=sys.argv[2], progress=False)
+    torch.manual_seed(0)
     image = torch.rand(3, 240, 320)
     with torch.inference_mode():
         logits = model(model.transforms(image).unsqueeze(0))[0].tolist()
@@ -94,6 +96,12 @@ def test_publish_then_collaborator_loads_by_tag_and_predicts_their_labels(api_en
     loaded = json.loads(result.stdout)
     assert loaded["categories"] == LABELS and loaded["weights"] == "resnet50.ants_and_bees"
     assert [label for label, _ in loaded["prediction"]] and all(l in LABELS for l, _ in loaded["prediction"])
+    torch.manual_seed(0)                                   # the subprocess's image, made the same way
+    image = torch.rand(3, 240, 320)
+    with torch.inference_mode():
+        transform = ClassifierTransform.from_weights(dlwp_models.get_weights("DEFAULT", "resnet50"))
+        expected = net(transform(image).unsqueeze(0))[0]
+    torch.testing.assert_close(torch.tensor(loaded["logits"]), expected, atol=1e-4, rtol=1e-4)
     downloads = [path for method, path in api_env.calls if "/releases/download/" in path]
     assert downloads == [f"/{REPO}/releases/download/weights-v1/{spec['filename']}"]
 
@@ -188,8 +196,8 @@ def test_mirror_manifest_rehosts_files_and_loads_then_come_from_the_release(api_
                  "sha256": sha256_of(part_a)},
                 {"filename": "mirror-b.pth", "urls": [weight_server.serve("mirror-b.pth", part_b)],
                  "sha256": sha256_of(part_b)}]}}}]}))
-    assert mirror_manifest(repo=REPO, release="mirror", manifest=manifest, progress=False) == \
-        ["mirror-whole.pth", "mirror-joined.pth"]
+    assert main(["publish", "--mirror-manifest", "--repo", REPO, "--release", "mirror", "--manifest",
+                 str(manifest), "-q"]) == 0
     again = mirror_manifest(repo=REPO, release="mirror", manifest=manifest, progress=False)   # idempotent
     assert len(again) == 2
     uploads = [p for m, p in api_env.calls if m == "POST" and p.startswith("/uploads/")]
