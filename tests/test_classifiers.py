@@ -538,3 +538,20 @@ def test_loaded_model_deep_copies_with_its_weight_set(serve_weights):
     clone = copy.deepcopy(model)
     assert clone.weights == model.weights and clone.weights.files["state_dict"].sha256
     assert clone.predict(photo()) == model.predict(photo())
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16"])
+def test_other_image_modes_are_classified_like_their_rgb_conversion(small_model, tmp_path, mode):
+    rgb = photo(120, 90)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+        expected_rgb = rgb.convert("L").convert("RGB")
+    else:
+        image = rgb.convert(mode)
+        expected_rgb = image.convert("RGB") if mode != "RGBA" else rgb
+    path = tmp_path / f"picture.{'jpg' if mode == 'CMYK' else 'png'}"
+    image.save(path)
+    if mode == "CMYK":
+        expected_rgb = Image.open(path).convert("RGB")
+    result = small_model.predict(str(path), topk=3)
+    assert result == small_model.predict(expected_rgb, topk=3)
