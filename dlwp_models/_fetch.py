@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
-import requests
-from filelock import FileLock, Timeout as LockTimeout
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # requests, tqdm and filelock are imported where a download happens:
+    import requests  # a verified cache hit never pays for them
 
 from ._errors import DownloadError, IntegrityError, OfflineError
 from ._manifest import FileSpec, WeightSet
@@ -34,7 +35,7 @@ __all__ = ["fetch", "fetch_file", "cache_dir", "cached_path", "is_offline"]
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20                 # file reads
-NET_CHUNK = 1 << 16             # network reads: a dropped connection loses at most this much
+NET_CHUNK = 1 << 20             # network reads: a dropped connection loses at most this much
 TIMEOUT = (10.0, 60.0)          # connect, read (seconds)
 MAX_ATTEMPTS = 5                # per source, counting resumes after dropped connections
 BACKOFF = 0.5                   # seconds, doubled per attempt
@@ -253,6 +254,9 @@ def _total_from(response: requests.Response, offset: int) -> int | None:
 
 def _download(session: requests.Session, url: str, spec: FileSpec, partial: Path, progress: bool) -> str:
     """Stream ``url`` into ``partial``; return its sha256 once size and hash match the spec."""
+    import requests
+    from tqdm.auto import tqdm
+
     _check_scheme(url, spec)
     digests: _Digests | None = None
     bar: tqdm | None = None
@@ -357,6 +361,8 @@ def _lock_timeout() -> float:
 
 @contextmanager
 def _file_lock(dest: Path) -> Iterator[None]:
+    from filelock import FileLock, Timeout as LockTimeout
+
     timeout = _lock_timeout()
     lock = FileLock(str(dest.with_name(dest.name + ".lock")), timeout=1)
     try:
@@ -400,6 +406,8 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> Path:
         # a file pinned only through its parts is never taken whole from anywhere: nothing could check it
         sources = ([f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls)
                    if spec.has_own_hash else [])
+        import requests
+
         with requests.Session() as session:
             session.headers["User-Agent"] = _USER_AGENT
             session.headers["Accept-Encoding"] = "identity"  # sizes, hashes and ranges are of the file's bytes

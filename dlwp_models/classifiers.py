@@ -240,7 +240,7 @@ class ClassifierMixin:
     transforms: ClassifierTransform
     categories: list[str] | None
 
-    def predict(self, inputs: Any, topk: int = 5, *, batch_size: int = 32) -> "Prediction | list[Prediction]":
+    def predict(self, inputs: Any, topk: int = 5, *, batch_size: int = 16) -> "Prediction | list[Prediction]":
         """Top-``topk`` ``(label, percent)`` pairs per image, percent = softmax × 100 (as the book).
 
         ``inputs``: one image or a list of them: a path (str or Path), an http(s) URL, a PIL image,
@@ -248,6 +248,8 @@ class ClassifierMixin:
         gives one :class:`Prediction`; a list (or an NCHW batch) gives a list of them. Images run
         through :attr:`transforms` in batches of ``batch_size`` on the model's device, in eval mode
         under ``torch.inference_mode()``; the model's train/eval mode is restored afterwards.
+        Batches go in channels-last (the faster convolution layout on CPUs; same numbers to float
+        rounding), and 16 at a time: on a 2-core CPU, ResNet-101 is slower per image at 32.
 
         Example::
 
@@ -282,6 +284,7 @@ class ClassifierMixin:
                 for start in range(0, len(items), batch_size):
                     batch = torch.stack([self.transforms(item).to(device) for item in
                                          items[start:start + batch_size]]).to(dtype)
+                    batch = batch.contiguous(memory_format=torch.channels_last)
                     logits = self(batch)
                     if isinstance(logits, tuple):  # InceptionOutputs when scripted
                         logits = logits[0]
