@@ -12,12 +12,17 @@ would run them (no dlwp code except where the issue says "the same model").
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+# the book's generator and upstream's Caffe ResNet-101, written out once for tests and benchmarks
+from upstream_code import BookResNetGenerator as ResNetGenerator, upstream_caffe_resnet101  # noqa: E402,F401
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -60,59 +65,6 @@ def book_classify(model: nn.Module, path: str, preprocess, labels: list[str], to
 
 # --------------------------------------------------------------------------- CycleGAN (the notebook's class)
 
-class ResNetBlock(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.conv_block = self.build_conv_block(dim)
-
-    def build_conv_block(self, dim):
-        conv_block = []
-        conv_block += [nn.ReflectionPad2d(1)]
-        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-                       nn.InstanceNorm2d(dim),
-                       nn.ReLU(True)]
-        conv_block += [nn.ReflectionPad2d(1)]
-        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-                       nn.InstanceNorm2d(dim)]
-        return nn.Sequential(*conv_block)
-
-    def forward(self, x):
-        out = x + self.conv_block(x)
-        return out
-
-
-class ResNetGenerator(nn.Module):
-    def __init__(self, input_nc=3, output_nc=3, ngf=64, n_blocks=9):
-        assert n_blocks >= 0
-        super().__init__()
-        model = [nn.ReflectionPad2d(3),
-                 nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=True),
-                 nn.InstanceNorm2d(ngf),
-                 nn.ReLU(True)]
-        n_downsampling = 2
-        for i in range(n_downsampling):
-            mult = 2 ** i
-            model += [nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=True),
-                      nn.InstanceNorm2d(ngf * mult * 2),
-                      nn.ReLU(True)]
-        mult = 2 ** n_downsampling
-        for i in range(n_blocks):
-            model += [ResNetBlock(ngf * mult)]
-        for i in range(n_downsampling):
-            mult = 2 ** (n_downsampling - i)
-            model += [nn.ConvTranspose2d(ngf * mult, int(ngf * mult / 2), kernel_size=3, stride=2,
-                                         padding=1, output_padding=1, bias=True),
-                      nn.InstanceNorm2d(int(ngf * mult / 2)),
-                      nn.ReLU(True)]
-        model += [nn.ReflectionPad2d(3)]
-        model += [nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0)]
-        model += [nn.Tanh()]
-        self.model = nn.Sequential(*model)
-
-    def forward(self, input):
-        return self.model(input)
-
-
 def naive_cyclegan(path: Path) -> nn.Module:
     netG = ResNetGenerator()
     model_data = torch.load(path)
@@ -135,18 +87,6 @@ def book_translate(netG: nn.Module, path: str):
 
 
 # --------------------------------------------------------------------------- NeuralTalk2
-
-def upstream_caffe_resnet101() -> nn.Module:
-    """ImageCaptioning.pytorch's misc/resnet.py resnet101 (Caffe layout, with its ImageNet head)."""
-    from torchvision.models.resnet import Bottleneck, ResNet
-
-    net = ResNet(Bottleneck, [3, 4, 23, 3], num_classes=1000)
-    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-    for i in range(2, 5):
-        getattr(net, f"layer{i}")[0].conv1.stride = (2, 2)
-        getattr(net, f"layer{i}")[0].conv2.stride = (1, 1)
-    return net
-
 
 class FCModel(nn.Module):
     """ImageCaptioning.pytorch's FC model (models/FCModel.py), inference part, written out: the

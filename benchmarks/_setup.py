@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
-from unittest import mock
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_DIR / "tests"))   # tests/loopback.py: the loopback HTTP server
 sys.path.insert(0, str(REPO_DIR))
+from upstream_code import legacy_cuda_save  # noqa: E402 - tests/upstream_code.py
 
 WORKER = BENCH_DIR / "_worker.py"
 MB = 1 << 20
@@ -219,19 +219,6 @@ def legacy_save(state_dict: dict) -> bytes:
 
     torch.save(state_dict, buffer, _use_new_zipfile_serialization=False)
     return buffer.getvalue()
-
-
-def legacy_cuda_save(state_dict: dict) -> bytes:
-    """As torch 0.3 saved a state dict from the GPU: legacy format, torch.cuda.FloatStorage, 'cuda:0'."""
-    import torch
-    import torch.serialization as serialization
-
-    buffer = io.BytesIO()
-    with mock.patch.object(serialization, "location_tag", lambda storage: "cuda:0"):
-        torch.save(state_dict, buffer, _use_new_zipfile_serialization=False)
-    data = buffer.getvalue()
-    assert data.count(b"ctorch\nFloatStorage\n") == 1 and b"cuda:0" in data
-    return data.replace(b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n")
 
 
 def zip_save(state_dict: dict) -> bytes:

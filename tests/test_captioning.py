@@ -23,7 +23,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -36,6 +35,7 @@ from dlwp_models import ImageInputError, IncompatibleWeightsError, UnsafeFileErr
 from dlwp_models._caption_search import beam_search, greedy_search, sample_search
 from dlwp_models.captioning import (DecoderConfig, FCDecoder, NeuralTalk2, caffe_resnet101,
                                     encoder_from_state_dict, placeholder_vocabulary, read_vocabulary)
+from upstream_code import legacy_cuda_save, upstream_caffe_resnet101
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 VOCAB_SIZE = 9487                 # the published vocabulary: 9,487 words, 'UNK' last
@@ -218,17 +218,6 @@ def pickle_globals(data: bytes) -> set[tuple[str, str]]:
 
 # ---- torch files ---------------------------------------------------------------------------
 
-def legacy_cuda_save(state_dict: dict[str, torch.Tensor]) -> bytes:
-    """A state dict as torch 0.3 saved it from the GPU: the legacy (non-zip) format, storages of
-    type torch.cuda.FloatStorage at location 'cuda:0'."""
-    import torch.serialization as serialization
-
-    buffer = io.BytesIO()
-    with mock.patch.object(serialization, "location_tag", lambda storage: "cuda:0"):
-        torch.save(state_dict, buffer, _use_new_zipfile_serialization=False)
-    data = buffer.getvalue()
-    assert data.count(b"ctorch\nFloatStorage\n") == 1 and b"cuda:0" in data
-    return data.replace(b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n")
 
 
 def zip_save(state_dict: dict[str, torch.Tensor]) -> bytes:
@@ -237,17 +226,6 @@ def zip_save(state_dict: dict[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
-def upstream_caffe_resnet101() -> nn.Module:
-    """ImageCaptioning.pytorch's misc/resnet.py ``ResNet`` for resnet101, written out independently
-    (with its ImageNet head, which its strict load of the published file requires)."""
-    from torchvision.models.resnet import Bottleneck, ResNet
-
-    net = ResNet(Bottleneck, [3, 4, 23, 3], num_classes=1000)
-    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-    for i in range(2, 5):
-        getattr(net, f"layer{i}")[0].conv1.stride = (2, 2)
-        getattr(net, f"layer{i}")[0].conv2.stride = (1, 1)
-    return net
 
 
 # ---- hand-set decoders ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from dlwp_models import ImageInputError, IncompatibleWeightsError, UnsafeFileError, WeightsNotFoundError
+from upstream_code import BookResNetGenerator
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 TOL = 1 / 255 + 1e-6  # one 8-bit level
@@ -46,61 +47,8 @@ INSTANCE_NORMS: list[tuple[str, int]] = [
 
 
 # --------------------------------------------------------------------------- the book's code
-# The generator exactly as the book's notebook p1ch2/3_cyclegan.ipynb defines it; the reference
-# the hub model is compared with.
-
-class BookResNetBlock(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.conv_block = self.build_conv_block(dim)
-
-    def build_conv_block(self, dim):
-        conv_block = []
-        conv_block += [nn.ReflectionPad2d(1)]
-        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-                       nn.InstanceNorm2d(dim),
-                       nn.ReLU(True)]
-        conv_block += [nn.ReflectionPad2d(1)]
-        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-                       nn.InstanceNorm2d(dim)]
-        return nn.Sequential(*conv_block)
-
-    def forward(self, x):
-        out = x + self.conv_block(x)
-        return out
-
-
-class BookResNetGenerator(nn.Module):
-    def __init__(self, input_nc=3, output_nc=3, ngf=64, n_blocks=9):
-        assert n_blocks >= 0
-        super().__init__()
-        model = [nn.ReflectionPad2d(3),
-                 nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=True),
-                 nn.InstanceNorm2d(ngf),
-                 nn.ReLU(True)]
-        n_downsampling = 2
-        for i in range(n_downsampling):
-            mult = 2 ** i
-            model += [nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=True),
-                      nn.InstanceNorm2d(ngf * mult * 2),
-                      nn.ReLU(True)]
-        mult = 2 ** n_downsampling
-        for i in range(n_blocks):
-            model += [BookResNetBlock(ngf * mult)]
-        for i in range(n_downsampling):
-            mult = 2 ** (n_downsampling - i)
-            model += [nn.ConvTranspose2d(ngf * mult, int(ngf * mult / 2), kernel_size=3, stride=2,
-                                         padding=1, output_padding=1, bias=True),
-                      nn.InstanceNorm2d(int(ngf * mult / 2)),
-                      nn.ReLU(True)]
-        model += [nn.ReflectionPad2d(3)]
-        model += [nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0)]
-        model += [nn.Tanh()]
-        self.model = nn.Sequential(*model)
-
-    def forward(self, input):
-        return self.model(input)
-
+# The generator exactly as the book's notebook defines it (tests/upstream_code.py) is the
+# reference the hub model is compared with.
 
 def book_pipeline(net: nn.Module, img: Image.Image, resize: int = 256) -> torch.Tensor:
     """The notebook's steps: Resize(256), ToTensor(), unsqueeze, netG, (out + 1) / 2 → (3, H, W)."""
