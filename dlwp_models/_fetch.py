@@ -197,6 +197,14 @@ def _verify_cached(dest: Path, spec: FileSpec) -> bool:
     return True
 
 
+def verified_sha256(spec: FileSpec) -> str:
+    """The sha256 of a file :func:`fetch_file` has placed in the cache, from its record when that
+    is current (no re-read of the file), else by hashing it."""
+    dest = cached_path(spec)
+    record = _record_for(dest, spec) if _recorded(dest, spec) else None
+    return record["sha256"] if record and record.get("sha256") else sha256_file(dest)
+
+
 def _remove_stale_partials(dest: Path) -> None:
     """Partial files are only written by the lock's holder: any found while holding it were left
     by a process that died mid-download."""

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._errors import ImageFetchError, ImageInputError, ImageNotFoundError
 
-__all__ = ["ImageItem", "load_images", "load_image", "to_float_tensor"]
+__all__ = ["ImageItem", "load_images", "load_image", "to_float_tensor", "image_hw", "same_size_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,27 @@ def to_float_tensor(item: ImageItem) -> torch.Tensor:
         return item
     array = np.asarray(item, dtype=np.uint8)                     # H, W, 3
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def image_hw(item: ImageItem) -> tuple[int, int]:
+    """(height, width) of an item from :func:`load_images`."""
+    if isinstance(item, torch.Tensor):
+        return int(item.shape[-2]), int(item.shape[-1])
+    width, height = item.size  # PIL
+    return height, width
+
+
+def same_size_chunks(tensors: list[torch.Tensor], batch_pixels: int) -> list[list[int]]:
+    """Indices of (…, H, W) tensors grouped by shape, in chunks of at most ``batch_pixels`` pixels
+    in all (at least one image each): what can be stacked and run together."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    chunks = []
+    for shape, indices in groups.items():
+        per_chunk = max(1, batch_pixels // (shape[-1] * shape[-2]))
+        chunks += [indices[k:k + per_chunk] for k in range(0, len(indices), per_chunk)]
+    return chunks
 
 
 # --------------------------------------------------------------------------- one input

@@ -389,16 +389,11 @@ class CaptionTransform:
         return (x - mean) / std
 
 
-def _image_hw(item: Any) -> tuple[int, int]:
-    if isinstance(item, torch.Tensor):
-        return int(item.shape[-2]), int(item.shape[-1])
-    width, height = item.size  # PIL
-    return height, width
-
-
 def _fit_side(item: Any, max_side: int | None, where: str) -> Any:
     """Downscale an image whose longer side exceeds ``max_side`` (aspect kept), with a log note."""
-    height, width = _image_hw(item)
+    from ._images import image_hw
+
+    height, width = image_hw(item)
     if max_side is None or max(height, width) <= max_side:
         return item
     scale = max_side / max(height, width)
@@ -515,18 +510,14 @@ class NeuralTalk2(nn.Module):
 
     def _encode_all(self, batch: list[torch.Tensor]) -> torch.Tensor:
         """Encode images of any sizes: equal sizes together, in chunks of at most BATCH_PIXELS."""
+        from ._images import same_size_chunks
+
         param = next(self.decoder.parameters())
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, x in enumerate(batch):
-            groups.setdefault(tuple(x.shape), []).append(i)
         features: list[torch.Tensor | None] = [None] * len(batch)
-        for shape, indices in groups.items():
-            per_chunk = max(1, BATCH_PIXELS // (shape[-1] * shape[-2]))
-            for k in range(0, len(indices), per_chunk):
-                chunk = indices[k:k + per_chunk]
-                x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
-                for i, feature in zip(chunk, self.encode(x)):
-                    features[i] = feature
+        for chunk in same_size_chunks(batch, BATCH_PIXELS):
+            x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
+            for i, feature in zip(chunk, self.encode(x)):
+                features[i] = feature
         return torch.stack(features)                                    # type: ignore[arg-type]
 
 

@@ -355,11 +355,7 @@ def adapt_torchvision_state_dict(state_dict: Any, *, source: str) -> "OrderedDic
             raise IncompatibleWeightsError(f"{source}: key {key!r} and another key both mean {new_key!r}. "
                                            "Keep one of them in the file.")
         adapted[new_key] = value
-    for key in [k for k in adapted if isinstance(k, str) and k.endswith(".running_mean")]:
-        counter = key[: -len("running_mean")] + "num_batches_tracked"
-        if counter not in adapted and isinstance(adapted[key], torch.Tensor):
-            adapted[counter] = torch.zeros((), dtype=torch.long, device=adapted[key].device)
-    return adapted
+    return adapted   # missing batch-norm counters (pre-0.4.1 files) are filled by load_into
 
 
 def _check_kwargs(model: str, arch: _Arch, cls: type, kwargs: Mapping[str, Any]) -> None:

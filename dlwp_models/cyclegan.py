@@ -189,7 +189,7 @@ class ResNetGenerator(nn.Module):
             zebra = model.translate("horse.jpg")                  # PIL image, shorter side 256
             zebra.save("zebra.png")
         """
-        from ._images import load_images
+        from ._images import image_hw, load_images, same_size_chunks
 
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}. Use 'trained' "
@@ -208,7 +208,7 @@ class ResNetGenerator(nn.Module):
         transform = self.transforms.configured(size=size, preset=preset)
         batch = []
         for index, item in enumerate(items):
-            height, width = _image_hw(item)
+            height, width = image_hw(item)
             new_h, new_w = transform.output_size(height, width)
             where = "the image" if single else f"image {index}"
             if min(new_h, new_w) < MIN_SIDE:
@@ -227,7 +227,7 @@ class ResNetGenerator(nn.Module):
         param = next(self.parameters())
         outputs: list[Any] = [None] * len(batch)
         with _deterministic_cudnn(param.device):
-            for chunk in _same_size_chunks(batch):
+            for chunk in same_size_chunks(batch, BATCH_PIXELS):
                 x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
                 y = self._forward_same_size(x)                              # (n, 3, H, W) in [-1, 1]
                 for i, image in zip(chunk, _to_pil_images(y)):
@@ -251,18 +251,6 @@ def _deterministic_cudnn(device: torch.device) -> Iterator[None]:
         cudnn.deterministic, cudnn.benchmark = saved
 
 
-def _same_size_chunks(tensors: list[torch.Tensor]) -> list[list[int]]:
-    """Indices grouped by image size, in chunks of at most BATCH_PIXELS pixels (at least one image)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(tuple(t.shape), []).append(i)
-    chunks = []
-    for shape, indices in groups.items():
-        per_chunk = max(1, BATCH_PIXELS // (shape[-1] * shape[-2]))
-        chunks += [indices[k:k + per_chunk] for k in range(0, len(indices), per_chunk)]
-    return chunks
-
-
 def _to_pil_images(y: torch.Tensor) -> list[Any]:
     """(N, 3, H, W) in [-1, 1] -> N RGB PIL images: ``(y + 1) / 2``, clamped, rounded to 8 bits."""
     from PIL import Image
@@ -270,13 +258,6 @@ def _to_pil_images(y: torch.Tensor) -> list[Any]:
     pixels = ((y.float() + 1) / 2).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
     pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()                    # (N, H, W, 3)
     return [Image.fromarray(array) for array in pixels]                   # (H, W, 3) uint8 is RGB
-
-
-def _image_hw(item: Any) -> tuple[int, int]:
-    if isinstance(item, torch.Tensor):
-        return int(item.shape[-2]), int(item.shape[-1])
-    width, height = item.size  # PIL
-    return height, width
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -345,13 +326,13 @@ class CycleGANTransform:
 
         from PIL import Image
 
-        from ._images import load_image, to_float_tensor
+        from ._images import image_hw, load_image, to_float_tensor
 
         if not isinstance(image, (Image.Image, torch.Tensor)):
             image = load_image(image)   # a path, URL or numpy array, as translate accepts
         elif isinstance(image, Image.Image) and image.mode != "RGB":
             image = load_image(image)
-        height, width = _image_hw(image)
+        height, width = image_hw(image)
         new_h, new_w = self.output_size(height, width)
         if (new_h, new_w) != (height, width):
             if isinstance(image, torch.Tensor):
@@ -432,11 +413,10 @@ def cyclegan(*, pretrained: bool = False, weights: str | os.PathLike | None = No
             model = ResNetGenerator()
             model.eval()
             return model
-        CycleGANTransform.from_weights(chosen)  # a bad entry fails before anything is downloaded
+    transforms = CycleGANTransform.from_weights(chosen)  # a bad entry fails before any download
+    if chosen is not None:
         path = fetch_for(chosen, FORMAT, progress=progress)["state_dict"]
         source = f"weight set {chosen.name!r} ({path.name})"
-
-    transforms = CycleGANTransform.from_weights(chosen)
     model = build_on_meta(ResNetGenerator)
     raw = load_state_dict_file(path, map_location=map_location)
     load_into(model, adapt_cyclegan_state_dict(raw, model, source=source), source=source)

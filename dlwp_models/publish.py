@@ -26,7 +26,7 @@ import torch
 
 from ._checkpoints import load_state_dict_file, plain_state_dict
 from ._errors import PublishError
-from ._fetch import fetch_file, sha256_file
+from ._fetch import fetch_file, sha256_file, verified_sha256
 from ._github import GitHubReleases
 from ._manifest import bundled_manifest_path, get_weights, parse_manifest, read_manifest
 
@@ -170,7 +170,7 @@ def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = No
         ws = specs[raw["name"].lower()]
         for role, spec in ws.files.items():
             path = fetch_file(spec, progress=progress)                # verified, parts joined
-            sha256 = sha256_file(path)
+            sha256 = verified_sha256(spec)
             asset = api.upload(target, path, name=spec.filename, sha256=sha256)
             url = asset["browser_download_url"]
             raw_spec = raw["files"][role]
