@@ -220,6 +220,11 @@ def parse_manifest(data: Any, source: str) -> list[WeightSet]:
 
 def read_manifest(path: str | os.PathLike) -> list[WeightSet]:
     """Read and validate one manifest file."""
+    return parse_manifest(load_manifest_data(path), str(path))
+
+
+def load_manifest_data(path: str | os.PathLike) -> Any:
+    """A manifest file's decoded JSON (not yet validated), with clear errors for I/O and syntax."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -230,7 +235,7 @@ def read_manifest(path: str | os.PathLike) -> list[WeightSet]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc}). Fix the file's syntax.") from None
-    return parse_manifest(data, str(path))
+    return data
 
 
 def manifest_paths() -> list[Path]:

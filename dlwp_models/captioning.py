@@ -424,16 +424,7 @@ class NeuralTalk2(nn.Module):
     def __init__(self, *, encoder: nn.Module, decoder: FCDecoder, vocab: Mapping[int, str],
                  transforms: CaptionTransform | None = None, weights: WeightSet | None = None) -> None:
         super().__init__()
-        width = decoder.config.vocab_size + 1
-        if len(vocab) != width - 1:
-            raise IncompatibleWeightsError(
-                f"the vocabulary has {len(vocab)} words, but the decoder has {width} outputs (words + "
-                f"the end token), so it needs {width - 1}. The files belong to different models; use "
-                "the vocabulary saved with this decoder.")
-        if decoder.config.fc_feat_size != ENCODER_FEATURES:
-            raise IncompatibleWeightsError(
-                f"the decoder embeds {decoder.config.fc_feat_size}-d image features, but the ResNet-101 "
-                f"encoder gives {ENCODER_FEATURES}. Use a decoder trained on ResNet-101 features.")
+        check_decoder_fits(decoder, len(vocab), where="", fix="use the vocabulary saved with this decoder")
         self.encoder = encoder
         self.decoder = decoder
         self.vocab = dict(vocab)
@@ -530,6 +521,21 @@ def _random_model() -> NeuralTalk2:
     return model.eval()
 
 
+def check_decoder_fits(decoder: FCDecoder, vocab_words: int, *, where: str, fix: str) -> None:
+    """The decoder's width must be the vocabulary + the end token, and it must embed the
+    encoder's 2048-d features; ``where`` prefixes the message, ``fix`` ends it."""
+    width = decoder.config.vocab_size + 1
+    if vocab_words != width - 1:
+        raise IncompatibleWeightsError(
+            f"{where}the vocabulary has {vocab_words} words, but the decoder has {width} outputs (words + "
+            f"the end token), so it needs {width - 1}. The files belong to different models; {fix}.")
+    if decoder.config.fc_feat_size != ENCODER_FEATURES:
+        raise IncompatibleWeightsError(
+            f"{where}the decoder's 'img_embed.weight' takes {decoder.config.fc_feat_size}-d image features, "
+            f"but the ResNet-101 encoder gives {ENCODER_FEATURES}. Use a decoder trained on ResNet-101 "
+            "features.")
+
+
 def neuraltalk2(*, pretrained: bool = False, weights: str | None = None, progress: bool = True,
                 map_location: Any = None) -> NeuralTalk2:
     """NeuralTalk2 image captioning (Karpathy & Fei-Fei 2015), the "FC" model of
@@ -580,17 +586,8 @@ def neuraltalk2(*, pretrained: bool = False, weights: str | None = None, progres
     decoder_source = f"weight set {chosen.name!r} ({paths['decoder'].name})"
     decoder = FCDecoder.from_state_dict(load_state_dict_file(paths["decoder"], map_location=device),
                                         source=decoder_source)
-    if len(vocab) != decoder.config.vocab_size:
-        raise IncompatibleWeightsError(
-            f"weight set {chosen.name!r}: the vocabulary {paths['vocab'].name} has {len(vocab)} words, "
-            f"but the decoder {paths['decoder'].name} has {decoder.config.vocab_size + 1} outputs (words "
-            f"+ the end token), so it needs {decoder.config.vocab_size}. The files belong to different "
-            f"models; fix the entry's \"files\" in {chosen.source}.")
-    if decoder.config.fc_feat_size != ENCODER_FEATURES:
-        raise IncompatibleWeightsError(
-            f"{decoder_source}: 'img_embed.weight' takes {decoder.config.fc_feat_size}-d image features, "
-            f"but the ResNet-101 encoder gives {ENCODER_FEATURES}. Use a decoder trained on ResNet-101 "
-            "features.")
+    check_decoder_fits(decoder, len(vocab), where=f"weight set {chosen.name!r} ({paths['vocab'].name}, "
+                       f"{paths['decoder'].name}): ", fix=f"fix the entry's \"files\" in {chosen.source}")
     encoder_source = f"weight set {chosen.name!r} ({paths['encoder'].name})"
     encoder = encoder_from_state_dict(load_state_dict_file(paths["encoder"], map_location=device),
                                       source=encoder_source)

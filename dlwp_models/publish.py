@@ -28,7 +28,7 @@ from ._checkpoints import load_state_dict_file, plain_state_dict
 from ._errors import PublishError
 from ._fetch import fetch_file, sha256_file, verified_sha256
 from ._github import GitHubReleases
-from ._manifest import bundled_manifest_path, get_weights, parse_manifest, read_manifest
+from ._manifest import WeightSet, bundled_manifest_path, get_weights, load_manifest_data, parse_manifest
 
 __all__ = ["publish_checkpoint", "mirror_manifest", "normalise_checkpoint"]
 
@@ -62,11 +62,12 @@ def _read_categories(path: Path, num_classes: int) -> list[str]:
 # --------------------------------------------------------------------------- manifests
 
 
-def _load_manifest_json(path: Path) -> dict:
+def _load_manifest_json(path: Path) -> tuple[dict, list[WeightSet]]:
+    """The manifest's JSON to edit and its weight sets; a broken manifest is refused, not edited."""
     if not path.exists():
-        return {"schema_version": 1, "weights": []}
-    read_manifest(path)               # refuse to edit a manifest that is already broken (clear error)
-    return json.loads(path.read_text(encoding="utf-8"))
+        return {"schema_version": 1, "weights": []}, []
+    data = load_manifest_data(path)
+    return data, parse_manifest(data, str(path))
 
 
 def _write_manifest_json(path: Path, data: dict) -> None:
@@ -120,7 +121,7 @@ def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: st
     else:
         raise PublishError(f"the checkpoint has {num_classes} classes, so the base weights' labels do not "
                            "apply; give --categories FILE with one label per line.")
-    data = _load_manifest_json(manifest_path)
+    data, _ = _load_manifest_json(manifest_path)
     api = None if dry_run else GitHubReleases(repo)
 
     with tempfile.TemporaryDirectory(prefix="dlwp-publish-") as tmp:
@@ -161,8 +162,8 @@ def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = No
     only as parts are uploaded joined (and gain the joined file's sha256 and size). Returns the
     file names now served from the release."""
     manifest_path = Path(manifest) if manifest else bundled_manifest_path()
-    data = _load_manifest_json(manifest_path)
-    specs = {ws.name.lower(): ws for ws in read_manifest(manifest_path)}
+    data, sets = _load_manifest_json(manifest_path)
+    specs = {ws.name.lower(): ws for ws in sets}
     api = GitHubReleases(repo)
     target = api.release(release)
     done: list[str] = []
