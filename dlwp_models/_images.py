@@ -11,45 +11,59 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ._errors import ImageFetchError, ImageInputError, ImageNotFoundError
 
-__all__ = ["ImageItem", "load_images", "load_image", "to_float_tensor", "image_hw", "same_size_chunks"]
+__all__ = ["ImageItem", "ImageSource", "image_sources", "load_images", "load_image", "to_float_tensor", "image_hw",
+           "resized_hw", "same_size_chunks"]
 
 log = logging.getLogger(__name__)
 
 ImageItem = Union[Image.Image, torch.Tensor]
+ImageSource = Callable[[], "list[ImageItem]"]   # decodes one input when called (from any thread)
 URL_TIMEOUT = (5.0, 20.0)            # connect, read (seconds)
 URL_DEADLINE = 120.0                 # the whole download, so a server that drips bytes cannot hang us
 URL_MAX_BYTES = 64 * 1024 * 1024     # an image bigger than this over HTTP is refused
+_OPEN_LOCK = threading.Lock()
 _KINDS = "a path, an http(s) URL, a PIL image, a numpy HWC uint8 array or a CHW/NCHW tensor"
 
 
-def load_images(inputs: Any) -> tuple[list[ImageItem], bool]:
-    """Normalise ``inputs`` to a list of RGB PIL images / float CHW tensors.
+def image_sources(inputs: Any) -> tuple[list[ImageSource], bool]:
+    """Check ``inputs`` now, decode later: one source per input, each returning that input's
+    RGB PIL images / float CHW tensors when called.
 
-    Returns ``(items, single)``: ``single`` is True when one image was given (not a list, not an
-    NCHW batch), so callers return one result instead of a list.
+    Everything that needs no decoding is checked here (kinds, that files exist, URL schemes), so
+    a wrong argument fails before any work starts. Files and URLs are read when their source is
+    called, which may be from a worker thread (PIL and requests release the GIL while they work);
+    in-memory images are converted here. Returns ``(sources, single)``: ``single`` is True when
+    one image was given (not a list, not an NCHW batch), so callers return one result instead
+    of a list.
     """
     if isinstance(inputs, (list, tuple)):
         if not inputs:
             raise ImageInputError("got an empty list of images; pass at least one image.")
-        items: list[ImageItem] = []
-        for item in inputs:
-            items.extend(_load_one(item))
-        return items, False
-    loaded = _load_one(inputs)
+        return [_source(item) for item in inputs], False
     single = not (isinstance(inputs, torch.Tensor) and inputs.dim() == 4)
-    return loaded, single
+    return [_source(inputs)], single
+
+
+def load_images(inputs: Any) -> tuple[list[ImageItem], bool]:
+    """Normalise ``inputs`` to a list of RGB PIL images / float CHW tensors, all decoded now.
+
+    Returns ``(items, single)`` as :func:`image_sources` does.
+    """
+    sources, single = image_sources(inputs)
+    return [item for source in sources for item in source()], single
 
 
 def load_image(item: Any) -> ImageItem:
@@ -76,6 +90,14 @@ def image_hw(item: ImageItem) -> tuple[int, int]:
     return height, width
 
 
+def resized_hw(height: int, width: int, short: int) -> tuple[int, int]:
+    """(height, width) after torchvision's ``Resize(short)``: the shorter side becomes ``short``,
+    the longer ``int(short * long / short_side)``. (Scriptable: the export pipelines use it.)"""
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
 def same_size_chunks(tensors: list[torch.Tensor], batch_pixels: int) -> list[list[int]]:
     """Indices of (…, H, W) tensors grouped by shape, in chunks of at most ``batch_pixels`` pixels
     in all (at least one image each): what can be stacked and run together."""
@@ -92,31 +114,47 @@ def same_size_chunks(tensors: list[torch.Tensor], batch_pixels: int) -> list[lis
 # --------------------------------------------------------------------------- one input
 
 
-def _load_one(item: Any) -> list[ImageItem]:
+def _source(item: Any) -> ImageSource:
     if isinstance(item, Image.Image):
-        return [_to_rgb(item, "the PIL image")]
-    if isinstance(item, torch.Tensor):
-        return _from_tensor(item)
-    if isinstance(item, np.ndarray):
-        return [_from_array(item)]
-    if isinstance(item, (str, os.PathLike)):
+        loaded: list[ImageItem] = [_to_rgb(item, "the PIL image")]
+    elif isinstance(item, torch.Tensor):
+        loaded = list(_from_tensor(item))
+    elif isinstance(item, np.ndarray):
+        loaded = [_from_array(item)]
+    elif isinstance(item, (str, os.PathLike)):
         text = os.fspath(item)
         if isinstance(item, str) and "://" in text:
-            return [_from_url(text)]
-        return [_from_path(Path(text))]
-    if isinstance(item, bytes):
+            _check_url(text)
+            return lambda: [_from_url(text)]
+        path = Path(text)
+        _check_path(path)
+        return lambda: [_decode(path, f"image file {str(path)!r}")]
+    elif isinstance(item, bytes):
         raise TypeError("got raw bytes; wrap them as PIL.Image.open(io.BytesIO(data)) or save them to a file.")
-    raise TypeError(f"unsupported image input of type {type(item).__name__}; pass {_KINDS}.")
+    else:
+        raise TypeError(f"unsupported image input of type {type(item).__name__}; pass {_KINDS}.")
+    return lambda: loaded
 
 
 def _decode(open_arg: Any, what: str) -> Image.Image:
-    """Open and fully decode an image file, turning PIL's failures into clear errors."""
+    """Open and fully decode an image file, turning PIL's failures into clear errors. Safe to
+    call from several threads at once."""
     try:
-        with warnings.catch_warnings():
+        # warnings.catch_warnings swaps process-wide state: one thread at a time, and only
+        # around Image.open (which reads the header and runs PIL's decompression-bomb check)
+        with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(open_arg) as img:
-                img.load()
-                return _to_rgb(img, what)
+            img = Image.open(open_arg)
+        try:
+            img.load()
+            rgb = _to_rgb(img, what, owned=True)
+        except BaseException:
+            img.close()
+            raise
+        if rgb is not img or getattr(img, "n_frames", 1) > 1:   # multi-frame files keep their file open
+            rgb = img.copy() if rgb is img else rgb
+            img.close()
+        return rgb
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageInputError(
             f"{what} is too large to decode safely ({exc}). Downscale it first, or raise "
@@ -130,21 +168,23 @@ def _decode(open_arg: Any, what: str) -> Image.Image:
                               "Re-save or re-download it.") from None
 
 
-def _from_path(path: Path) -> Image.Image:
+def _check_path(path: Path) -> None:
     if not path.exists():
         raise ImageNotFoundError(f"image file {str(path)!r} does not exist; check the path.")
     if path.is_dir():
         raise ImageInputError(f"{str(path)!r} is a directory, not an image; pass image files (e.g. {path}/*.jpg).")
     if path.stat().st_size == 0:
         raise ImageInputError(f"image file {str(path)!r} is empty; re-save or re-download it.")
-    return _decode(path, f"image file {str(path)!r}")
 
 
-def _from_url(url: str) -> Image.Image:
+def _check_url(url: str) -> None:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise ImageInputError(f"refusing to open {url!r}: only http(s) URLs are fetched; for a local "
                               "file pass its path instead.")
+
+
+def _from_url(url: str) -> Image.Image:
     import requests
 
     try:
@@ -177,11 +217,16 @@ def _from_url(url: str) -> Image.Image:
     return _decode(io.BytesIO(bytes(data)), f"the image at {url!r}")
 
 
-def _to_rgb(img: Image.Image, what: str) -> Image.Image:
+def _to_rgb(img: Image.Image, what: str, *, owned: bool = False) -> Image.Image:
     """Any PIL mode → RGB, after applying the EXIF orientation. Transparency is composited on white;
-    16-bit and 32-bit grey is scaled to 8 bits instead of clipped."""
+    16-bit and 32-bit grey is scaled to 8 bits instead of clipped. ``img`` itself is returned when
+    nothing needs changing; it is modified only when ``owned`` (a file we just decoded)."""
     try:
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            if owned:
+                ImageOps.exif_transpose(img, in_place=True)
+            else:
+                img = ImageOps.exif_transpose(img)
     except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the picture
         log.warning("ignoring unreadable EXIF orientation of %s (%s)", what, exc)
     if img.mode == "RGB":

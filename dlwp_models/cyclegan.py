@@ -315,11 +315,9 @@ class CycleGANTransform:
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) after resizing, by torchvision's rule for ``Resize(int)``: the shorter
         side becomes ``resize``, the longer ``int(resize * long / short)``."""
-        if self.resize is None:
-            return height, width
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.resize, int(self.resize * long / short)
-        return (new_long, new_short) if width <= height else (new_short, new_long)
+        from ._images import resized_hw
+
+        return (height, width) if self.resize is None else resized_hw(height, width, self.resize)
 
     def __call__(self, image: Any) -> torch.Tensor:  # PIL image or (3, H, W) -> (3, H', W') float32
         from torchvision.transforms import functional as TF

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import DlwpError
+from ._images import resized_hw
 
 __all__ = ["ClassifierPipeline", "CycleGANPipeline", "export_model", "FORMATS", "ExportError"]
 
@@ -31,13 +32,6 @@ TOLERANCE = 1e-4
 
 class ExportError(DlwpError, RuntimeError):
     """An export could not be written, or does not reproduce the eager model."""
-
-
-def _resized_hw(height: int, width: int, short: int) -> tuple[int, int]:
-    """torchvision's ``Resize(int)`` rule: the shorter side becomes ``short``."""
-    if height <= width:
-        return short, int(short * width / height)
-    return int(short * height / width), short
 
 
 class ClassifierPipeline(nn.Module):
@@ -54,7 +48,7 @@ class ClassifierPipeline(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0                                             # (N, 3, H, W)
-        new_h, new_w = _resized_hw(x.shape[-2], x.shape[-1], self.resize)
+        new_h, new_w = resized_hw(x.shape[-2], x.shape[-1], self.resize)
         x = F.interpolate(x, size=[new_h, new_w], mode="bilinear", align_corners=False, antialias=True)
         top = int(round((new_h - self.crop) / 2.0))
         left = int(round((new_w - self.crop) / 2.0))
@@ -75,7 +69,7 @@ class CycleGANPipeline(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0
-        new_h, new_w = _resized_hw(x.shape[-2], x.shape[-1], self.resize)
+        new_h, new_w = resized_hw(x.shape[-2], x.shape[-1], self.resize)
         x = F.interpolate(x, size=[new_h, new_w], mode="bilinear", align_corners=False, antialias=True)
         x = (x.clamp(0.0, 1.0) - self.mean) / self.std
         pad_h, pad_w = (4 - new_h % 4) % 4, (4 - new_w % 4) % 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -147,6 +148,10 @@ def test_url_that_drips_bytes_hits_the_overall_deadline(weight_server, photo, mo
     weight_server.delay_per_chunk["drip.png"] = 0.2
     with pytest.raises(ImageFetchError, match="took longer than"):
         load_images(url)
+    # the server's handler drips on after we hang up; let it finish so no later test sees its hit
+    deadline = time.monotonic() + 10
+    while not weight_server.hits_for("drip.png") and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_url_that_returns_html(weight_server):

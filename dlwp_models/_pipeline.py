@@ -1,0 +1,54 @@
+"""Running per-image preparation (decode, resize, crop) in worker threads while the caller runs
+the model, in the order of the inputs and with a bounded number of images in flight.
+
+PIL releases the GIL while it decodes and resamples, so on a machine whose cores the model
+leaves idle between (or during) its own parallel operations, the next batch is ready when the
+current one finishes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+__all__ = ["default_workers", "ordered_map"]
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+def default_workers() -> int:
+    """Worker threads for image preparation: the number of usable cores, between 1 and 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead: int) -> Iterator[T]:
+    """``map(fn, items)`` computed by ``workers`` threads, at most ``ahead`` results ahead of the
+    consumer. An exception from ``fn`` is raised where its result would have been yielded;
+    leaving the iterator early (or an exception) cancels what has not started and waits for
+    what has, so no thread outlives the call."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlwp-prepare")
+    pending: deque[Future[T]] = deque()
+    source = iter(items)
+    try:
+        for item in source:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= max(1, ahead):
+                break
+        while pending:
+            result = pending.popleft().result()
+            for item in source:
+                pending.append(pool.submit(fn, item))
+                break
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
