@@ -41,6 +41,7 @@ MAX_ATTEMPTS = 5                # per source, counting resumes after dropped con
 BACKOFF = 0.5                   # seconds, doubled per attempt
 MAX_RETRY_AFTER = 60.0          # a longer Retry-After gives up on that source instead of waiting
 LOCK_TIMEOUT = 3600.0            # seconds to wait for another process's download; DLWP_LOCK_TIMEOUT overrides
+MAPPABLE_SUFFIX = ".mmap.pt"    # a legacy-format file's zip-format copy: <file>.mmap.pt (see _mappable)
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _USER_AGENT = "dlwp-models/0.1 (+https://github.com/org/dlwp)"
 
@@ -125,7 +126,7 @@ def _check(spec: FileSpec, size: int, sha256: str, blob: str | None) -> str | No
 # --------------------------------------------------------------------------- cache records
 
 
-def _record_path(dest: Path) -> Path:
+def record_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".verified")
 
 
@@ -134,18 +135,20 @@ def _write_record(dest: Path, spec: FileSpec, sha256: str) -> None:
     record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256, "pinned": spec.integrity()}
     tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.verified-tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, _record_path(dest))
+    os.replace(tmp, record_path(dest))
 
 
 def _discard(dest: Path) -> None:
-    for path in (dest, _record_path(dest)):
+    """Remove a cache file, its record, and the memory-mappable copy made from it (``_mappable``)."""
+    copy = dest.with_name(dest.name + MAPPABLE_SUFFIX)
+    for path in (dest, record_path(dest), copy, record_path(copy)):
         path.unlink(missing_ok=True)
 
 
 def _record_for(dest: Path, spec: FileSpec) -> dict | None:
     """The record written when ``dest`` was verified against these same pins, if any."""
     try:
-        record = json.loads(_record_path(dest).read_text(encoding="utf-8"))
+        record = json.loads(record_path(dest).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if isinstance(record, dict) and record.get("pinned") == spec.integrity():
@@ -176,7 +179,7 @@ def _verify_cached(dest: Path, spec: FileSpec) -> bool:
     try:
         size = dest.stat().st_size
     except FileNotFoundError:
-        _record_path(dest).unlink(missing_ok=True)
+        record_path(dest).unlink(missing_ok=True)
         return False
     if spec.size is not None and size != spec.size:
         log.warning("cached %s has %d bytes, expected %d: fetching it again", dest, size, spec.size)
@@ -403,7 +406,7 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> Path:
             if dest.exists():
                 raise OfflineError(
                     f"{dest} cannot be checked offline: it is pinned only through its parts and its "
-                    f"{_record_path(dest).name} record is missing. Copy the .verified files along with "
+                    f"{record_path(dest).name} record is missing. Copy the .verified files along with "
                     "the cache folder, or unset DLWP_OFFLINE to join the parts again.")
             raise OfflineError(
                 f"{spec.filename} is not in the cache ({dest}) and DLWP_OFFLINE=1 forbids downloading. "

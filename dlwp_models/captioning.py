@@ -35,9 +35,10 @@ from torch import nn
 
 from ._building import fetch_for, resolve_weights
 from ._caption_search import BEAM_SELECT, beam_search, greedy_search, sample_search
-from ._checkpoints import build_on_meta, load_into, load_state_dict_file, restricted_load
+from ._checkpoints import build_on_meta, load_into, restricted_load
 from ._errors import IncompatibleWeightsError, UnsafeFileError
 from ._manifest import WeightSet
+from ._mappable import load_weight_file
 from ._transform_settings import from_weight_set, mean_std
 
 __all__ = [
@@ -584,12 +585,12 @@ def neuraltalk2(*, pretrained: bool = False, weights: str | None = None, progres
     # the small files first: a mismatch is reported before the 170 MB encoder is read
     vocab = read_vocabulary(paths["vocab"])
     decoder_source = f"weight set {chosen.name!r} ({paths['decoder'].name})"
-    decoder = FCDecoder.from_state_dict(load_state_dict_file(paths["decoder"], map_location=device),
+    decoder = FCDecoder.from_state_dict(load_weight_file(paths["decoder"], map_location=device),
                                         source=decoder_source)
     check_decoder_fits(decoder, len(vocab), where=f"weight set {chosen.name!r} ({paths['vocab'].name}, "
                        f"{paths['decoder'].name}): ", fix=f"fix the entry's \"files\" in {chosen.source}")
     encoder_source = f"weight set {chosen.name!r} ({paths['encoder'].name})"
-    encoder = encoder_from_state_dict(load_state_dict_file(paths["encoder"], map_location=device),
+    encoder = encoder_from_state_dict(load_weight_file(paths["encoder"], map_location=device),
                                       source=encoder_source)
 
     model = NeuralTalk2(encoder=encoder, decoder=decoder, vocab=vocab, transforms=transforms, weights=chosen)

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from ._building import fetch_for, resolve_weights, weights_file
-from ._checkpoints import build_on_meta, load_into, load_state_dict_file, plain_state_dict
+from ._checkpoints import build_on_meta, load_into, plain_state_dict
 from ._errors import IncompatibleWeightsError, ManifestError
 from ._manifest import WeightSet, bundled_manifest_path, get_weights, read_manifest
+from ._mappable import load_weight_file
 from ._predictions import Prediction
 
 if TYPE_CHECKING:
@@ -552,7 +553,7 @@ def load_classifier(model: str, *, pretrained: bool = False, weights: "str | os.
                                 "that field of the manifest.")
         path = fetch_for(chosen, FORMAT, progress=progress)["state_dict"]
         source = f"weight set {chosen.name!r} ({path.name})"
-        state_dict = adapt_torchvision_state_dict(load_state_dict_file(path, map_location), source=source)
+        state_dict = adapt_torchvision_state_dict(load_weight_file(path, map_location), source=source)
         load_into(net, state_dict, source=source)
         if drop_aux:  # as torchvision's inception_v3 does for aux_logits=False
             net.aux_logits = False
@@ -576,7 +577,7 @@ def _load_from_file(model: str, path: "os.PathLike", *, map_location: Any, **kwa
     """One-off weights from a file (a checkpoint or a plain state dict; any head width): the
     default set's transforms, and its labels when the head has as many outputs."""
     source = f"weights file {os.fspath(path)!r}"
-    state_dict = plain_state_dict(load_state_dict_file(path, map_location), source=source)
+    state_dict = plain_state_dict(load_weight_file(path, map_location), source=source)
     net, num_classes = build_for_state_dict(model, state_dict, source=source, **kwargs)
     described = get_weights("DEFAULT", model)
     categories = categories_of(described)

@@ -42,9 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._building import fetch_for, resolve_weights, weights_file
-from ._checkpoints import build_on_meta, load_into, load_state_dict_file
+from ._checkpoints import build_on_meta, load_into
 from ._errors import ImageInputError, IncompatibleWeightsError
 from ._manifest import WeightSet
+from ._mappable import load_weight_file
 from ._transform_settings import from_weight_set, mean_std
 
 __all__ = [
@@ -416,7 +417,7 @@ def cyclegan(*, pretrained: bool = False, weights: str | os.PathLike | None = No
         path = fetch_for(chosen, FORMAT, progress=progress)["state_dict"]
         source = f"weight set {chosen.name!r} ({path.name})"
     model = build_on_meta(ResNetGenerator)
-    raw = load_state_dict_file(path, map_location=map_location)
+    raw = load_weight_file(path, map_location=map_location)
     load_into(model, adapt_cyclegan_state_dict(raw, model, source=source), source=source)
     model.weights = chosen
     model.transforms = transforms

@@ -1,0 +1,136 @@
+"""Memory-mappable copies of legacy-format weight files in the cache.
+
+Files written by ``torch.save`` before PyTorch 1.6 (the book's ``horse2zebra_0.4.0.pth``, the
+captioning encoder and decoder) are not zip archives, so ``torch.load(mmap=True)`` cannot map
+them: every load reads and unpickles the whole file. The first time such a verified cache file is
+loaded, a zip-format copy of its tensors is written beside it (``<file>.mmap.pt``, atomically,
+with a ``.verified`` record of its own); later loads map that copy, which costs almost no time or
+memory. The copy holds exactly the tensors the original gives (on the CPU); it is used only where
+it gives the same result as the original would:
+
+* ``map_location`` is None, a string or a ``torch.device`` (a callable or a dict sees the saved
+  locations, which the copy no longer has); with None, only when every tensor was saved on the CPU;
+* its record matches it (size, modification time) and names the sha256 the original was
+  verified with; anything else is rebuilt from the original.
+
+A copy that cannot be written (read-only cache, full disk) is skipped with a log line, and the
+original is loaded as before. Removing a file from the cache removes its copy (``_fetch._discard``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._checkpoints import load_state_dict_file
+from ._errors import UnsafeFileError
+from ._fetch import MAPPABLE_SUFFIX, cache_dir, record_path
+
+__all__ = ["load_weight_file", "mappable_copy_path"]
+
+log = logging.getLogger(__name__)
+
+
+def mappable_copy_path(path: Path) -> Path:
+    """Where the memory-mappable copy of cache file ``path`` lives."""
+    return path.with_name(path.name + MAPPABLE_SUFFIX)
+
+
+def load_weight_file(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """:func:`~._checkpoints.load_state_dict_file` for a weight file: the same result, read
+    through a memory-mappable copy when ``path`` is a verified legacy-format file in dlwp's cache."""
+    path = Path(path)
+    source_sha256 = _verified_sha256(path)
+    if source_sha256 is None or not isinstance(map_location, (type(None), str, torch.device)) \
+            or zipfile.is_zipfile(path):
+        return load_state_dict_file(path, map_location)
+    copy = mappable_copy_path(path)
+    record = _copy_record(copy, source_sha256)
+    if record is None:
+        record = _write_copy(path, copy, source_sha256)
+        if record is None:
+            return load_state_dict_file(path, map_location)
+    if map_location is None and record["locations"] != ["cpu"]:
+        return load_state_dict_file(path, map_location)   # saved on a GPU: torch.load puts it back there
+    try:
+        return load_state_dict_file(copy, map_location, mmap=True)
+    except UnsafeFileError as exc:   # damaged since it was written: drop it, use the original
+        log.warning("ignoring the mappable copy %s (%s); loading %s", copy.name, exc, path.name)
+        _remove(copy)
+        return load_state_dict_file(path, map_location)
+
+
+def _verified_sha256(path: Path) -> str | None:
+    """The sha256 in ``path``'s cache record, when ``path`` is in the cache and unchanged since it
+    was verified; None for any other file (a user's own checkpoint is never copied)."""
+    try:
+        if path.resolve().parent != cache_dir().resolve():
+            return None
+        record = json.loads(record_path(path).read_text(encoding="utf-8"))
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(record.get("sha256"), str)):
+        return record["sha256"]
+    return None
+
+
+def _copy_record(copy: Path, source_sha256: str) -> dict | None:
+    try:
+        record = json.loads(record_path(copy).read_text(encoding="utf-8"))
+        st = copy.stat()
+    except (OSError, ValueError):
+        return None
+    if (isinstance(record, dict) and record.get("source_sha256") == source_sha256 and record.get("size") == st.st_size
+            and record.get("mtime_ns") == st.st_mtime_ns and isinstance(record.get("locations"), list)):
+        return record
+    return None
+
+
+def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
+    """Read the original once (to the CPU, noting where each tensor was saved) and write its
+    zip-format copy and the copy's record, each atomically. Concurrent writers each write whole
+    files under unique names; a record that does not match the copy that won is rebuilt later."""
+    locations: set[str] = set()
+
+    def to_cpu(storage: Any, location: str) -> Any:
+        locations.add(str(location))
+        return storage
+
+    raw = load_state_dict_file(path, to_cpu)
+    tmp = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")
+    tmp_record = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.verified-tmp")
+    try:
+        torch.save(raw, tmp)
+        os.replace(tmp, copy)
+        st = copy.stat()
+        record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "source_sha256": source_sha256,
+                  "locations": sorted(locations)}
+        tmp_record.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp_record, record_path(copy))
+    except OSError as exc:
+        log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
+                    path.name, exc)
+        _remove(copy)
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_record.unlink(missing_ok=True)
+    log.info("wrote %s: later loads of %s map it instead of reading the file", copy.name, path.name)
+    return record
+
+
+def _remove(copy: Path) -> None:
+    for p in (copy, record_path(copy)):
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass

@@ -1,0 +1,228 @@
+"""Memory-mappable copies of legacy-format weight files in the cache (``_mappable``): written on
+the first load, mapped on later ones, identical results, and every way a copy can be stale,
+damaged, unwritable or not applicable falls back to the verified original."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from dlwp_models import UnsafeFileError, _mappable
+from dlwp_models._checkpoints import load_state_dict_file
+from dlwp_models._fetch import fetch_file, record_path
+from dlwp_models._manifest import FileSpec
+from dlwp_models._mappable import load_weight_file, mappable_copy_path
+from upstream_code import legacy_cuda_save
+
+from conftest import sha256_of
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+
+
+def state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"conv.weight": torch.randn(8, 3, 3, 3, generator=g), "conv.bias": torch.randn(8, generator=g),
+            "steps": torch.tensor(7)}
+
+
+def saved(sd: dict, *, legacy: bool = True) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(sd, buffer, _use_new_zipfile_serialization=not legacy)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def cached(weight_server):
+    """Serve bytes, fetch them into the test's cache like any pinned file; returns the path."""
+    counter = iter(range(1000))
+
+    def make(data: bytes) -> Path:
+        name = f"mappable-{next(counter)}-{sha256_of(data)[:8]}.pth"
+        spec = FileSpec(name, (weight_server.serve(name, data),), sha256=sha256_of(data), size=len(data))
+        return fetch_file(spec, progress=False)
+
+    return make
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Every (path name, mmap) that load_weight_file reads, in order."""
+    calls: list[tuple[str, bool | None]] = []
+
+    def spy(path, map_location=None, *, mmap=None):
+        calls.append((Path(path).name, mmap))
+        return load_state_dict_file(path, map_location, mmap=mmap)
+
+    monkeypatch.setattr(_mappable, "load_state_dict_file", spy)
+    return calls
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+
+def test_first_load_writes_a_copy_and_later_loads_map_only_the_copy(cached, loads):
+    sd = state_dict()
+    path = cached(saved(sd))
+    copy = mappable_copy_path(path)
+    assert_same(load_weight_file(path, "cpu"), sd)
+    assert copy.is_file() and record_path(copy).is_file()
+    assert json.loads(record_path(copy).read_text())["locations"] == ["cpu"]
+    loads.clear()
+    for map_location in ("cpu", torch.device("cpu"), None):
+        assert_same(load_weight_file(path, map_location), sd)
+    assert loads == [(copy.name, True)] * 3             # the legacy original was not read again
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_tensors_from_the_copy_are_private_to_the_caller(cached):
+    sd = state_dict()
+    path = cached(saved(sd))
+    load_weight_file(path, "cpu")
+    mapped = load_weight_file(path, "cpu")
+    mapped["conv.weight"].add_(1.0)                       # copy-on-write: the file is untouched
+    assert_same(load_weight_file(path, "cpu"), sd)
+
+
+@pytest.mark.parametrize("change", ["other source", "copy resized", "record garbled"])
+def test_a_stale_copy_is_rebuilt_from_the_original(cached, loads, change):
+    sd = state_dict()
+    path = cached(saved(sd))
+    load_weight_file(path, "cpu")
+    copy = mappable_copy_path(path)
+    if change == "other source":
+        record = json.loads(record_path(copy).read_text())
+        record_path(copy).write_text(json.dumps({**record, "source_sha256": "0" * 64}))
+    elif change == "copy resized":
+        with open(copy, "ab") as fh:
+            fh.write(b"\0")
+    else:
+        record_path(copy).write_text("{not json")
+    loads.clear()
+    assert_same(load_weight_file(path, "cpu"), sd)
+    assert loads[0] == (path.name, None) and loads[-1] == (copy.name, True)
+    assert_same(load_state_dict_file(copy, "cpu"), sd)    # the rebuilt copy is whole
+
+
+def test_a_damaged_copy_with_a_matching_record_falls_back_to_the_original(cached, caplog):
+    sd = state_dict()
+    path = cached(saved(sd))
+    load_weight_file(path, "cpu")
+    copy = mappable_copy_path(path)
+    st = copy.stat()
+    copy.write_bytes(b"\x00" * st.st_size)                # same size, same mtime: the record matches
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with caplog.at_level(logging.WARNING, logger="dlwp_models._mappable"):
+        assert_same(load_weight_file(path, "cpu"), sd)
+    assert "ignoring the mappable copy" in caplog.text
+    assert not copy.exists()
+    assert_same(load_weight_file(path, "cpu"), sd)        # and it is written again
+    assert copy.is_file()
+
+
+def test_a_file_saved_on_the_gpu(cached, loads):
+    sd = {k: v for k, v in state_dict().items() if v.is_floating_point()}
+    path = cached(legacy_cuda_save(sd))
+    copy = mappable_copy_path(path)
+    assert_same(load_weight_file(path, "cpu"), sd)
+    assert json.loads(record_path(copy).read_text())["locations"] == ["cuda:0"]
+    loads.clear()
+    assert_same(load_weight_file(path, "cpu"), sd)
+    assert loads == [(copy.name, True)]
+    # map_location=None means "where it was saved": only the original can say that
+    loads.clear()
+    if torch.cuda.is_available():
+        assert load_weight_file(path, None)["conv.weight"].is_cuda
+    else:
+        with pytest.raises(UnsafeFileError, match="map_location"):
+            load_weight_file(path, None)
+    assert loads == [(path.name, None)]
+
+
+def test_a_callable_map_location_reads_the_original(cached, loads):
+    sd = state_dict()
+    path = cached(saved(sd))
+    load_weight_file(path, "cpu")
+    seen = []
+    loads.clear()
+    load_weight_file(path, lambda storage, location: seen.append(location) or storage)
+    assert loads == [(path.name, None)] and seen and set(seen) == {"cpu"}
+
+
+def test_zip_files_and_files_outside_the_cache_are_never_copied(cached, tmp_path, loads):
+    sd = state_dict()
+    zipped = cached(saved(sd, legacy=False))
+    assert_same(load_weight_file(zipped, "cpu"), sd)
+    assert not mappable_copy_path(zipped).exists()
+    own = tmp_path / "my_checkpoint.pth"
+    own.write_bytes(saved(sd))
+    assert_same(load_weight_file(own, "cpu"), sd)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("my_")) == ["my_checkpoint.pth"]
+
+
+def test_a_copy_that_cannot_be_written_is_skipped(cached, monkeypatch, caplog):
+    sd = state_dict()
+    path = cached(saved(sd))
+
+    def disk_full(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_mappable.torch, "save", disk_full)
+    with caplog.at_level(logging.WARNING, logger="dlwp_models._mappable"):
+        assert_same(load_weight_file(path, "cpu"), sd)
+    assert "No space left on device" in caplog.text
+    left = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and not p.name.endswith(".lock"))
+    assert left == [path.name, record_path(path).name]
+
+
+def test_refetching_a_damaged_original_removes_its_copy(cached, weight_server):
+    data = saved(state_dict())
+    path = cached(data)
+    load_weight_file(path, "cpu")
+    copy = mappable_copy_path(path)
+    assert copy.exists()
+    path.write_bytes(data[:-10])                          # damaged: the next fetch discards and refetches
+    spec = FileSpec(path.name, (weight_server.url(path.name),), sha256=sha256_of(data), size=len(data))
+    assert fetch_file(spec, progress=False) == path
+    assert path.read_bytes() == data
+    assert not copy.exists() and not record_path(copy).exists()
+
+
+def test_cyclegan_loads_through_the_copy_identically(weight_server, make_manifest):
+    """The book's legacy-format generator file: a normal first load, then a mapped one, the same."""
+    import hashlib
+
+    from upstream_code import BookResNetGenerator
+
+    torch.manual_seed(0)
+    reference = BookResNetGenerator()
+    sd = {k: v.clone() for k, v in reference.state_dict().items()}
+    data = saved(sd)
+    manifest = json.loads((REPO_DIR / "weights" / "manifest.json").read_text(encoding="utf-8"))
+    entry = next(e for e in manifest["weights"] if e["name"] == "cyclegan.horse2zebra")
+    entry["files"] = {"state_dict": {"filename": "horse2zebra-mappable.pth",
+                                     "urls": [weight_server.serve("horse2zebra-mappable.pth", data)],
+                                     "git_blob_sha1": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}}
+    make_manifest([entry])
+    first = torch.hub.load(str(REPO_DIR), "cyclegan", source="local", pretrained=True, progress=False)
+    second = torch.hub.load(str(REPO_DIR), "cyclegan", source="local", pretrained=True, progress=False)
+    for model in (first, second):
+        assert_same(model.state_dict(), sd)
+        assert all(type(p) is nn.Parameter and p.device.type == "cpu" for p in model.parameters())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(first(x), second(x))
+    with torch.no_grad():
+        next(second.parameters()).zero_()                  # writable, and private to this model
+    third = torch.hub.load(str(REPO_DIR), "cyclegan", source="local", pretrained=True, progress=False)
+    assert_same(third.state_dict(), sd)
