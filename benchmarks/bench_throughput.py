@@ -1,8 +1,8 @@
 """Target 3: images/s of ``model.predict(list_of_paths)`` versus the book's loop (PIL open →
 Resize(256), CenterCrop(224), ToTensor, Normalize → model, one image at a time under no_grad) on
-generated 1280×720 JPEGs, same process, alternating, medians; predictions compared. Two prototypes
-that are NOT in dlwp are measured beside them: JPEG draft-mode decoding, and decoding/transforming in
-a thread pool.
+generated 1280×720 JPEGs, same process, alternating, medians; predictions compared. One prototype
+that is NOT in dlwp is measured beside them: JPEG draft-mode decoding (the only way left to make
+decoding itself cheaper), to show what it would gain and how far it moves the predictions.
 
     python benchmarks/bench_throughput.py [--quick]
 """
@@ -12,17 +12,15 @@ from __future__ import annotations
 from _setup import Row, log, median, run_worker, yes_no
 
 TARGETS = {"resnet101": 1.5, "alexnet": 3.0}
-PROTOTYPES = ["batched", "batched_threads", "batched_threads_cl", "batched_threads_draft"]
-LABELS = {
-    "batched": "prototype A: PIL part per image, ONE ToTensor+Normalize per batch",
-    "batched_threads": "prototype B: A with decode/resize/crop in 2 threads",
-    "batched_threads_cl": "prototype C: B, batches of 16 passed channels-last (model unchanged)",
-    "batched_threads_draft": "prototype D: B with JPEG draft decoding",
-}
+PROTOTYPES = ["batched_threads_draft"]
+LABELS = {"batched_threads_draft": "prototype: 2 decoding threads with JPEG draft decoding, exact resize"}
+# predict feeds the network bit for bit the book's input; a batched forward pass only rounds
+# differently in the last bits of float32
+MAX_POINTS = 1e-3
 
 
 def _identical(cmp: dict) -> bool:
-    return cmp["same_labels_in_order"] and cmp["max_percent_diff"] <= 1e-3
+    return cmp["same_labels_in_order"] and cmp["max_percent_diff"] <= MAX_POINTS
 
 
 def run(ws, *, reps: int, paths: list[str], models=("resnet101", "alexnet")) -> tuple[list[Row], dict]:
@@ -45,14 +43,12 @@ def run(ws, *, reps: int, paths: list[str], models=("resnet101", "alexnet")) -> 
         rows.append(Row(f"predictions equal to the book loop, {model}",
                         f"same top-5 in order: {cmp['same_labels_in_order']}; max |Δ%| {cmp['max_percent_diff']:.1e}"
                         f"{'; bitwise' if cmp['bitwise_equal'] else ''}",
-                        "book loop", "—", "identical", yes_no(_identical(cmp))))
+                        "book loop", "—", f"identical (same top-5 in order, ≤ {MAX_POINTS:g} points)", yes_no(_identical(cmp))))
         for proto in PROTOTYPES:
             c, v = res[f"compare_{proto}"], res[f"vs_predict_{proto}"]
             r = ips[proto] / ips["book"]
             note = (f"vs book: same top-5 in order {c['same_labels_in_order']}, same top-5 set {c['same_top5_set']}, "
                     f"max |Δ%| {c['max_percent_diff']:.2g}; vs predict: bitwise equal {v['bitwise_equal']}")
-            if proto == "batched":
-                note += f"; network input bitwise equal to predict's: {res.get('batched_input_bitwise_equal')}"
             if "draft" in proto:
                 d = res["draft_input_diff_levels"]
                 note += (f"; input moves by max {d['max']:.0f} / mean {d['mean']:.2f} 8-bit levels; "

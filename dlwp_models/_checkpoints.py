@@ -152,18 +152,24 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, Any], *, source
 
 
 class _SkipMetaInit(torch.overrides.TorchFunctionMode):
-    """Inside ``torch.device("meta")``: make the in-place initialisers (``uniform_``, ``normal_``,
-    ``fill_``, ``zero_``, ...) a no-op on meta tensors. They would fill nothing, yet each still runs
-    a Python decomposition (about half of building ResNet-101 on meta). Thread-local, unlike
-    patching ``nn.init``."""
+    """Inside ``torch.device("meta")``: make the initialisers (``torch.nn.init.kaiming_uniform_``,
+    ``uniform_``, ... and the in-place ``Tensor.uniform_``, ``normal_``, ``fill_``, ``zero_``, ...)
+    a no-op on meta tensors. They would fill nothing, yet each still computes fans and runs a
+    Python decomposition (most of building a model on meta). Thread-local, unlike patching
+    ``nn.init``."""
 
     _SKIP = frozenset({torch.Tensor.uniform_, torch.Tensor.normal_, torch.Tensor.fill_, torch.Tensor.zero_,
-                       torch.Tensor.exponential_, torch.Tensor.bernoulli_, torch.Tensor.random_})
+                       torch.Tensor.exponential_, torch.Tensor.bernoulli_, torch.Tensor.random_,
+                       *(getattr(nn.init, name) for name in dir(nn.init)
+                         if name.endswith("_") and not name.startswith("_") and callable(getattr(nn.init, name)))})
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self._SKIP and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return args[0]
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if func in self._SKIP:
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
 
 
 def build_on_meta(factory: Callable[[], M]) -> M:

@@ -28,27 +28,32 @@ def default_workers() -> int:
     return max(1, min(4, cores))
 
 
-def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead: int) -> Iterator[T]:
+def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead: int,
+                overlap: bool = True) -> Iterator[T]:
     """``map(fn, items)`` computed by ``workers`` threads, at most ``ahead`` results ahead of the
-    consumer. An exception from ``fn`` is raised where its result would have been yielded;
-    leaving the iterator early (or an exception) cancels what has not started and waits for
-    what has, so no thread outlives the call."""
+    consumer. With ``overlap`` the workers start the next item as soon as one is taken; without
+    it they start the next ``ahead`` items only once the consumer has taken all of the previous
+    ones, so they sit idle while the consumer works on what it took (on a CPU the model's own
+    threads then have the cores to themselves: parallel operations whose threads are preempted
+    wait for each other). An exception from ``fn`` is raised where its result would have been
+    yielded; leaving the iterator early (or an exception) cancels what has not started and waits
+    for what has, so no thread outlives the call."""
     if workers <= 1:
         yield from map(fn, items)
         return
+    ahead = max(1, ahead)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlwp-prepare")
     pending: deque[Future[T]] = deque()
     source = iter(items)
     try:
-        for item in source:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= max(1, ahead):
-                break
-        while pending:
-            result = pending.popleft().result()
-            for item in source:
-                pending.append(pool.submit(fn, item))
-                break
-            yield result
+        while True:
+            if overlap or not pending:
+                for item in source:
+                    pending.append(pool.submit(fn, item))
+                    if len(pending) >= ahead:
+                        break
+            if not pending:
+                return
+            yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

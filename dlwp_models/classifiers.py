@@ -192,40 +192,20 @@ class ClassifierTransform:
         return F.normalize(tensor.float(), mean=list(self.mean), std=list(self.std))
 
     def crop_pixels(self, item: "Image.Image | torch.Tensor") -> torch.Tensor:
-        """The first two steps (resize, center crop) of one item from ``_images``: an RGB PIL image
-        becomes a uint8 (crop, crop, 3) HWC tensor, a float CHW tensor stays float CHW.
+        """The first two steps (resize, center crop) of one item from ``_images``, exactly as
+        :meth:`__call__` does them: an RGB PIL image becomes a uint8 (crop, crop, 3) HWC tensor, a
+        float CHW tensor stays float CHW. :meth:`collate` does the rest for a whole batch.
 
-        For a PIL image, only the crop's columns are resampled (``PIL.Image.resize`` with a
-        ``box`` spanning the crop's columns and every row: the same filter, scale and source
-        coordinates as resizing the whole image, for about half the work), then the rows are cut.
-        Float rounding of the filter weights then moves an 8-bit value by at most 1 for about one
-        value in 1,000 (at most about 1 in 100) compared with ``CenterCrop(Resize(image))``.
-        (A box spanning the crop's rows too would be faster still, but PIL then rounds portrait
-        images differently for about one value in six.) Sizes where the crop would be padded,
-        and filters other than bilinear/bicubic, take the exact two-step path.
+        (Resampling only the crop's region of a PIL image would halve this step's time, but PIL
+        then rounds some 8-bit values differently by 1, and on the calibrated random networks of
+        ``benchmarks/`` that moved ResNet-101's percentages by up to 15 points; predictions are
+        kept identical to the book's pipeline instead.)
         """
         import numpy as np
         from PIL import Image
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
-        from ._images import resized_hw
-
-        if isinstance(item, Image.Image) and self.interpolation in ("bilinear", "bicubic"):
-            height, width = item.height, item.width
-            new_h, new_w = resized_hw(height, width, self.resize)
-            crop = self.crop
-            if crop <= new_h and crop <= new_w:
-                top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
-                if (new_h, new_w) == (height, width):  # torchvision does not resample then
-                    strip = item
-                else:
-                    scale = width / new_w
-                    resample = Image.Resampling.BILINEAR if self.interpolation == "bilinear" else Image.Resampling.BICUBIC
-                    strip = item.resize((crop, new_h), resample, box=(left * scale, 0, (left + crop) * scale, height))
-                    left = 0
-                region = strip.crop((left, top, left + crop, top + crop))
-                return torch.from_numpy(np.asarray(region, dtype=np.uint8).copy())
         image = F.resize(item, [self.resize], interpolation=InterpolationMode(self.interpolation), antialias=True)
         image = F.center_crop(image, [self.crop, self.crop])
         if isinstance(image, Image.Image):
@@ -315,12 +295,11 @@ class ClassifierMixin:
         ``torch.inference_mode()``; the model's train/eval mode is restored afterwards.
 
         How it is fast: files and URLs are checked first, then decoded, resized and cropped in
-        worker threads (one per core, up to 4) while the model runs on the previous batch; only
-        the crop's columns are resampled (:meth:`ClassifierTransform.crop_pixels`: an 8-bit value
-        may differ by 1 from the two-step resize and crop, for about one value in 1,000);
+        worker threads (one per core, up to 4) while the model runs on the previous batch;
         scaling and normalising happen once per batch; batches go in channels-last memory (the
-        faster convolution layout on CPUs). ``model(model.transforms(image))`` is the exact,
-        one-image path.
+        faster convolution layout on CPUs). The network's input is bit for bit the book's
+        pipeline's (``model(model.transforms(image))``); only the batched arithmetic rounds
+        differently in the last bits of float32.
 
         Example::
 
@@ -356,7 +335,11 @@ class ClassifierMixin:
             return [transforms.crop_pixels(item) for item in source()]
 
         workers = default_workers() if len(sources) > 1 else 1
-        prepared = ordered_map(prepare, sources, workers=workers, ahead=2 * batch_size)
+        # on the CPU, the workers prepare a whole batch while the model waits and then wait while it
+        # runs (sharing the cores makes both slower); on a GPU they prepare the next batch meanwhile
+        on_cpu = device.type == "cpu"
+        prepared = ordered_map(prepare, sources, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size,
+                               overlap=not on_cpu)
         pixels = chain.from_iterable(prepared)
         modes = [(module, module.training) for module in self.modules()]
         results: list[Prediction] = []
