@@ -66,6 +66,23 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
         load_state_dict_file(path)
 
 
+def test_building_on_meta_runs_no_initialiser():
+    reached = []
+
+    class Outer(torch.overrides.TorchFunctionMode):   # sees only what build_on_meta lets through
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name.endswith("_") and any(word in name for word in ("uniform", "normal", "fill", "zero", "ones")):
+                reached.append(name)
+            return func(*args, **(kwargs or {}))
+
+    with Outer():
+        model = build_on_meta(lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 2),
+                                                    nn.Embedding(5, 4), nn.LSTM(4, 4)))
+    assert all(t.is_meta for t in model.state_dict().values())
+    assert reached == []
+
+
 def test_zip_checkpoints_are_memory_mapped_and_load_by_assignment(tmp_path):
     source = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     path = tmp_path / "net.pth"
