@@ -277,6 +277,28 @@ def task_throughput(args: dict) -> dict:
             times[key].append(time.perf_counter() - t0)
             outputs[key] = out
     result = {"n": len(paths), "times": times}
+    # why predict's percentages may differ from the loop's in the last digits: its network input is
+    # the book's bit for bit, and the book's own model, fed the book's inputs in predict's batches,
+    # differs from its one-at-a-time loop by the same float32 rounding
+    from PIL import Image
+
+    from dlwp_models._images import load_image
+
+    book_inputs = torch.stack([preprocess(Image.open(p)) for p in paths])
+    tr = ours.transforms
+    our_inputs = tr.collate([tr.crop_pixels(load_image(p)) for p in paths], torch.device("cpu"), torch.float32)
+    result["input_bitwise_equal"] = torch.equal(book_inputs, our_inputs)
+    with torch.inference_mode():
+        base.eval()
+        batched = []
+        for start in range(0, len(paths), ours.default_batch_size):
+            chunk = book_inputs[start:start + ours.default_batch_size].contiguous(memory_format=torch.channels_last)
+            batched.append(base(chunk))
+        percent = torch.softmax(torch.cat(batched), dim=1) * 100
+        values, indices = percent.topk(5, dim=1)
+    book_batched = [[(labels[i], v) for i, v in zip(ri, rv)] for rv, ri in zip(values.tolist(), indices.tolist())]
+    result["book_model_batched"] = _compare(outputs["book"], book_batched)
+    result["predict_vs_book_model_batched"] = _compare(book_batched, outputs["predict"])
     for key in order[1:]:
         result[f"compare_{key}"] = _compare(outputs["book"], outputs[key])
         result[f"vs_predict_{key}"] = _compare(outputs["predict"], outputs[key])

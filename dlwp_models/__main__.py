@@ -95,10 +95,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     if args.model not in CLASSIFIERS:
         raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
-    images = _load_inputs(args.images)              # bad images fail before any download
+    from ._images import image_sources
+
+    image_sources(args.images)          # missing files, folders, bad URLs fail before any download
     build: Callable = getattr(classifiers, args.model)
     model = build(weights=args.weights or "DEFAULT", progress=not args.quiet)
-    results = model.predict(images, topk=args.topk)
+    results = model.predict(args.images, topk=args.topk)   # decoded in worker threads, in batches
     for path, result in zip(args.images, results):
         print(f"{path}:")
         print(result)

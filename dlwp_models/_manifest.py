@@ -244,11 +244,30 @@ def manifest_paths() -> list[Path]:
     return [bundled_manifest_path(), *extra]
 
 
+def _stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+        return str(path), st.st_mtime_ns, st.st_size
+    except OSError:
+        return str(path), -1, -1
+
+
+@lru_cache(maxsize=32)
+def _read_stamped(stamp: tuple[str, int, int]) -> tuple[WeightSet, ...]:
+    return tuple(read_manifest(stamp[0]))
+
+
+def read_manifest_cached(path: str | os.PathLike) -> list[WeightSet]:
+    """:func:`read_manifest`, parsed once per version of the file (its size and modification
+    time): the registry and the entrypoints' docstrings share one parse of the bundled manifest."""
+    return list(_read_stamped(_stamp(Path(path))))
+
+
 @lru_cache(maxsize=8)
 def _registry_for(stamp: tuple[tuple[str, int, int], ...]) -> tuple[WeightSet, ...]:
     merged: dict[str, WeightSet] = {}
-    for path, _, _ in stamp:
-        for ws in read_manifest(path):
+    for file_stamp in stamp:
+        for ws in _read_stamped(file_stamp):
             merged.pop(ws.name.lower(), None)  # a replacement goes to the end, like a fresh entry
             merged[ws.name.lower()] = ws
     sets = tuple(merged.values())
@@ -269,14 +288,7 @@ def _registry_for(stamp: tuple[tuple[str, int, int], ...]) -> tuple[WeightSet, .
 
 def registry() -> tuple[WeightSet, ...]:
     """All weight sets after layering; re-read whenever a manifest file changes."""
-    stamp = []
-    for path in manifest_paths():
-        try:
-            st = path.stat()
-            stamp.append((str(path), st.st_mtime_ns, st.st_size))
-        except OSError:
-            stamp.append((str(path), -1, -1))
-    return _registry_for(tuple(stamp))
+    return _registry_for(tuple(_stamp(path) for path in manifest_paths()))
 
 
 # --------------------------------------------------------------------------- look-up

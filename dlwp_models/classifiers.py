@@ -34,7 +34,7 @@ from torch import nn
 from ._building import fetch_for, resolve_weights, weights_file
 from ._checkpoints import build_on_meta, load_into, plain_state_dict
 from ._errors import IncompatibleWeightsError, ManifestError
-from ._manifest import WeightSet, bundled_manifest_path, get_weights, read_manifest
+from ._manifest import WeightSet, bundled_manifest_path, get_weights, read_manifest_cached
 from ._mappable import load_weight_file
 from ._predictions import Prediction
 
@@ -575,7 +575,7 @@ def _load_from_file(model: str, path: "os.PathLike", *, map_location: Any, **kwa
 
 def _bundled_sets() -> list[WeightSet]:
     try:
-        return read_manifest(bundled_manifest_path())
+        return read_manifest_cached(bundled_manifest_path())
     except ManifestError as exc:  # keep hubconf importable; loading will report the problem
         log.warning("cannot list weight sets in docstrings: %s", exc)
         return []
