@@ -371,7 +371,8 @@ def _lock_timeout() -> float:
 
 
 @contextmanager
-def _file_lock(dest: Path) -> Iterator[None]:
+def file_lock(dest: Path) -> Iterator[None]:
+    """Hold ``<dest>.lock`` (across processes) while ``dest`` is being written."""
     from filelock import FileLock, Timeout as LockTimeout
 
     timeout = _lock_timeout()
@@ -399,7 +400,7 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> Path:
     if _recorded(dest, spec):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(dest):
+    with file_lock(dest):
         if _verify_cached(dest, spec):  # copied in by hand, or finished by another process
             return dest
         if is_offline():

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._errors import ImageFetchError, ImageInputError, ImageNotFoundError
 
@@ -35,6 +35,7 @@ URL_TIMEOUT = (5.0, 20.0)            # connect, read (seconds)
 URL_DEADLINE = 120.0                 # the whole download, so a server that drips bytes cannot hang us
 URL_MAX_BYTES = 64 * 1024 * 1024     # an image bigger than this over HTTP is refused
 _OPEN_LOCK = threading.Lock()
+_EXIF_ORIENTATION = 0x0112
 _KINDS = "a path, an http(s) URL, a PIL image, a numpy HWC uint8 array or a CHW/NCHW tensor"
 
 
@@ -116,7 +117,7 @@ def same_size_chunks(tensors: list[torch.Tensor], batch_pixels: int) -> list[lis
 
 def _source(item: Any) -> ImageSource:
     if isinstance(item, Image.Image):
-        loaded: list[ImageItem] = [_to_rgb(item, "the PIL image")]
+        loaded: list[ImageItem] = [_to_rgb(_loaded(item), "the PIL image")]
     elif isinstance(item, torch.Tensor):
         loaded = list(_from_tensor(item))
     elif isinstance(item, np.ndarray):
@@ -136,23 +137,39 @@ def _source(item: Any) -> ImageSource:
     return lambda: loaded
 
 
+def _loaded(img: Image.Image) -> Image.Image:
+    """A caller's PIL image with its pixels read now, in this thread (one opened lazily and passed
+    twice must not be decoded by two worker threads at once)."""
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"the PIL image could not be decoded ({exc}); its file is damaged or "
+                              "truncated. Re-save or re-download it.") from None
+    return img
+
+
 def _decode(open_arg: Any, what: str) -> Image.Image:
     """Open and fully decode an image file, turning PIL's failures into clear errors. Safe to
     call from several threads at once."""
     try:
-        # warnings.catch_warnings swaps process-wide state: one thread at a time, and only
-        # around Image.open (which reads the header and runs PIL's decompression-bomb check)
+        # warnings.catch_warnings swaps process-wide state, so dlwp's threads take turns, and only
+        # around Image.open (which reads the header and runs PIL's decompression-bomb check). A
+        # user thread changing warning filters at that very moment could still interleave: that
+        # is Python's own limit (3.14 adds thread-local warning contexts).
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(open_arg)
         try:
             img.load()
-            rgb = _to_rgb(img, what, owned=True)
+            rgb = _to_rgb(img, what)
         except BaseException:
             img.close()
             raise
-        if rgb is not img or getattr(img, "n_frames", 1) > 1:   # multi-frame files keep their file open
-            rgb = img.copy() if rgb is img else rgb
+        # a single-frame JPEG has closed its file after load(): keep its pixels without a copy;
+        # other formats may hold their file (or a downloaded buffer) open until closed
+        if rgb is img and img.format != "JPEG":
+            rgb = img.copy()
+        if rgb is not img:
             img.close()
         return rgb
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -217,16 +234,13 @@ def _from_url(url: str) -> Image.Image:
     return _decode(io.BytesIO(bytes(data)), f"the image at {url!r}")
 
 
-def _to_rgb(img: Image.Image, what: str, *, owned: bool = False) -> Image.Image:
+def _to_rgb(img: Image.Image, what: str) -> Image.Image:
     """Any PIL mode → RGB, after applying the EXIF orientation. Transparency is composited on white;
-    16-bit and 32-bit grey is scaled to 8 bits instead of clipped. ``img`` itself is returned when
-    nothing needs changing; it is modified only when ``owned`` (a file we just decoded)."""
+    16-bit and 32-bit grey is scaled to 8 bits instead of clipped. ``img`` itself is returned
+    (never modified) when nothing needs changing."""
     try:
-        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-            if owned:
-                ImageOps.exif_transpose(img, in_place=True)
-            else:
-                img = ImageOps.exif_transpose(img)
+        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
     except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the picture
         log.warning("ignoring unreadable EXIF orientation of %s (%s)", what, exc)
     if img.mode == "RGB":

@@ -4,8 +4,8 @@ Files written by ``torch.save`` before PyTorch 1.6 (the book's ``horse2zebra_0.4
 captioning encoder and decoder) are not zip archives, so ``torch.load(mmap=True)`` cannot map
 them: every load reads and unpickles the whole file. The first time such a verified cache file is
 loaded, a zip-format copy of its tensors is written beside it (``<file>.mmap.pt``, atomically,
-with a ``.verified`` record of its own); later loads map that copy, which costs almost no time or
-memory. The copy holds exactly the tensors the original gives (on the CPU); it is used only where
+with a ``.verified`` record of its own, under a lock so that one process writes it); later loads
+map that copy, which costs almost no time or memory. The copy holds exactly the tensors the original gives (on the CPU); it is used only where
 it gives the same result as the original would:
 
 * ``map_location`` is None, a string or a ``torch.device`` (a callable or a dict sees the saved
@@ -31,7 +31,7 @@ import torch
 
 from ._checkpoints import load_state_dict_file
 from ._errors import UnsafeFileError
-from ._fetch import MAPPABLE_SUFFIX, cache_dir, record_path
+from ._fetch import MAPPABLE_SUFFIX, cache_dir, file_lock, record_path
 
 __all__ = ["load_weight_file", "mappable_copy_path"]
 
@@ -54,10 +54,14 @@ def load_weight_file(path: str | os.PathLike, map_location: Any = None) -> Any:
     copy = mappable_copy_path(path)
     record = _copy_record(copy, source_sha256)
     if record is None:
-        record = _write_copy(path, copy, source_sha256)
+        try:
+            with file_lock(copy):             # one process writes it; the others wait, then map it
+                record = _copy_record(copy, source_sha256) or _write_copy(path, copy, source_sha256)
+        except OSError as exc:                # e.g. a read-only cache, where no lock file can be made
+            _cannot_copy(path, exc)
         if record is None:
             return load_state_dict_file(path, map_location)
-    if map_location is None and record["locations"] != ["cpu"]:
+    if map_location is None and not set(record["locations"]) <= {"cpu"}:
         return load_state_dict_file(path, map_location)   # saved on a GPU: torch.load puts it back there
     try:
         return load_state_dict_file(copy, map_location, mmap=True)
@@ -96,9 +100,14 @@ def _copy_record(copy: Path, source_sha256: str) -> dict | None:
 
 
 def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
-    """Read the original once (to the CPU, noting where each tensor was saved) and write its
-    zip-format copy and the copy's record, each atomically. Concurrent writers each write whole
-    files under unique names; a record that does not match the copy that won is rebuilt later."""
+    """Under the copy's lock: read the original once (to the CPU, noting where each tensor was
+    saved) and write its zip-format copy and the copy's record, each atomically. Leftovers of a
+    writer that died are removed first. None when the copy cannot be written."""
+    for stale in copy.parent.glob(f"{copy.name}.*.tmp"):
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError:
+            pass
     locations: set[str] = set()
 
     def to_cpu(storage: Any, location: str) -> Any:
@@ -109,6 +118,7 @@ def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
     tmp = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")
     tmp_record = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.verified-tmp")
     try:
+        record_path(copy).unlink(missing_ok=True)        # no record may describe a copy being replaced
         torch.save(raw, tmp)
         os.replace(tmp, copy)
         st = copy.stat()
@@ -116,9 +126,8 @@ def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
                   "locations": sorted(locations)}
         tmp_record.write_text(json.dumps(record), encoding="utf-8")
         os.replace(tmp_record, record_path(copy))
-    except OSError as exc:
-        log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
-                    path.name, exc)
+    except (OSError, RuntimeError) as exc:               # torch.save reports I/O errors as RuntimeError
+        _cannot_copy(path, exc)
         _remove(copy)
         return None
     finally:
@@ -126,6 +135,12 @@ def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
         tmp_record.unlink(missing_ok=True)
     log.info("wrote %s: later loads of %s map it instead of reading the file", copy.name, path.name)
     return record
+
+
+def _cannot_copy(path: Path, exc: BaseException) -> None:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
+                path.name, reason)
 
 
 def _remove(copy: Path) -> None:

@@ -37,7 +37,7 @@ def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead
     threads then have the cores to themselves: parallel operations whose threads are preempted
     wait for each other). An exception from ``fn`` is raised where its result would have been
     yielded; leaving the iterator early (or an exception) cancels what has not started and waits
-    for what has, so no thread outlives the call."""
+    for what has, so no thread outlives the call (except after Ctrl-C, which does not wait)."""
     if workers <= 1:
         yield from map(fn, items)
         return
@@ -45,6 +45,7 @@ def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlwp-prepare")
     pending: deque[Future[T]] = deque()
     source = iter(items)
+    interrupted = False
     try:
         while True:
             if overlap or not pending:
@@ -55,5 +56,8 @@ def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead
             if not pending:
                 return
             yield pending.popleft().result()
+    except KeyboardInterrupt:   # don't make Ctrl-C wait for a download already running
+        interrupted = True
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not interrupted, cancel_futures=True)

@@ -222,8 +222,8 @@ class ClassifierTransform:
             # (N, H, W, 3) viewed as (N, 3, H, W) is already channels-last; uint8 travels 4× lighter
             batch = torch.stack(list(pixels)).to(device).permute(0, 3, 1, 2).float().div_(255)
         else:
-            batch = torch.stack([p.permute(2, 0, 1).float().div(255) if p.dtype == torch.uint8 else p.float()
-                                 for p in pixels]).to(device)
+            batch = torch.stack([(p.permute(2, 0, 1).float().div(255) if p.dtype == torch.uint8 else p.float()).to(device)
+                                 for p in pixels])
         batch = F.normalize(batch, mean=list(self.mean), std=list(self.std), inplace=True)
         return batch.to(dtype).contiguous(memory_format=torch.channels_last)
 
@@ -330,9 +330,13 @@ class ClassifierMixin:
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         transforms = self.transforms
+        if isinstance(transforms, ClassifierTransform):
+            prepare_one, collate = transforms.crop_pixels, transforms.collate
+        else:  # the caller's own callable (e.g. a torchvision preset): image -> normalised CHW tensor
+            prepare_one, collate = transforms, _stack_normalised
 
         def prepare(source: Any) -> list[torch.Tensor]:
-            return [transforms.crop_pixels(item) for item in source()]
+            return [prepare_one(item) for item in source()]
 
         workers = default_workers() if len(sources) > 1 else 1
         # on the CPU, the workers prepare a whole batch while the model waits and then wait while it
@@ -347,7 +351,7 @@ class ClassifierMixin:
         try:
             with torch.inference_mode():
                 while batch := list(islice(pixels, batch_size)):
-                    logits = self(transforms.collate(batch, device, dtype))
+                    logits = self(collate(batch, device, dtype))
                     if isinstance(logits, tuple):  # InceptionOutputs when scripted
                         logits = logits[0]
                     if logits.dim() != 2 or logits.shape[1] != len(categories):
@@ -363,6 +367,20 @@ class ClassifierMixin:
             for module, training in modes:
                 module.training = training
         return results[0] if single else results
+
+
+def _stack_normalised(tensors: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Per-image outputs of a caller's own transform as one channels-last batch on ``device``."""
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            raise TypeError(f"model.transforms returned {type(t).__name__}"
+                            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}; predict needs a "
+                            "(3, H, W) tensor per image. Set model.transforms to such a callable.")
+    if len({tuple(t.shape) for t in tensors}) > 1:
+        raise ValueError(f"model.transforms returned images of different sizes "
+                         f"{sorted({tuple(t.shape) for t in tensors})}; predict batches them, so it must "
+                         "crop every image to one size.")
+    return torch.stack([t.to(device) for t in tensors]).to(dtype).contiguous(memory_format=torch.channels_last)
 
 
 _SUBCLASSES: dict[type, type] = {}

@@ -169,13 +169,19 @@ def test_zip_files_and_files_outside_the_cache_are_never_copied(cached, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("my_")) == ["my_checkpoint.pth"]
 
 
-def test_a_copy_that_cannot_be_written_is_skipped(cached, monkeypatch, caplog):
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    # what torch's zip writer raises when a write fails part-way
+    RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                 "data/0: file write failed: No space left on device"),
+])
+def test_a_copy_that_cannot_be_written_is_skipped(cached, monkeypatch, caplog, failure):
     sd = state_dict()
     path = cached(saved(sd))
 
     def disk_full(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"partial")
-        raise OSError(28, "No space left on device")
+        raise failure
 
     monkeypatch.setattr(_mappable.torch, "save", disk_full)
     with caplog.at_level(logging.WARNING, logger="dlwp_models._mappable"):
@@ -226,3 +232,63 @@ def test_cyclegan_loads_through_the_copy_identically(weight_server, make_manifes
         next(second.parameters()).zero_()                  # writable, and private to this model
     third = torch.hub.load(str(REPO_DIR), "cyclegan", source="local", pretrained=True, progress=False)
     assert_same(third.state_dict(), sd)
+
+
+def test_a_copy_whose_file_cannot_be_created_is_skipped(cached, monkeypatch, caplog):
+    import types
+
+    sd = state_dict()
+    path = cached(saved(sd))
+    monkeypatch.setattr(_mappable.uuid, "uuid4", lambda: types.SimpleNamespace(hex="fixed"))
+    mappable_copy_path(path).with_name(mappable_copy_path(path).name + ".fixed.tmp").mkdir()  # unwritable
+    with caplog.at_level(logging.WARNING, logger="dlwp_models._mappable"):
+        assert_same(load_weight_file(path, "cpu"), sd)
+    assert "could not keep a memory-mappable copy" in caplog.text
+    assert not mappable_copy_path(path).exists()
+
+
+def test_a_cache_where_no_lock_can_be_made_still_loads(cached, monkeypatch, caplog):
+    sd = state_dict()
+    path = cached(saved(sd))
+
+    def read_only(target):
+        raise PermissionError(13, "Permission denied", str(target) + ".lock")
+
+    monkeypatch.setattr(_mappable, "file_lock", read_only)
+    with caplog.at_level(logging.WARNING, logger="dlwp_models._mappable"):
+        assert_same(load_weight_file(path, "cpu"), sd)
+    assert "Permission denied" in caplog.text and not mappable_copy_path(path).exists()
+
+
+def test_concurrent_first_loads_write_one_copy(cached, monkeypatch):
+    import threading
+
+    sd = state_dict()
+    path = cached(saved(sd))
+    writes = []
+    real = _mappable._write_copy
+    monkeypatch.setattr(_mappable, "_write_copy", lambda *a: writes.append(a) or real(*a))
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(load_weight_file(path, "cpu"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 4 and len(writes) == 1
+    for result in results:
+        assert_same(result, sd)
+
+
+def test_a_file_without_tensors_is_mapped_too(cached, loads):
+    path = cached(saved({"epoch": 3, "note": "no tensors"}))
+    assert load_weight_file(path, None) == {"epoch": 3, "note": "no tensors"}
+    loads.clear()
+    assert load_weight_file(path, None) == {"epoch": 3, "note": "no tensors"}
+    assert loads == [(mappable_copy_path(path).name, True)]

@@ -229,3 +229,51 @@ def test_exif_orientation_is_applied_on_the_threaded_path(small_model, tmp_path)
     for result in got:                                  # batch of 2 vs 1: float rounding only
         assert result.labels == expected.labels
         np.testing.assert_allclose(result.percents, expected.percents, rtol=1e-4)
+
+
+def test_predict_with_the_callers_own_transform(small_model, tmp_path):
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    paths = save_jpegs(tmp_path, 3)
+    ours = small_model.predict(paths, topk=3)
+    original = small_model.transforms
+    try:
+        preset = SqueezeNet1_1_Weights.IMAGENET1K_V1.transforms()       # same settings as ours
+        small_model.transforms = lambda image: preset(image)
+        theirs = small_model.predict(paths, topk=3)
+        small_model.transforms = lambda image: image          # returns a PIL image: not usable
+        with pytest.raises(TypeError, match=r"model.transforms returned .*\(3, H, W\) tensor"):
+            small_model.predict(paths)
+    finally:
+        small_model.transforms = original
+    for a, b in zip(ours, theirs):
+        assert a.labels == b.labels
+        np.testing.assert_allclose(a.percents, b.percents, rtol=1e-3, atol=1e-4)
+
+
+def test_a_lazily_opened_image_passed_twice(small_model, tmp_path):
+    path = save_jpegs(tmp_path, 1)[0]
+    lazy = Image.open(path)                      # not decoded yet
+    twice = small_model.predict([lazy, lazy], topk=3)
+    assert twice[0] == twice[1]
+    assert twice[0].labels == small_model.predict(path, topk=3).labels
+
+
+@pytest.mark.filterwarnings("ignore:IM image format is deprecated:DeprecationWarning")
+def test_decoding_many_files_leaves_no_file_open(tmp_path):
+    import os
+
+    from dlwp_models._images import load_images
+
+    paths = []
+    # IM and multi-frame MPO files keep their file open after load() until closed
+    for i, fmt in enumerate(["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "IM", "MPO"] * 3):
+        path = tmp_path / f"image{i}.{fmt.lower()}"
+        extra = {"save_all": True, "append_images": [picture(40, 30, seed=99)]} if fmt == "MPO" else {}
+        picture(40, 30, seed=i).save(path, format=fmt, **extra)
+        paths.append(path)
+    before = len(os.listdir("/proc/self/fd"))
+    images, _ = load_images(paths)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert all(image.mode == "RGB" and image.size == (40, 30) for image in images)
+    assert all(np.asarray(image).shape == (30, 40, 3) for image in images)   # still usable
