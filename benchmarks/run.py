@@ -1,7 +1,7 @@
 """Run the performance benchmarks of issue 7 and write benchmarks/RESULTS.md.
 
-    python benchmarks/run.py            # everything (about 10-15 minutes on a 2-core machine)
-    python benchmarks/run.py --quick    # fewer repetitions (about 5 minutes); figures are rougher
+    python benchmarks/run.py            # everything (about 5 minutes on a 2-core machine)
+    python benchmarks/run.py --quick    # fewer repetitions; figures are rougher
     python benchmarks/run.py --only load,list --no-write
 
 Every figure is measured against its baseline in the same run (the machine is shared and noisy),
