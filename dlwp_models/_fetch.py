@@ -371,11 +371,12 @@ def _lock_timeout() -> float:
 
 
 @contextmanager
-def file_lock(dest: Path) -> Iterator[None]:
-    """Hold ``<dest>.lock`` (across processes) while ``dest`` is being written."""
+def file_lock(dest: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold ``<dest>.lock`` (across processes) while ``dest`` is being written; wait at most
+    ``timeout`` seconds (default: DLWP_LOCK_TIMEOUT, else an hour) for another holder."""
     from filelock import FileLock, Timeout as LockTimeout
 
-    timeout = _lock_timeout()
+    timeout = _lock_timeout() if timeout is None else timeout
     lock = FileLock(str(dest.with_name(dest.name + ".lock")), timeout=1)
     try:
         lock.acquire()

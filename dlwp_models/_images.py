@@ -142,7 +142,12 @@ def _loaded(img: Image.Image) -> Image.Image:
     twice must not be decoded by two worker threads at once)."""
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except ValueError as exc:
+        if "closed image" in str(exc):
+            raise ImageInputError("the PIL image was closed before it was passed (its pixels are gone); "
+                                  "pass it before closing it, or pass img.copy().") from None
+        raise ImageInputError(f"the PIL image could not be decoded ({exc}).") from None
+    except (OSError, SyntaxError) as exc:
         raise ImageInputError(f"the PIL image could not be decoded ({exc}); its file is damaged or "
                               "truncated. Re-save or re-download it.") from None
     return img

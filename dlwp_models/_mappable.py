@@ -37,6 +37,8 @@ __all__ = ["load_weight_file", "mappable_copy_path"]
 
 log = logging.getLogger(__name__)
 
+COPY_LOCK_TIMEOUT = 60.0   # seconds to wait for another process writing the copy; then read the original
+
 
 def mappable_copy_path(path: Path) -> Path:
     """Where the memory-mappable copy of cache file ``path`` lives."""
@@ -55,9 +57,9 @@ def load_weight_file(path: str | os.PathLike, map_location: Any = None) -> Any:
     record = _copy_record(copy, source_sha256)
     if record is None:
         try:
-            with file_lock(copy):             # one process writes it; the others wait, then map it
+            with file_lock(copy, timeout=COPY_LOCK_TIMEOUT):   # one process writes it; the others wait
                 record = _copy_record(copy, source_sha256) or _write_copy(path, copy, source_sha256)
-        except OSError as exc:                # e.g. a read-only cache, where no lock file can be made
+        except OSError as exc:                # a read-only cache (no lock file), or a writer that hangs
             _cannot_copy(path, exc)
         if record is None:
             return load_state_dict_file(path, map_location)
@@ -103,18 +105,20 @@ def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
     """Under the copy's lock: read the original once (to the CPU, noting where each tensor was
     saved) and write its zip-format copy and the copy's record, each atomically. Leftovers of a
     writer that died are removed first. None when the copy cannot be written."""
-    for stale in copy.parent.glob(f"{copy.name}.*.tmp"):
-        try:
-            stale.unlink(missing_ok=True)
-        except OSError:
-            pass
+    for pattern in (f"{copy.name}.*.tmp", f"{copy.name}.*.verified-tmp"):
+        for stale in copy.parent.glob(pattern):
+            _unlink(stale)
     locations: set[str] = set()
 
     def to_cpu(storage: Any, location: str) -> Any:
         locations.add(str(location))
         return storage
 
+    before = path.stat()
     raw = load_state_dict_file(path, to_cpu)
+    after = path.stat()
+    if _verified_sha256(path) != source_sha256 or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        return None                           # replaced meanwhile (a re-fetch): copy it next time
     tmp = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")
     tmp_record = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.verified-tmp")
     try:
@@ -131,8 +135,8 @@ def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
         _remove(copy)
         return None
     finally:
-        tmp.unlink(missing_ok=True)
-        tmp_record.unlink(missing_ok=True)
+        _unlink(tmp)
+        _unlink(tmp_record)
     log.info("wrote %s: later loads of %s map it instead of reading the file", copy.name, path.name)
     return record
 
@@ -144,8 +148,12 @@ def _cannot_copy(path: Path, exc: BaseException) -> None:
 
 
 def _remove(copy: Path) -> None:
-    for p in (copy, record_path(copy)):
-        try:
-            p.unlink(missing_ok=True)
-        except OSError:
-            pass
+    _unlink(copy)
+    _unlink(record_path(copy))
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:                           # not ours to remove (e.g. a folder), or gone read-only
+        pass

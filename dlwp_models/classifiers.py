@@ -372,10 +372,11 @@ class ClassifierMixin:
 def _stack_normalised(tensors: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Per-image outputs of a caller's own transform as one channels-last batch on ``device``."""
     for t in tensors:
-        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3 or not t.is_floating_point():
             raise TypeError(f"model.transforms returned {type(t).__name__}"
-                            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}; predict needs a "
-                            "(3, H, W) tensor per image. Set model.transforms to such a callable.")
+                            f"{f' {tuple(t.shape)} {t.dtype}' if isinstance(t, torch.Tensor) else ''}; predict "
+                            "needs a normalised float (3, H, W) tensor per image. Set model.transforms to "
+                            "such a callable.")
     if len({tuple(t.shape) for t in tensors}) > 1:
         raise ValueError(f"model.transforms returned images of different sizes "
                          f"{sorted({tuple(t.shape) for t in tensors})}; predict batches them, so it must "

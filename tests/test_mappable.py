@@ -251,7 +251,7 @@ def test_a_cache_where_no_lock_can_be_made_still_loads(cached, monkeypatch, capl
     sd = state_dict()
     path = cached(saved(sd))
 
-    def read_only(target):
+    def read_only(target, timeout=None):
         raise PermissionError(13, "Permission denied", str(target) + ".lock")
 
     monkeypatch.setattr(_mappable, "file_lock", read_only)
@@ -292,3 +292,29 @@ def test_a_file_without_tensors_is_mapped_too(cached, loads):
     loads.clear()
     assert load_weight_file(path, None) == {"epoch": 3, "note": "no tensors"}
     assert loads == [(mappable_copy_path(path).name, True)]
+
+
+def test_leftovers_of_a_writer_that_died_are_removed(cached):
+    sd = state_dict()
+    path = cached(saved(sd))
+    copy = mappable_copy_path(path)
+    for leftover in (f"{copy.name}.dead1.tmp", f"{copy.name}.dead2.verified-tmp"):
+        (path.parent / leftover).write_bytes(b"half a file")
+    assert_same(load_weight_file(path, "cpu"), sd)
+    assert not list(path.parent.glob(f"{copy.name}.*tmp"))
+
+
+def test_an_original_replaced_while_it_is_copied_gets_no_copy(cached, monkeypatch):
+    sd = state_dict()
+    path = cached(saved(sd))
+    real = _mappable.load_state_dict_file
+
+    def load_then_touch(p, map_location=None, *, mmap=None):
+        result = real(p, map_location, mmap=mmap)
+        if Path(p) == path:
+            os.utime(path, ns=(0, 0))                     # a re-fetch replaced it meanwhile
+        return result
+
+    monkeypatch.setattr(_mappable, "load_state_dict_file", load_then_touch)
+    load_weight_file(path, "cpu")
+    assert not mappable_copy_path(path).exists()

@@ -241,9 +241,12 @@ def test_predict_with_the_callers_own_transform(small_model, tmp_path):
         preset = SqueezeNet1_1_Weights.IMAGENET1K_V1.transforms()       # same settings as ours
         small_model.transforms = lambda image: preset(image)
         theirs = small_model.predict(paths, topk=3)
-        small_model.transforms = lambda image: image          # returns a PIL image: not usable
-        with pytest.raises(TypeError, match=r"model.transforms returned .*\(3, H, W\) tensor"):
-            small_model.predict(paths)
+        for wrong in (lambda image: image,                                      # a PIL image
+                      lambda image: preset(image).permute(1, 2, 0),             # HWC
+                      lambda image: (preset(image) * 255).to(torch.uint8)):     # not normalised floats
+            small_model.transforms = wrong
+            with pytest.raises(TypeError, match=r"model.transforms returned .*float \(3, H, W\) tensor"):
+                small_model.predict(paths)
     finally:
         small_model.transforms = original
     for a, b in zip(ours, theirs):
@@ -277,3 +280,10 @@ def test_decoding_many_files_leaves_no_file_open(tmp_path):
     assert len(os.listdir("/proc/self/fd")) == before
     assert all(image.mode == "RGB" and image.size == (40, 30) for image in images)
     assert all(np.asarray(image).shape == (30, 40, 3) for image in images)   # still usable
+
+
+def test_a_closed_pil_image_is_a_clear_error(small_model):
+    image = picture(64, 48)
+    image.close()
+    with pytest.raises(ImageInputError, match="was closed before it was passed"):
+        small_model.predict(image)
