@@ -130,17 +130,45 @@ def record_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".verified")
 
 
-def _write_record(dest: Path, spec: FileSpec, sha256: str) -> None:
+def mappable_copy_path(dest: Path) -> Path:
+    """Where the memory-mappable copy of legacy-format cache file ``dest`` lives (``_mappable``)."""
+    return dest.with_name(dest.name + MAPPABLE_SUFFIX)
+
+
+def write_record(dest: Path, **fields: object) -> dict:
+    """Write (atomically) and return ``dest``'s ``.verified`` record: its size and modification
+    time now, plus ``fields``."""
     st = dest.stat()
-    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256, "pinned": spec.integrity()}
+    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **fields}
     tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.verified-tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, record_path(dest))
+    try:
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, record_path(dest))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return record
+
+
+def current_record(dest: Path) -> dict | None:
+    """``dest``'s record when it still describes the file (same size and modification time); a
+    stat and a small read, no side effects, so it is safe without the lock."""
+    try:
+        record = json.loads(record_path(dest).read_text(encoding="utf-8"))
+        st = dest.stat()
+    except (OSError, ValueError):
+        return None
+    if isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
+        return record
+    return None
+
+
+def _write_record(dest: Path, spec: FileSpec, sha256: str) -> None:
+    write_record(dest, sha256=sha256, pinned=spec.integrity())
 
 
 def _discard(dest: Path) -> None:
-    """Remove a cache file, its record, and the memory-mappable copy made from it (``_mappable``)."""
-    copy = dest.with_name(dest.name + MAPPABLE_SUFFIX)
+    """Remove a cache file, its record, and the memory-mappable copy made from it."""
+    copy = mappable_copy_path(dest)
     for path in (dest, record_path(dest), copy, record_path(copy)):
         path.unlink(missing_ok=True)
 
@@ -158,15 +186,10 @@ def _record_for(dest: Path, spec: FileSpec) -> dict | None:
 
 def _recorded(dest: Path, spec: FileSpec) -> bool:
     """True when ``dest`` was verified against these pins and has not changed since (same size
-    and modification time). A stat and a small read; no side effects, so it is safe without
-    the lock."""
-    record = _record_for(dest, spec)
-    try:
-        st = dest.stat()
-    except OSError:
-        return False
-    return (record is not None and record.get("size") == st.st_size
-            and record.get("mtime_ns") == st.st_mtime_ns and (spec.size is None or spec.size == st.st_size))
+    and modification time)."""
+    record = current_record(dest)
+    return (record is not None and record.get("pinned") == spec.integrity()
+            and (spec.size is None or spec.size == record["size"]))
 
 
 def _verify_cached(dest: Path, spec: FileSpec) -> bool:

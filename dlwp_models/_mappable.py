@@ -1,12 +1,12 @@
 """Memory-mappable copies of legacy-format weight files in the cache.
 
 Files written by ``torch.save`` before PyTorch 1.6 (the book's ``horse2zebra_0.4.0.pth``, the
-captioning encoder and decoder) are not zip archives, so ``torch.load(mmap=True)`` cannot map
-them: every load reads and unpickles the whole file. The first time such a verified cache file is
+captioning encoder and decoder) are not zip archives, which ``torch.load``'s ``mmap`` option
+needs: every load reads and unpickles the whole file. The first time such a verified cache file is
 loaded, a zip-format copy of its tensors is written beside it (``<file>.mmap.pt``, atomically,
 with a ``.verified`` record of its own, under a lock so that one process writes it); later loads
-map that copy, which costs almost no time or memory. The copy holds exactly the tensors the original gives (on the CPU); it is used only where
-it gives the same result as the original would:
+map that copy, which costs almost no time or memory. The copy holds exactly the tensors the
+original gives (on the CPU); it is used only where it gives the same result as the original would:
 
 * ``map_location`` is None, a string or a ``torch.device`` (a callable or a dict sees the saved
   locations, which the copy no longer has); with None, only when every tensor was saved on the CPU;
@@ -19,7 +19,6 @@ original is loaded as before. Removing a file from the cache removes its copy (`
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -31,18 +30,13 @@ import torch
 
 from ._checkpoints import load_state_dict_file
 from ._errors import UnsafeFileError
-from ._fetch import MAPPABLE_SUFFIX, cache_dir, file_lock, record_path
+from ._fetch import cache_dir, current_record, file_lock, mappable_copy_path, record_path, write_record
 
-__all__ = ["load_weight_file", "mappable_copy_path"]
+__all__ = ["load_weight_file"]
 
 log = logging.getLogger(__name__)
 
 COPY_LOCK_TIMEOUT = 60.0   # seconds to wait for another process writing the copy; then read the original
-
-
-def mappable_copy_path(path: Path) -> Path:
-    """Where the memory-mappable copy of cache file ``path`` lives."""
-    return path.with_name(path.name + MAPPABLE_SUFFIX)
 
 
 def load_weight_file(path: str | os.PathLike, map_location: Any = None) -> Any:
@@ -79,24 +73,15 @@ def _verified_sha256(path: Path) -> str | None:
     try:
         if path.resolve().parent != cache_dir().resolve():
             return None
-        record = json.loads(record_path(path).read_text(encoding="utf-8"))
-        st = path.stat()
-    except (OSError, ValueError):
+    except OSError:
         return None
-    if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
-            and isinstance(record.get("sha256"), str)):
-        return record["sha256"]
-    return None
+    record = current_record(path)
+    return record["sha256"] if record is not None and isinstance(record.get("sha256"), str) else None
 
 
 def _copy_record(copy: Path, source_sha256: str) -> dict | None:
-    try:
-        record = json.loads(record_path(copy).read_text(encoding="utf-8"))
-        st = copy.stat()
-    except (OSError, ValueError):
-        return None
-    if (isinstance(record, dict) and record.get("source_sha256") == source_sha256 and record.get("size") == st.st_size
-            and record.get("mtime_ns") == st.st_mtime_ns and isinstance(record.get("locations"), list)):
+    record = current_record(copy)
+    if record is not None and record.get("source_sha256") == source_sha256 and isinstance(record.get("locations"), list):
         return record
     return None
 
@@ -120,23 +105,17 @@ def _write_copy(path: Path, copy: Path, source_sha256: str) -> dict | None:
     if _verified_sha256(path) != source_sha256 or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         return None                           # replaced meanwhile (a re-fetch): copy it next time
     tmp = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")
-    tmp_record = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.verified-tmp")
     try:
         record_path(copy).unlink(missing_ok=True)        # no record may describe a copy being replaced
         torch.save(raw, tmp)
         os.replace(tmp, copy)
-        st = copy.stat()
-        record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "source_sha256": source_sha256,
-                  "locations": sorted(locations)}
-        tmp_record.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp_record, record_path(copy))
+        record = write_record(copy, source_sha256=source_sha256, locations=sorted(locations))
     except (OSError, RuntimeError) as exc:               # torch.save reports I/O errors as RuntimeError
         _cannot_copy(path, exc)
         _remove(copy)
         return None
     finally:
         _unlink(tmp)
-        _unlink(tmp_record)
     log.info("wrote %s: later loads of %s map it instead of reading the file", copy.name, path.name)
     return record
 

@@ -1,9 +1,9 @@
-"""Running per-image preparation (decode, resize, crop) in worker threads while the caller runs
-the model, in the order of the inputs and with a bounded number of images in flight.
+"""Running per-image preparation (decode, resize, crop) in worker threads, in the order of the
+inputs and with a bounded number of images in flight.
 
-PIL releases the GIL while it decodes and resamples, so on a machine whose cores the model
-leaves idle between (or during) its own parallel operations, the next batch is ready when the
-current one finishes.
+PIL releases the GIL while it decodes and resamples, so the workers use every core. Whether they
+also run while the caller runs the model (a GPU's forward pass) or wait for it (a CPU's, which
+needs the same cores) is the caller's choice: ``ordered_map(..., overlap=...)``.
 """
 
 from __future__ import annotations

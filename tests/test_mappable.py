@@ -16,9 +16,9 @@ from torch import nn
 
 from dlwp_models import UnsafeFileError, _mappable
 from dlwp_models._checkpoints import load_state_dict_file
-from dlwp_models._fetch import fetch_file, record_path
+from dlwp_models._fetch import fetch_file, mappable_copy_path, record_path
 from dlwp_models._manifest import FileSpec
-from dlwp_models._mappable import load_weight_file, mappable_copy_path
+from dlwp_models._mappable import load_weight_file
 from upstream_code import legacy_cuda_save
 
 from conftest import sha256_of
