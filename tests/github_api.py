@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from loopback import LoopbackServer, QuietHTTPServer
+from loopback import LoopbackServer, QuietHandler, QuietHTTPServer
 
 
 @dataclass
@@ -45,7 +45,7 @@ class FakeGitHub:
         self.httpd = QuietHTTPServer(("127.0.0.1", 0), _handler(self))
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.api_url = f"{self.base}/api/v3"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd.start()
 
     def download_url(self, repo: str, tag: str, name: str) -> str:
         return f"{self.base}/{repo}/releases/download/{tag}/{name}"
@@ -67,17 +67,11 @@ class FakeGitHub:
         raise KeyError(release_id)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.stop()
 
 
 def _handler(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def _send(self, status: int, body: Any = None, headers: dict | None = None) -> None:
             data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
