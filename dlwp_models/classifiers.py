@@ -176,7 +176,6 @@ class ClassifierTransform:
 
     def __call__(self, image: "Image.Image | torch.Tensor | Any") -> torch.Tensor:
         from PIL import Image
-        from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
         is_float_rgb = (isinstance(image, torch.Tensor) and image.is_floating_point()
@@ -185,11 +184,7 @@ class ClassifierTransform:
             from ._images import load_image
 
             image = load_image(image)  # grey/RGBA PIL images, uint8 tensors, arrays, paths...
-        image = F.resize(image, [self.resize], interpolation=InterpolationMode(self.interpolation),
-                         antialias=True)
-        image = F.center_crop(image, [self.crop, self.crop])
-        tensor = F.to_tensor(image) if isinstance(image, Image.Image) else image
-        return F.normalize(tensor.float(), mean=list(self.mean), std=list(self.std))
+        return F.normalize(_scaled(self.crop_pixels(image)), mean=list(self.mean), std=list(self.std))
 
     def crop_pixels(self, item: "Image.Image | torch.Tensor") -> torch.Tensor:
         """The first two steps (resize, center crop) of one item from ``_images``, exactly as
@@ -222,14 +217,21 @@ class ClassifierTransform:
             # (N, H, W, 3) viewed as (N, 3, H, W) is already channels-last; uint8 travels 4× lighter
             batch = torch.stack(list(pixels)).to(device).permute(0, 3, 1, 2).float().div_(255)
         else:
-            batch = torch.stack([(p.permute(2, 0, 1).float().div(255) if p.dtype == torch.uint8 else p.float()).to(device)
-                                 for p in pixels])
+            batch = torch.stack([_scaled(p).to(device) for p in pixels])
         batch = F.normalize(batch, mean=list(self.mean), std=list(self.std), inplace=True)
         return batch.to(dtype).contiguous(memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
         return (f"ClassifierTransform(resize={self.resize}, crop={self.crop}, interpolation="
                 f"{self.interpolation!r}, mean={list(self.mean)}, std={list(self.std)})")
+
+
+def _scaled(pixels: torch.Tensor) -> torch.Tensor:
+    """A :meth:`ClassifierTransform.crop_pixels` result as float CHW in [0, 1]: ``ToTensor``'s
+    arithmetic (÷ 255) for uint8 HWC pixels; float tensors are already scaled."""
+    if pixels.dtype == torch.uint8:
+        return pixels.permute(2, 0, 1).contiguous().float().div(255)
+    return pixels.float()
 
 
 # --------------------------------------------------------------------------- categories
@@ -377,10 +379,10 @@ def _stack_normalised(tensors: Sequence[torch.Tensor], device: torch.device, dty
                             f"{f' {tuple(t.shape)} {t.dtype}' if isinstance(t, torch.Tensor) else ''}; predict "
                             "needs a normalised float (3, H, W) tensor per image. Set model.transforms to "
                             "such a callable.")
-    if len({tuple(t.shape) for t in tensors}) > 1:
-        raise ValueError(f"model.transforms returned images of different sizes "
-                         f"{sorted({tuple(t.shape) for t in tensors})}; predict batches them, so it must "
-                         "crop every image to one size.")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"model.transforms returned images of different sizes {sorted(shapes)}; predict "
+                         "batches them, so it must crop every image to one size.")
     return torch.stack([t.to(device) for t in tensors]).to(dtype).contiguous(memory_format=torch.channels_last)
 
 
