@@ -43,9 +43,10 @@ def load_weight_file(path: str | os.PathLike, map_location: Any = None) -> Any:
     """:func:`~._checkpoints.load_state_dict_file` for a weight file: the same result, read
     through a memory-mappable copy when ``path`` is a verified legacy-format file in dlwp's cache."""
     path = Path(path)
+    if zipfile.is_zipfile(path):              # mappable as it is (every torchvision file)
+        return load_state_dict_file(path, map_location, mmap=True)
     source_sha256 = _verified_sha256(path)
-    if source_sha256 is None or not isinstance(map_location, (type(None), str, torch.device)) \
-            or zipfile.is_zipfile(path):
+    if source_sha256 is None or not isinstance(map_location, (type(None), str, torch.device)):
         return load_state_dict_file(path, map_location)
     copy = mappable_copy_path(path)
     record = _copy_record(copy, source_sha256)
