@@ -9,20 +9,14 @@ Each entrypoint's docstring (``torch.hub.help``) lists its weight sets and argum
 
 dependencies = ["torch", "torchvision", "PIL", "requests", "tqdm", "filelock"]
 
-from dlwp_models.classifiers import (  # noqa: E402,F401
+# the entrypoints (made in dlwp_models.hub from each family's model list; a test checks this list)
+from dlwp_models.hub import (  # noqa: E402,F401
     alexnet,
-    densenet121,
-    densenet161,
-    densenet169,
-    densenet201,
-    inception_v3,
     resnet18,
     resnet34,
     resnet50,
     resnet101,
     resnet152,
-    squeezenet1_0,
-    squeezenet1_1,
     vgg11,
     vgg11_bn,
     vgg13,
@@ -31,6 +25,13 @@ from dlwp_models.classifiers import (  # noqa: E402,F401
     vgg16_bn,
     vgg19,
     vgg19_bn,
+    densenet121,
+    densenet161,
+    densenet169,
+    densenet201,
+    squeezenet1_0,
+    squeezenet1_1,
+    inception_v3,
+    cyclegan,
+    neuraltalk2,
 )
-from dlwp_models.cyclegan import cyclegan  # noqa: E402,F401
-from dlwp_models.captioning import neuraltalk2  # noqa: E402,F401

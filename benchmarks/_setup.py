@@ -103,7 +103,7 @@ def make_photos(folder: Path, count: int, width: int, height: int, seed0: int = 
 # --------------------------------------------------------------------------- generated weight files
 
 def _bundled() -> dict[str, dict]:
-    from dlwp_models._manifest import bundled_manifest_path
+    from dlwp_models.weights.manifest import bundled_manifest_path
 
     return {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())["weights"]}
 
@@ -204,7 +204,7 @@ def fc_decoder_state_dict(seed: int = 0) -> dict:
     """The published FC decoder's keys and sizes (9,488 outputs, 512 wide), random values."""
     import torch
 
-    from dlwp_models.captioning import DecoderConfig, FCDecoder
+    from dlwp_models.models.captioning import DecoderConfig, FCDecoder
 
     torch.manual_seed(seed)
     dec = FCDecoder(DecoderConfig())

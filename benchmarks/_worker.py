@@ -196,7 +196,7 @@ def _prepared_batch(net, paths: list[str], *, threads: int = 1, draft: bool = Fa
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
-    from dlwp_models._images import load_image
+    from dlwp_models.inputs.images import load_image
 
     tr = net.transforms
 
@@ -282,7 +282,7 @@ def task_throughput(args: dict) -> dict:
     # differs from its one-at-a-time loop by the same float32 rounding
     from PIL import Image
 
-    from dlwp_models._images import load_image
+    from dlwp_models.inputs.images import load_image
 
     book_inputs = torch.stack([preprocess(Image.open(p)) for p in paths])
     tr = ours.transforms
@@ -303,7 +303,7 @@ def task_throughput(args: dict) -> dict:
         result[f"compare_{key}"] = _compare(outputs["book"], outputs[key])
         result[f"vs_predict_{key}"] = _compare(outputs["predict"], outputs[key])
     if any("draft" in p for p in prototypes):   # how far draft decoding moves the network's input
-        from dlwp_models._images import load_image
+        from dlwp_models.inputs.images import load_image
 
         full = torch.stack([ours.transforms(load_image(p)) for p in paths])
         drafted = torch.stack([ours.transforms(_draft_open(p, ours.transforms.resize)) for p in paths])
@@ -359,7 +359,7 @@ def task_caption(args: dict) -> dict:
             outs[key] = runs[key]()
             times[key].append(time.perf_counter() - t0)
     # where the batched call spends its time: the encoder alone on the same inputs
-    from dlwp_models._images import load_images
+    from dlwp_models.inputs.images import load_images
 
     items, _ = load_images(paths)
     t0 = time.perf_counter()
@@ -381,8 +381,9 @@ def task_caption(args: dict) -> dict:
 
 def _download_once(side: str, url: str, sha256: str, size: int, name: str) -> dict:
     if side == "ours":
-        from dlwp_models._fetch import cached_path, fetch_file
-        from dlwp_models._manifest import FileSpec
+        from dlwp_models.weights.download import fetch_file
+        from dlwp_models.weights.store import cached_path
+        from dlwp_models.weights.manifest import FileSpec
 
         spec = FileSpec(filename=name, urls=(url,), sha256=sha256, size=size)
         dest = cached_path(spec)
@@ -415,7 +416,7 @@ def task_download(args: dict) -> dict:
     fixed = {k: args[k] for k in ("url", "sha256", "size", "name")}
     if "side" in args:
         return _download_once(args["side"], **fixed)
-    import dlwp_models._fetch  # noqa: F401 - both sides' modules are imported before timing
+    import dlwp_models.weights.download  # noqa: F401 - both sides' modules are imported before timing
     import urllib.request  # noqa: F401
 
     _download_once("ours", **fixed), _download_once("baseline", **fixed)   # warm-up

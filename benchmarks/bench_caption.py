@@ -14,11 +14,11 @@ TARGET = 2.0
 
 
 def caption_ready() -> str | None:
-    """None when dlwp_models.captioning can caption, else why not."""
+    """None when dlwp_models.models.captioning can caption, else why not."""
     try:
-        from dlwp_models.captioning import NeuralTalk2
+        from dlwp_models.models.captioning import NeuralTalk2
     except Exception as exc:  # noqa: BLE001
-        return f"dlwp_models.captioning does not import ({type(exc).__name__}: {exc})"
+        return f"dlwp_models.models.captioning does not import ({type(exc).__name__}: {exc})"
     if not hasattr(NeuralTalk2, "caption"):
         return "NeuralTalk2.caption does not exist yet"
     return None

@@ -2,15 +2,19 @@
 
 Weight sets live in ``weights/manifest.json`` (plus any manifests named in ``DLWP_MANIFEST``);
 :func:`list_weights` and :func:`get_weights` look them up, :func:`fetch` downloads and verifies
-their files into ``torch.hub.get_dir()/checkpoints/dlwp``.
+their files into ``torch.hub.get_dir()/checkpoints/dlwp``. The models are built by the
+entrypoints of :mod:`dlwp_models.hub` (what ``hubconf.py`` exposes).
+
+The package is layered; each folder imports only from the ones listed before it:
+``errors`` → ``weights`` → ``loading`` → ``inputs`` → ``models`` → ``hub`` → ``cli``.
 """
 
-from ._errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWeightsError,
-                      IntegrityError, ManifestError, OfflineError, UnsafeFileError,
-                      WeightsNotFoundError)
-from ._fetch import fetch
-from ._manifest import FileSpec, WeightSet, get_weights, list_weights
-from ._predictions import Prediction
+from .errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWeightsError,
+                     IntegrityError, ManifestError, OfflineError, UnsafeFileError,
+                     WeightsNotFoundError)
+from .inputs.predictions import Prediction
+from .weights.download import fetch
+from .weights.manifest import FileSpec, WeightSet, get_weights, list_weights
 
 __all__ = [
     "list_weights", "get_weights", "fetch", "WeightSet", "FileSpec", "Prediction",

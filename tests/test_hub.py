@@ -27,7 +27,7 @@ def linked_repo(hub_home):
 
 
 def test_hub_list_returns_exactly_the_entrypoints(linked_repo):
-    from dlwp_models.classifiers import CLASSIFIERS
+    from dlwp_models.models.classifiers import CLASSIFIERS
 
     names = torch.hub.list(linked_repo, verbose=False)
     assert sorted(names) == HUBCONF_NAMES == sorted([*CLASSIFIERS, "cyclegan", "neuraltalk2"])

@@ -1,0 +1,309 @@
+"""Command line: ``python -m dlwp_models {list,info,fetch,classify,translate,caption}``.
+
+Failures print one paragraph (what failed, what to do) and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+from typing import Sequence
+
+from .. import __version__
+from ..errors import DlwpError
+from ..models.classifiers import CLASSIFIERS
+from ..weights.download import fetch
+from ..weights.manifest import WeightSet, get_weights, list_weights
+from ..weights.store import cached_path
+
+log = logging.getLogger("dlwp_models")
+
+
+
+def _weights_by_name_or_model(name: str) -> WeightSet:
+    """A weight set by its name, or a model's default set by the model name."""
+    try:
+        return get_weights(name)
+    except LookupError:
+        if any(ws.model.lower() == name.lower() for ws in list_weights()):
+            return get_weights("DEFAULT", model=name)
+        raise
+
+
+def _size_of(ws: WeightSet) -> str:
+    total = 0
+    for spec in ws.files.values():
+        size = spec.size if spec.size is not None else sum(p.size or 0 for p in spec.parts) or None
+        if size is None:
+            mb = ws.meta.get("file_size_mb")
+            return f"{mb:.1f} MB" if isinstance(mb, (int, float)) else "?"
+        total += size
+    return f"{total / 1e6:.1f} MB"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [("NAME", "MODEL", "DEFAULT", "ACC@1", "SIZE")]
+    for ws in list_weights(args.model):
+        acc = ws.meta.get("acc@1")
+        rows.append((ws.name, ws.model, "yes" if ws.default else "", f"{acc:.3f}" if acc else "", _size_of(ws)))
+    if len(rows) == 1:
+        print(f"no weight sets{' for model ' + repr(args.model) if args.model else ''}")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    ws = _weights_by_name_or_model(args.name)
+    meta = {k: (f"<{len(v)} labels>" if k == "categories" and isinstance(v, list) else v)
+            for k, v in ws.meta.items()}
+    print(f"{ws.name}  (model {ws.model}, format {ws.format}{', default' if ws.default else ''})")
+    print(f"  from manifest {ws.source}")
+    for role, spec in ws.files.items():
+        path = cached_path(spec)
+        print(f"  file {role}: {spec.filename}  [{'cached' if path.exists() else 'not cached'}: {path}]")
+        for url in spec.urls:
+            print(f"    url {url}")
+        for part in spec.parts:
+            print(f"    part {part.filename}: {', '.join(part.urls)}")
+        for key, value in spec.integrity().items():
+            if key != "parts":
+                print(f"    {key} {value}")
+    print(f"  transforms {json.dumps(dict(ws.transforms))}")
+    for key, value in meta.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    if args.all == bool(args.names):
+        raise _UsageError("give weight-set names (or model names) to fetch, or --all, not both")
+    chosen = list_weights() if args.all else [_weights_by_name_or_model(n) for n in args.names]
+    for ws in chosen:
+        for role, path in fetch(ws, progress=not args.quiet).items():
+            print(f"{ws.name} {role}: {path}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from ..hub import build
+    from ..inputs.images import image_sources
+
+    if args.model not in CLASSIFIERS:
+        raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
+    image_sources(args.images)          # missing files, folders, bad URLs fail before any download
+    model = build(args.model, weights=args.weights or "DEFAULT", progress=not args.quiet)
+    results = model.predict(args.images, topk=args.topk)   # decoded in worker threads, in batches
+    for path, result in zip(args.images, results):
+        print(f"{path}:")
+        print(result)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from ..hub import build
+
+    outputs = [args.output / f"{_stem(path)}_zebra.png" for path in args.images]
+    clash = next((out for i, out in enumerate(outputs) if out in outputs[:i]), None)
+    if clash is not None:
+        raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
+                         "them into different folders.")
+    images = _load_inputs(args.images)
+    model = build("cyclegan", weights=args.weights or "DEFAULT", progress=not args.quiet)
+    translated = model.translate(images, size=args.size, preset=args.preset)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for path, image, out in zip(args.images, translated, outputs):
+        partial = out.with_name(f".{out.name}.partial")
+        try:                                        # never leave a half-written picture behind
+            image.save(partial, format="PNG")
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+        print(f"{path} -> {out}")
+    return 0
+
+
+def _stem(path: str) -> str:
+    """The file name stem of a path or of a URL's path."""
+    return Path(urlsplit(path).path if "://" in path else path).stem or "image"
+
+
+def _load_inputs(paths: list[str]) -> list:
+    from ..inputs.images import load_images
+
+    return load_images(paths)[0]
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from ..hub import build
+
+    images = _load_inputs(args.images)
+    model = build("neuraltalk2", weights=args.weights or "DEFAULT", progress=not args.quiet)
+    captions = model.caption(images, beam_size=args.beam_size)
+    for path, caption in zip(args.images, captions):
+        print(f"{path}: {caption}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import mirror_manifest, publish_checkpoint
+
+    if args.mirror_manifest:
+        if args.checkpoint or args.model or args.tag or args.categories or args.dry_run:
+            raise _UsageError("--mirror-manifest takes only --repo, --release and --manifest")
+        names = mirror_manifest(repo=args.repo, release=args.release, manifest=args.manifest,
+                                progress=not args.quiet)
+        print(f"{len(names)} files now served first from release {args.release} of {args.repo}:")
+        for name in names:
+            print(f"  {name}")
+        return 0
+    missing = [flag for flag, value in (("CHECKPOINT", args.checkpoint), ("--model", args.model),
+                                        ("--tag", args.tag)) if not value]
+    if missing:
+        raise _UsageError(f"publishing a checkpoint needs {', '.join(missing)}")
+    entry = publish_checkpoint(args.checkpoint, model=args.model, tag=args.tag, repo=args.repo,
+                               release=args.release, manifest=args.manifest, categories=args.categories,
+                               dry_run=args.dry_run)
+    shown = {**entry, "meta": {**entry["meta"], "categories": f"<{len(entry['meta']['categories'])} labels>"}}
+    print(json.dumps(shown, indent=2))
+    if args.dry_run:
+        print("dry run: nothing was uploaded and no manifest was changed")
+    else:
+        print(f"published {entry['name']}; load it with torch.hub.load(REPO, {entry['model']!r}, "
+              f"weights={args.tag!r})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    path = export_model(args.name, output=args.output, format=args.format, weights=args.weights,
+                        input_size=tuple(args.input_size))
+    print(f"wrote {path} ({args.format}); input: uint8 images (N, 3, H, W)")
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _size_arg(text: str) -> int | None:
+    from ..models.cyclegan import MIN_SIDE
+
+    if text.lower() == "none":
+        return None
+    value = int(text)
+    if value < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, or 'none'")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dlwp_models",
+        description="Models of chapter 2 of Deep Learning with PyTorch: weights, classification, "
+                    "horse-to-zebra translation and captioning.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
+    parser.add_argument("--version", action="version", version=f"dlwp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the known weight sets")
+    p.add_argument("--model", help="only this model's weight sets")
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("info", help="show one weight set: files, sources, integrity, metadata")
+    p.add_argument("name", help="weight-set name (e.g. resnet101.imagenet1k_v1) or model name")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("fetch", help="download and verify weight files into the cache (for offline use)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="weight-set or model names")
+    p.add_argument("--all", action="store_true", help="every weight set in the manifests")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_fetch)
+
+    p = sub.add_parser("classify", help="top-k ImageNet labels for images")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
+    p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
+    p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
+    p.add_argument("--topk", type=_positive_int, default=5, help="how many labels per image (default: 5)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_classify)
+
+    p = sub.add_parser("translate", help="turn horses into zebras (CycleGAN)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for <stem>_zebra.png files")
+    p.add_argument("--preset", choices=("trained", "book"), default="trained",
+                   help="input scaling: as the weights were trained (default) or as the book feeds it")
+    p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
+    p.add_argument("--weights", help="weight tag or a local generator file (default: horse2zebra)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_translate)
+
+    p = sub.add_parser("caption", help="describe images in a sentence (NeuralTalk2)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
+    p.add_argument("--beam-size", type=_positive_int, default=2, help="beam width (default: 2, as the book)")
+    p.add_argument("--weights", help="weight tag (default: coco_fc)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_caption)
+
+    p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
+    p.add_argument("checkpoint", nargs="?", type=Path, metavar="CHECKPOINT",
+                   help="a state dict (or a dict holding one under 'state_dict' or 'model')")
+    p.add_argument("--model", help="the classifier architecture, e.g. resnet50")
+    p.add_argument("--tag", help="weight-set tag: the entry becomes <model>.<tag>")
+    p.add_argument("--repo", required=True, help="OWNER/REPO whose release holds the file")
+    p.add_argument("--release", required=True, help="release tag (created when missing)")
+    p.add_argument("--manifest", type=Path, help="manifest to update (default: weights/manifest.json)")
+    p.add_argument("--categories", type=Path, help="labels, one per line (default: the base weights')")
+    p.add_argument("--dry-run", action="store_true", help="do everything but upload and write; print the entry")
+    p.add_argument("--mirror-manifest", action="store_true",
+                   help="re-host every file of the manifest as release assets and list them first")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_publish)
+
+    p = sub.add_parser("export", help="write a deployable TorchScript / torch.export artefact")
+    p.add_argument("name", help="model: a classifier or cyclegan")
+    p.add_argument("--weights", help="weight tag (default: the model's default)")
+    p.add_argument("--format", required=True, choices=("torchscript", "exported"))
+    p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    p.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
+                   help="image size to check at; a torch.export artefact is specialised to it (default 480 640)")
+    p.set_defaults(run=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="dlwp: %(levelname)s: %(message)s")
+    try:
+        return args.run(args)
+    except _UsageError as exc:
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("dlwp: interrupted", file=sys.stderr)
+        return 130
+    except (DlwpError, OSError, ValueError, TypeError, LookupError) as exc:
+        message = str(exc) if not isinstance(exc, KeyError) or isinstance(exc, DlwpError) else str(exc.args[0])
+        print(f"dlwp: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Sharing weights through GitHub release assets.
+
+* :func:`publish_checkpoint`: a fine-tuned classifier checkpoint → a normalised state dict
+  ``<model>-<tag>-<sha256[:8]>.pth`` uploaded to a release → a manifest entry ``<model>.<tag>``
+  pinned by full sha256 and size, so collaborators get it with
+  ``torch.hub.load("owner/dlwp:branch", "<model>", weights="<tag>")``.
+* :func:`mirror_manifest`: re-host every file of a manifest unchanged as release assets and put
+  the release URL first in each file's ``urls`` (upstream stays as the fallback).
+
+Both are idempotent: an asset already there with the same sha256 is success.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..errors import PublishError
+from ..loading.checkpoints import load_state_dict_file, plain_state_dict
+from ..models.classifiers import CLASSIFIERS, build_for_state_dict, categories_of
+from ..weights.download import fetch_file
+from ..weights.integrity import sha256_file
+from ..weights.manifest import WeightSet, bundled_manifest_path, get_weights, load_manifest_data, parse_manifest
+from .github import GitHubReleases
+
+__all__ = ["publish_checkpoint", "mirror_manifest", "normalise_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*\Z")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def normalise_checkpoint(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
+    """Read a checkpoint safely (weights only) and return its plain state dict (see
+    :func:`~dlwp_models.loading.checkpoints.plain_state_dict`)."""
+    raw = load_state_dict_file(path, map_location="cpu", mmap=False)
+    return OrderedDict((k, v.detach().contiguous()) for k, v in
+                       plain_state_dict(raw, source=Path(path).name).items())
+
+
+def _read_categories(path: Path, num_classes: int) -> list[str]:
+    try:
+        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise PublishError(f"cannot read --categories {path}: {exc.strerror or exc}.") from None
+    if len(labels) != num_classes:
+        raise PublishError(f"--categories {path} has {len(labels)} labels, but the checkpoint's classifier "
+                           f"has {num_classes} outputs; give one label per line, in output order.")
+    return labels
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def _load_manifest_json(path: Path) -> tuple[dict, list[WeightSet]]:
+    """The manifest's JSON to edit and its weight sets; a broken manifest is refused, not edited."""
+    if not path.exists():
+        return {"schema_version": 1, "weights": []}, []
+    data = load_manifest_data(path)
+    return data, parse_manifest(data, str(path))
+
+
+def _write_manifest_json(path: Path, data: dict) -> None:
+    parse_manifest(data, str(path))   # never write a manifest that would not load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2) + "\n")
+        os.chmod(tmp, mode)           # mkstemp makes 0600; keep the manifest readable as it was
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _release_download_url(api: GitHubReleases | None, repo: str, release: str, name: str) -> str:
+    """Where an asset will be downloadable (github.com, or a GitHub Enterprise host)."""
+    api_url = (api.api if api else os.environ.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
+    web = "https://github.com" if api_url == "https://api.github.com" else api_url.removesuffix("/api/v3")
+    return f"{web}/{repo}/releases/download/{release}/{name}"
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: str, release: str,
+                       manifest: str | Path | None = None, categories: str | Path | None = None,
+                       dry_run: bool = False) -> dict:
+    """Publish a fine-tuned classifier checkpoint; returns the manifest entry (written unless
+    ``dry_run``, which also skips the upload)."""
+    if not _TAG.match(tag):
+        raise PublishError(f"--tag must be letters, digits, '_' or '-', got {tag!r}.")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise PublishError(f"checkpoint {str(checkpoint)!r} does not exist; check the path.")
+    manifest_path = Path(manifest) if manifest else bundled_manifest_path()
+    state_dict = normalise_checkpoint(checkpoint)
+    if model not in CLASSIFIERS:
+        raise PublishError(f"--model must be one of the classifiers ({', '.join(CLASSIFIERS)}), got {model!r}.")
+    net, num_classes = build_for_state_dict(model, state_dict, source=checkpoint.name)
+    base = get_weights("DEFAULT", model)
+    if categories is not None:
+        labels = _read_categories(Path(categories), num_classes)
+    elif num_classes == 1000:
+        labels = categories_of(base)
+    else:
+        raise PublishError(f"the checkpoint has {num_classes} classes, so the base weights' labels do not "
+                           "apply; give --categories FILE with one label per line.")
+    data, _ = _load_manifest_json(manifest_path)
+    api = None if dry_run else GitHubReleases(repo)
+
+    with tempfile.TemporaryDirectory(prefix="dlwp-publish-") as tmp:
+        staging = Path(tmp) / "weights.pth"
+        torch.save(net.state_dict(), staging)
+        sha256 = sha256_file(staging)
+        filename = f"{model}-{tag.lower()}-{sha256[:8]}.pth"
+        size = staging.stat().st_size
+        if api is None:
+            url = _release_download_url(None, repo, release, filename)
+        else:
+            asset = api.upload(api.release(release), staging, name=filename, sha256=sha256)
+            url = asset["browser_download_url"]
+
+    entry = {
+        "name": f"{model}.{tag.lower()}", "model": model, "default": False, "format": "torchvision",
+        "files": {"state_dict": {"filename": filename, "urls": [url], "sha256": sha256, "size": size}},
+        "transforms": copy.deepcopy(dict(base.transforms)),
+        "meta": {"categories": labels, "num_classes": num_classes,
+                 "num_params": sum(p.numel() for p in net.parameters()),
+                 "base_weights": base.name,
+                 "provenance": f"published from {checkpoint.name} with `python -m dlwp_models publish` "
+                               f"on {datetime.now(timezone.utc):%Y-%m-%d}",
+                 "file_size_mb": round(size / 2**20, 3)},
+    }
+    if not dry_run:
+        weights = [w for w in data["weights"] if str(w.get("name", "")).lower() != entry["name"]]
+        data["weights"] = [*weights, entry]
+        _write_manifest_json(manifest_path, data)
+        log.info("wrote %s to %s", entry["name"], manifest_path)
+    return entry
+
+
+def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = None,
+                    progress: bool = True) -> list[str]:
+    """Re-host every file of ``manifest`` (default: the bundled one) as an asset of ``release``,
+    unchanged and verified, and put the release URL first in that file's ``urls``. Files published
+    only as parts are uploaded joined (and gain the joined file's sha256 and size). Returns the
+    file names now served from the release."""
+    manifest_path = Path(manifest) if manifest else bundled_manifest_path()
+    data, sets = _load_manifest_json(manifest_path)
+    specs = {ws.name.lower(): ws for ws in sets}
+    api = GitHubReleases(repo)
+    target = api.release(release)
+    done: list[str] = []
+    for raw in data["weights"]:
+        ws = specs[raw["name"].lower()]
+        for role, spec in ws.files.items():
+            cached = fetch_file(spec, progress=progress)              # verified, parts joined
+            path, sha256 = cached.path, cached.sha256
+            asset = api.upload(target, path, name=spec.filename, sha256=sha256)
+            url = asset["browser_download_url"]
+            raw_spec = raw["files"][role]
+            raw_spec["urls"] = [url, *(u for u in raw_spec.get("urls", []) if u != url)]
+            if not spec.has_own_hash:
+                raw_spec["sha256"] = sha256
+                raw_spec["size"] = path.stat().st_size
+            done.append(spec.filename)
+    _write_manifest_json(manifest_path, data)
+    return done

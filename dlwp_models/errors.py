@@ -1,0 +1,79 @@
+"""The exceptions dlwp raises: one small hierarchy, each also a built-in exception.
+
+Every message says what went wrong and ends with what to do about it.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+__all__ = [
+    "DlwpError",
+    "ManifestError",
+    "WeightsNotFoundError",
+    "DownloadError",
+    "IntegrityError",
+    "OfflineError",
+    "UnsafeFileError",
+    "IncompatibleWeightsError",
+    "ImageInputError",
+    "ImageNotFoundError",
+    "ImageFetchError",
+    "PublishError",
+    "ExportError",
+]
+
+
+class DlwpError(Exception):
+    """Base class of every error dlwp raises on purpose."""
+
+
+class ManifestError(DlwpError, ValueError):
+    """A weights manifest is malformed: the message names the file, the entry and the field."""
+
+
+class WeightsNotFoundError(DlwpError, KeyError, LookupError):
+    """No weight set matches the requested name or tag."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DownloadError(DlwpError, OSError):
+    """A file could not be obtained from any of its sources (each is listed with its reason)."""
+
+
+class IntegrityError(DlwpError, OSError):
+    """Downloaded or cached bytes do not match the pinned size or hash."""
+
+
+class OfflineError(DlwpError, FileNotFoundError):
+    """DLWP_OFFLINE is set and a needed file is not in the cache."""
+
+
+class UnsafeFileError(DlwpError, pickle.UnpicklingError):
+    """A checkpoint or pickle holds something that is not allowed to be loaded."""
+
+
+class IncompatibleWeightsError(DlwpError, ValueError):
+    """A state dict does not fit the architecture (missing, unexpected or mis-shaped keys)."""
+
+
+class ImageInputError(DlwpError, ValueError):
+    """An input to predict/translate/caption is not a usable image."""
+
+
+class ImageNotFoundError(DlwpError, FileNotFoundError):
+    """An input image path does not exist."""
+
+
+class ImageFetchError(DlwpError, OSError):
+    """An input image URL could not be fetched (timeout, HTTP error, not an image)."""
+
+
+class PublishError(DlwpError, RuntimeError):
+    """Publishing to a GitHub release failed (API error, conflicting asset, missing token)."""
+
+
+class ExportError(DlwpError, RuntimeError):
+    """An export could not be written, or does not reproduce the eager model."""

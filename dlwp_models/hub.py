@@ -1,0 +1,111 @@
+"""The one builder and the hub entrypoints.
+
+:func:`build` is the route every entrypoint takes, down through the layers and back up once:
+resolve the arguments (:mod:`.weights.resolve`), let the model's family check everything that
+needs no file (:meth:`~.models.family.Family.plan`), fetch what was verified (:mod:`.weights.download`
+→ path and sha256), and let the family load, adapt and attach (:meth:`~.models.family.Family.load`).
+
+The entrypoints (``alexnet`` … ``inception_v3``, ``cyclegan``, ``neuraltalk2``) are made here from
+the families' model lists, each with the docstring ``torch.hub.help`` shows. Importing this module
+is cheap (no torchvision), so ``torch.hub.list`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from .errors import ManifestError
+from .models.captioning import FAMILY as _CAPTIONING
+from .models.classifiers import FAMILY as _CLASSIFIERS
+from .models.cyclegan import FAMILY as _CYCLEGAN
+from .models.family import Family
+from .weights.download import fetch_file, fetch_files
+from .weights.manifest import WeightSet, bundled_manifest_path, read_manifest_cached
+from .weights.resolve import Choice, resolve
+from .weights.store import CachedFile
+
+__all__ = ["build", "family_of", "FAMILIES", "ENTRYPOINTS"]
+
+log = logging.getLogger(__name__)
+
+FAMILIES: tuple[Family, ...] = (_CLASSIFIERS, _CYCLEGAN, _CAPTIONING)
+_BY_MODEL: dict[str, Family] = {model: family for family in FAMILIES for model in family.models}
+
+
+def family_of(model: str) -> Family:
+    """The family that builds ``model``; a ValueError listing the models otherwise."""
+    family = _BY_MODEL.get(model)
+    if family is None:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(_BY_MODEL)}.")
+    return family
+
+
+def build(model: str, *, pretrained: bool = False, weights: "str | os.PathLike | WeightSet | None" = None,
+          progress: bool = True, map_location: Any = None, sha256: str | None = None,
+          **kwargs: Any) -> nn.Module:
+    """Build ``model`` (an entrypoint name) as its entrypoint does: resolve, plan, fetch, load."""
+    family = family_of(model)
+    family.check_arguments(model, kwargs)
+    choice = resolve(model, pretrained=pretrained, weights=weights, sha256=sha256, files=family.accepts_files)
+    if choice.is_random:
+        return family.random(model, kwargs)
+    if choice.weights is not None:
+        _check_files_fit(family, choice.weights)
+    plan = family.plan(model, choice.weights, kwargs)
+    return family.load(plan, _fetch(choice, progress), map_location)
+
+
+def _check_files_fit(family: Family, weights: WeightSet) -> None:
+    if weights.format != family.format:
+        raise ManifestError(f"weight set {weights.name!r} has format {weights.format!r}, but this model "
+                            f"reads {family.format!r}; fix the entry's \"format\" in {weights.source}.")
+    if set(weights.files) != set(family.roles):
+        raise ManifestError(f"{weights.source}: weight set {weights.name!r}.files: a {family.format!r} weight "
+                            f"set needs the roles {list(family.roles)}, got {sorted(weights.files)}. Fix that "
+                            "field of the manifest.")
+
+
+def _fetch(choice: Choice, progress: bool) -> Mapping[str, CachedFile]:
+    if choice.weights is not None:
+        return fetch_files(choice.weights, progress=progress)
+    if choice.remote is not None:
+        return {"state_dict": fetch_file(choice.remote, progress=progress)}
+    assert choice.local is not None
+    return {"state_dict": CachedFile(choice.local)}   # the caller's own file: loaded, never copied
+
+
+# --------------------------------------------------------------------------- entrypoints
+
+
+def _bundled_sets() -> list[WeightSet]:
+    try:
+        return read_manifest_cached(bundled_manifest_path())
+    except ManifestError as exc:  # keep hubconf importable; loading will report the problem
+        log.warning("cannot list weight sets in docstrings: %s", exc)
+        return []
+
+
+def _entrypoint(model: str, family: Family, sets: list[WeightSet]) -> Callable[..., nn.Module]:
+    def entrypoint(*, pretrained: bool = False, weights: "str | os.PathLike | None" = None,
+                   progress: bool = True, map_location: Any = None, sha256: str | None = None,
+                   **kwargs: Any) -> nn.Module:
+        return build(model, pretrained=pretrained, weights=weights, progress=progress,
+                     map_location=map_location, sha256=sha256, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = model
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = family.docstring(model, sets)
+    return entrypoint
+
+
+_sets = _bundled_sets()
+#: every entrypoint by name, in the families' order
+ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {
+    model: _entrypoint(model, family, _sets) for family in FAMILIES for model in family.models}
+globals().update(ENTRYPOINTS)
+__all__ += list(ENTRYPOINTS)
+del _sets

@@ -1,0 +1,16 @@
+"""NeuralTalk2 image captioning as chapter 2 runs it: the Caffe-layout ResNet-101 encoder
+(:mod:`.encoder`), the FC decoder (:mod:`.decoder`) and its searches (:mod:`.search`), the
+vocabulary (:mod:`.vocabulary`), the model and its ``caption`` (:mod:`.model`), and its weight
+format (:mod:`.family`)."""
+
+from __future__ import annotations
+
+from .decoder import SEQ_LENGTH, DecoderConfig, FCDecoder, LSTMCore, check_decoder_fits
+from .encoder import ENCODER_FEATURES, caffe_resnet101, encoder_from_state_dict
+from .family import FAMILY
+from .model import BATCH_PIXELS, NeuralTalk2
+from .vocabulary import placeholder_vocabulary, read_vocabulary
+
+__all__ = ["BATCH_PIXELS", "DecoderConfig", "ENCODER_FEATURES", "FAMILY", "FCDecoder", "LSTMCore",
+           "NeuralTalk2", "SEQ_LENGTH", "caffe_resnet101", "check_decoder_fits", "encoder_from_state_dict",
+           "placeholder_vocabulary", "read_vocabulary"]

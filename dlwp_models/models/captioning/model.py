@@ -1,0 +1,137 @@
+"""NeuralTalk2 image captioning as chapter 2 of *Deep Learning with PyTorch* runs it: the "FC" model
+of ImageCaptioning.pytorch (ruotianluo) on a Caffe-converted ResNet-101, through one call.
+
+* The **encoder** is ResNet-101 in the Caffe layout (:func:`caffe_resnet101`): torchvision's
+  ResNet-101 with ``MaxPool2d(3, 2, 0, ceil_mode=True)`` and, in block 0 of layer2/3/4, the stride
+  on the 1×1 ``conv1`` instead of the 3×3 ``conv2``. Its feature is the ``layer4`` output averaged
+  over space (2048 numbers). Images are fed at their own size: no resize, no crop.
+* The **decoder** (:class:`FCDecoder`) is the FC model: ``img_embed``, ``core.i2h``, ``core.h2h``,
+  ``embed``, ``logit``, with the maxout LSTM step of :class:`LSTMCore`. Its sizes are read from
+  the weights (the published file: 9,488 words and end token, 512 wide).
+* The **vocabulary** comes from upstream's Python-2 ``infos`` pickle (:func:`read_vocabulary`),
+  read with a restricted unpickler: only the five harmless globals that file needs resolve, each to
+  an inert stand-in, and only the ``vocab`` mapping is kept.
+* :meth:`NeuralTalk2.caption` goes from images to sentences (greedy, sampling, or upstream's beam
+  search, see :mod:`.search`); :mod:`.family` is how the one builder loads it.
+
+Weight format ``neuraltalk2``: files by role ``encoder`` (a ResNet state dict; upstream publishes it
+as two byte chunks that the fetcher joins), ``decoder`` (the FC model's state dict, an old-format
+``torch.save`` file that may hold CUDA tensors) and ``vocab`` (the infos pickle). The decoder and
+the vocabulary are read and checked against each other before the encoder is touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ...inputs.transforms import MAX_SIDE, CaptionTransform, fit_side
+from ...weights.manifest import WeightSet
+from .decoder import SEQ_LENGTH, FCDecoder, check_decoder_fits, check_generate_args
+
+__all__ = ["NeuralTalk2", "BATCH_PIXELS"]
+
+#: same-size images are encoded together in batches of at most this many pixels in all
+BATCH_PIXELS = 1 << 18   # larger encoder batches are slower per image on CPUs (benchmarks/README.md)
+
+
+class NeuralTalk2(nn.Module):
+    """Encoder + decoder + vocabulary: images in, sentences out (:meth:`caption`).
+
+    Attributes: ``encoder`` (Caffe-layout ResNet-101, (N, 3, H, W) normalised → (N, 2048)),
+    ``decoder`` (:class:`FCDecoder`), ``vocab`` ({index: word}, 1 … V; 0 is the end token, V the
+    UNK word), ``transforms`` (:class:`CaptionTransform`) and ``weights`` (the
+    :class:`~dlwp_models.WeightSet`, or None for random weights).
+    """
+
+    def __init__(self, *, encoder: nn.Module, decoder: FCDecoder, vocab: Mapping[int, str],
+                 transforms: CaptionTransform | None = None, weights: WeightSet | None = None) -> None:
+        super().__init__()
+        check_decoder_fits(decoder, len(vocab), where="", fix="use the vocabulary saved with this decoder")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.vocab = dict(vocab)
+        self.transforms = transforms if transforms is not None else CaptionTransform()
+        self.weights = weights
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) normalised -> (N, 2048)
+        # channels-last input: the faster convolution layout on CPUs (1.3x measured), same numbers
+        # to float rounding
+        return self.encoder(x.contiguous(memory_format=torch.channels_last))
+
+    def forward(self, x: torch.Tensor, **generate_args: Any) -> torch.Tensor:
+        """(N, 3, H, W) normalised images -> (N, max_length) word indices (see :meth:`FCDecoder.generate`)."""
+        return self.decoder.generate(self.encode(x), **generate_args)
+
+    def decode(self, seq: torch.Tensor) -> list[str]:
+        """(N, T) word indices -> N sentences (words up to the first end token, joined by spaces)."""
+        sentences = []
+        for row in seq.tolist():
+            words = []
+            for index in row:
+                if index == 0:
+                    break
+                words.append(self.vocab[index])
+            sentences.append(" ".join(words))
+        return sentences
+
+    @torch.inference_mode()
+    def caption(self, inputs: Any, *, beam_size: int = 2, sample: bool = False, temperature: float = 1.0,
+                max_length: int = SEQ_LENGTH, beam_select: str = "first",
+                max_side: int | None = MAX_SIDE) -> str | list[str]:
+        """Describe one image or a list of images in a sentence each.
+
+        Args:
+            inputs: a path, an http(s) URL, a PIL image, a numpy HWC uint8 array, a CHW tensor, an
+                NCHW tensor, or a list of these. Images of different sizes may be mixed; each is
+                encoded at its own size.
+            beam_size: 1 for greedy decoding, more for upstream's beam search. Default 2 (the book's).
+            sample: draw each word at random instead (seed with ``torch.manual_seed``); then
+                ``beam_size`` and ``beam_select`` are not used. Default False.
+            temperature: with ``sample=True``, words are drawn from ``exp(logprob / temperature)``.
+                Default 1.0.
+            max_length: the most words per caption. Default 16 (upstream's).
+            beam_select: ``"first"`` (default) returns the first beam that finished, exactly as
+                upstream (and the book) did; ``"best"`` returns the finished beam with the highest
+                sum of log-probabilities.
+            max_side: images whose longer side exceeds this are downscaled to it first (logged), so
+                a huge photo cannot exhaust memory; None keeps every image's size. Default 2048.
+
+        Returns:
+            a sentence for one input, else a list of sentences in input order.
+
+        Example::
+
+            captioner = torch.hub.load("org/dlwp", "neuraltalk2", pretrained=True)
+            captioner.caption("horse.jpg")          # 'a person riding a horse on a beach'
+        """
+        from ...inputs.images import load_images
+
+        check_generate_args(beam_size=beam_size, sample=sample, temperature=temperature,
+                             max_length=max_length, beam_select=beam_select,
+                             width=self.decoder.config.vocab_size + 1)
+        if max_side is not None and (not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 1):
+            raise ValueError(f"max_side must be None or a positive integer, got {max_side!r}. Use e.g. "
+                             f"{MAX_SIDE}, or None to keep every image's size.")
+        items, single = load_images(inputs)
+        batch = [self.transforms(fit_side(item, max_side, "the image" if single else f"image {i}"))
+                 for i, item in enumerate(items)]                       # (3, H_i, W_i) each
+        features = self._encode_all(batch)                              # (N, 2048)
+        seq = self.decoder.generate(features, beam_size=beam_size, sample=sample, temperature=temperature,
+                                    max_length=max_length, beam_select=beam_select)
+        sentences = self.decode(seq)
+        return sentences[0] if single else sentences
+
+    def _encode_all(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """Encode images of any sizes: equal sizes together, in chunks of at most BATCH_PIXELS."""
+        from ...inputs.images import same_size_chunks
+
+        param = next(self.decoder.parameters())
+        features: list[torch.Tensor | None] = [None] * len(batch)
+        for chunk in same_size_chunks(batch, BATCH_PIXELS):
+            x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
+            for i, feature in zip(chunk, self.encode(x)):
+                features[i] = feature
+        return torch.stack(features)                                    # type: ignore[arg-type]

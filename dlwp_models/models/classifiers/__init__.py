@@ -1,0 +1,34 @@
+"""The book's ImageNet classifiers: torchvision architectures with verified weights, their
+evaluation transform, their labels and a one-call ``predict``.
+
+The one builder (:func:`dlwp_models.hub.build`) makes each classifier with the keyword arguments
+torchvision's own builder sets for the chosen weights, loads the weight set's file strictly (built
+on the ``meta`` device, tensors assigned from a memory-mapped file), and returns the model as an
+instance of a subclass of its torchvision class (``isinstance(model, torchvision.models.ResNet)``
+holds, the state dict keys are torchvision's) that also carries ``weights``, ``transforms``,
+``categories`` and ``predict(inputs, topk=5)``.
+
+torchvision is imported only when a model is built, so importing this package (as ``hubconf.py``
+does for ``torch.hub.list``) stays cheap.
+"""
+
+from __future__ import annotations
+
+from .categories import IMAGENET1K, categories_of
+from .family import FAMILY, adapt_torchvision_state_dict, build_for_state_dict
+from .predict import ClassifierMixin, hub_class
+from .registry import CLASS_NAMES, CLASSIFIERS, architecture_kwargs
+
+__all__ = ["CLASSIFIERS", "FAMILY", "ClassifierMixin", "IMAGENET1K", "adapt_torchvision_state_dict",
+           "architecture_kwargs", "build_for_state_dict", "categories_of", "hub_class"]
+
+
+def __getattr__(name: str) -> type:
+    """Module attribute hook (PEP 562): ``dlwp_models.models.classifiers.ResNet`` etc. are the
+    model classes, made on first use, so that unpickling a saved model finds them in a fresh
+    process."""
+    if name in CLASS_NAMES:
+        import torchvision.models
+
+        return hub_class(getattr(torchvision.models, name))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

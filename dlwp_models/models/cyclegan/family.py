@@ -1,0 +1,111 @@
+"""How the one builder builds the CycleGAN generator: the ``cyclegan`` weight format (the book's
+48-key file, or junyanz's 2018 layout whose InstanceNorm statistics are dropped), the entrypoint's
+docstring."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ...errors import IncompatibleWeightsError
+from ...inputs.transforms import CycleGANTransform
+from ...loading.modules import build_on_meta, load_into
+from ...loading.weight_files import load_weight_file
+from ...weights.manifest import WeightSet
+from ...weights.store import CachedFile
+from ..family import Family
+from .network import ResNetGenerator
+
+__all__ = ["CycleGANFamily", "FAMILY", "adapt_cyclegan_state_dict"]
+
+log = logging.getLogger(__name__)
+
+_INSTANCE_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
+_DOC = """CycleGAN horse→zebra generator (Zhu et al. 2017), as run in chapter 2 of *Deep Learning
+    with PyTorch*: a ResNet generator with 9 residual blocks (11.4 M parameters).
+
+    Weight sets (``weights/manifest.json``):
+        ``cyclegan.horse2zebra`` (default): the book's ``horse2zebra_0.4.0.pth`` (junyanz's
+        pretrained horse2zebra generator), pinned by commit and git blob SHA-1.
+
+    Args:
+        pretrained (bool): load the default weight set (horse2zebra). Default False: random weights.
+        weights (str | PathLike | None): a weight-set tag or name (``"horse2zebra"``,
+            ``"cyclegan.horse2zebra"``, ``"DEFAULT"``), or the path of a local generator file in
+            the book's layout or junyanz's (e.g. his zebra2horse or monet2photo
+            ``latest_net_G.pth``); a local path implies pretrained. Default None.
+        progress (bool): show a download progress bar. Default True.
+        map_location: passed to ``torch.load`` (e.g. ``"cpu"`` or ``"cuda"``). Default None.
+
+    Returns:
+        the :class:`ResNetGenerator` in eval mode, with ``.weights``, ``.transforms`` and
+        ``.translate(inputs, *, size=256, preset="trained")`` → PIL image (or a list).
+
+    Example::
+
+        model = torch.hub.load("org/dlwp", "cyclegan", pretrained=True)
+        zebra = model.translate("horse.jpg")                 # [-1, 1] input, as trained
+        book = model.translate("horse.jpg", preset="book")   # [0, 1] input, the book's figure
+    """
+
+
+def adapt_cyclegan_state_dict(raw: Any, module: nn.Module, *, source: str) -> dict[str, torch.Tensor]:
+    """The ``cyclegan`` format: a plain generator state dict, either the book's 48-key layout or
+    junyanz's 2018 layout, whose InstanceNorm layers also carry ``running_mean``,
+    ``running_var`` and ``num_batches_tracked``. Exactly those entries (of InstanceNorm layers of
+    ``module``) are dropped; everything else is passed on for a strict load."""
+    if not isinstance(raw, Mapping):
+        raise IncompatibleWeightsError(
+            f"{source}: expected a generator state dict (a mapping of names to tensors), got "
+            f"{type(raw).__name__}. Save the generator with torch.save(netG.state_dict(), path).")
+    stale = {f"{name}.{stat}"
+             for name, sub in module.named_modules() if isinstance(sub, nn.InstanceNorm2d)
+             for stat in _INSTANCE_NORM_STATS}
+    state_dict = {key: value for key, value in raw.items() if key not in stale}
+    dropped = len(raw) - len(state_dict)
+    if dropped:
+        log.debug("%s: dropped %d InstanceNorm running-statistics entries (junyanz 2018 layout)",
+                  source, dropped)
+    return state_dict
+
+
+
+
+@dataclass(frozen=True)
+class _Plan:
+    weights: WeightSet | None          # None: a one-off generator file
+    transforms: CycleGANTransform
+
+
+class CycleGANFamily(Family):
+    """The CycleGAN horse→zebra generator."""
+
+    models = ("cyclegan",)
+    format = "cyclegan"
+
+    def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
+        return ResNetGenerator().eval()
+
+    def plan(self, model: str, weights: WeightSet | None, kwargs: Mapping[str, Any]) -> _Plan:
+        return _Plan(weights, CycleGANTransform.from_weights(weights))  # a bad entry fails before any download
+
+    def load(self, plan: _Plan, files: Mapping[str, CachedFile], map_location: Any) -> nn.Module:
+        file = files["state_dict"]
+        source = str(file.path) if plan.weights is None else f"weight set {plan.weights.name!r} ({file.name})"
+        model = build_on_meta(ResNetGenerator)
+        raw = load_weight_file(file, map_location=map_location)
+        load_into(model, adapt_cyclegan_state_dict(raw, model, source=source), source=source)
+        model.weights = plan.weights
+        model.transforms = plan.transforms
+        log.info("cyclegan: loaded %s", source)
+        return model.eval()
+
+    def docstring(self, model: str, sets: Sequence[WeightSet]) -> str:
+        return _DOC
+
+
+FAMILY = CycleGANFamily()

@@ -1,0 +1,53 @@
+"""What the one builder (:func:`dlwp_models.hub.build`) needs to know about a model family.
+
+The builder resolves the arguments (:func:`dlwp_models.weights.resolve.resolve`), asks the family
+for a :meth:`Family.plan` (every check that needs no weight file, so a mistake costs no
+download), fetches the files, and hands them to :meth:`Family.load`. A family holds no state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from torch import nn
+
+from ..weights.manifest import WeightSet
+from ..weights.store import CachedFile
+
+__all__ = ["Family"]
+
+
+class Family:
+    """One model family: its models, the weight format and file roles it reads, and its hooks."""
+
+    #: the entrypoint names of this family, each written once
+    models: tuple[str, ...] = ()
+    #: the manifest ``format`` of its weight sets
+    format: str = ""
+    #: the file roles a weight set of this format has (a one-off file is ``state_dict``)
+    roles: tuple[str, ...] = ("state_dict",)
+    #: whether a one-off checkpoint (a path, or a URL with sha256=) can stand in for a weight set
+    accepts_files: bool = True
+
+    def check_arguments(self, model: str, kwargs: Mapping[str, Any]) -> None:
+        """Refuse keyword arguments the model does not take (TypeError), before anything else."""
+        if kwargs:
+            raise TypeError(f"{model}() got an unexpected keyword argument {sorted(kwargs)[0]!r}; it takes "
+                            "pretrained, weights, progress and map_location.")
+
+    def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
+        """The model with random weights (``pretrained=False`` and no ``weights``)."""
+        raise NotImplementedError
+
+    def plan(self, model: str, weights: WeightSet | None, kwargs: Mapping[str, Any]) -> Any:
+        """Everything :meth:`load` needs besides the files, checked before any download.
+        ``weights`` is None for a one-off checkpoint file."""
+        raise NotImplementedError
+
+    def load(self, plan: Any, files: Mapping[str, CachedFile], map_location: Any) -> nn.Module:
+        """The model built from ``plan`` and the fetched ``files`` (by role), in eval mode."""
+        raise NotImplementedError
+
+    def docstring(self, model: str, sets: Sequence[WeightSet]) -> str:
+        """The entrypoint's docstring (what ``torch.hub.help`` shows), listing ``sets``."""
+        raise NotImplementedError

@@ -1,0 +1,353 @@
+"""The cache of weight files: the one owner of its layout, its records and its locks.
+
+Layout, under ``torch.hub.get_dir()/checkpoints/dlwp/`` (so ``TORCH_HOME`` moves it)::
+
+    <pin>/<filename>                 a verified file; <pin> is what pins it, e.g. sha256-63fe…0a
+    <pin>/<filename>.verified        its record: size, modification time, sha256, the pins
+    <pin>/<filename>.lock            held while the file is fetched (across processes)
+    <pin>/<filename>.<id>.partial    a download in progress (only the lock's holder writes one)
+    <pin>/<filename>.mmap.pt         a derived copy (a legacy file's mappable copy), with its record
+
+Keying the folder by the pin keeps two manifests that pin one file name differently (a team
+republishing ``resnet50-mine.pth``, a mirror manifest) from evicting each other. A file cached by
+the layout before pins (``checkpoints/dlwp/<filename>``) is moved into its folder once, the first
+time a spec it was verified against asks for it (no download, no re-hash when its record is
+current).
+
+A file is trusted without re-reading it only while its record matches it (same size and
+modification time) and names the same pins; anything else is hashed again under the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import DownloadError
+from .integrity import hash_file, mismatch
+from .manifest import FileSpec
+
+__all__ = ["CachedFile", "cache_dir", "cached_path", "verified", "settle", "install", "discard",
+           "file_lock", "new_partial", "remove_stale_partials", "derived_copy", "remove_derived"]
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT = 3600.0           # seconds to wait for another process's download; DLWP_LOCK_TIMEOUT overrides
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A weight file ready to load: its path, and the sha256 it was verified with (None for a
+    caller's own file, which dlwp never verified and never derives copies from)."""
+
+    path: Path
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def cache_dir() -> Path:
+    """``torch.hub.get_dir()/checkpoints/dlwp`` (so ``TORCH_HOME`` moves it)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / "dlwp"
+
+
+def pin_key(spec: FileSpec) -> str:
+    """The cache folder name for what pins ``spec``'s bytes (the strongest pin it has)."""
+    if spec.sha256:
+        return f"sha256-{spec.sha256}"
+    if spec.git_blob_sha1:
+        return f"gitblob-{spec.git_blob_sha1}"
+    if spec.sha256_prefix:
+        return f"sha256prefix-{spec.sha256_prefix}"
+    parts = json.dumps(spec.integrity(), sort_keys=True).encode()   # pinned only through its parts
+    return f"parts-{hashlib.sha256(parts).hexdigest()[:32]}"
+
+
+def cached_path(spec: FileSpec) -> Path:
+    """Where ``spec``'s file lives in the cache once fetched (or where to put it by hand)."""
+    return cache_dir() / pin_key(spec) / spec.filename
+
+
+def _legacy_path(spec: FileSpec) -> Path:
+    """Where the layout before pins kept the file."""
+    return cache_dir() / spec.filename
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _write_record(path: Path, **fields: object) -> dict:
+    """Write (atomically) and return ``path``'s record: its size and modification time now, plus
+    ``fields``."""
+    st = path.stat()
+    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **fields}
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.verified-tmp")
+    try:
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, _record_path(path))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return record
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(_record_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _current_record(path: Path) -> dict | None:
+    """``path``'s record when it still describes the file (same size and modification time): a
+    stat and a small read, no side effects, so it is safe without the lock."""
+    record = _read_record(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if record is not None and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
+        return record
+    return None
+
+
+def _verified_by(record: dict | None, spec: FileSpec) -> dict | None:
+    """``record`` when it vouches for ``spec``'s bytes (same pins, a sha256, the pinned size)."""
+    if (record is None or record.get("pinned") != spec.integrity() or not isinstance(record.get("sha256"), str)
+            or (spec.size is not None and spec.size != record.get("size"))):
+        return None
+    return record
+
+
+def verified(spec: FileSpec) -> CachedFile | None:
+    """The cached file when it was verified against these pins and has not changed since: one
+    record read and one stat, no lock, no hashing (the warm path)."""
+    path = cached_path(spec)
+    record = _verified_by(_current_record(path), spec)
+    return CachedFile(path, record["sha256"]) if record else None
+
+
+def install(partial: Path, spec: FileSpec, sha256: str) -> CachedFile:
+    """Under the lock: move verified bytes into place and record them."""
+    dest = cached_path(spec)
+    os.replace(partial, dest)
+    _write_record(dest, sha256=sha256, pinned=spec.integrity())
+    return CachedFile(dest, sha256)
+
+
+def discard(path: Path) -> None:
+    """Remove a cache file, its record, and the copies derived from it."""
+    for suffix in DERIVED_SUFFIXES:
+        remove_derived(path, suffix)
+    path.unlink(missing_ok=True)
+    _record_path(path).unlink(missing_ok=True)
+
+
+def settle(spec: FileSpec) -> CachedFile | None:
+    """Under the file's lock: the cached file when it holds the spec's bytes, else None (fetch it).
+
+    A file placed by hand, or copied without keeping times, is hashed (no network); one cached by
+    the layout before pins is moved into its folder. A file failing its size or hash check is
+    removed; a file that cannot be checked (pinned only through its parts, without a record) is
+    left alone and will be replaced by a fresh join."""
+    dest = cached_path(spec)
+    if not dest.exists():
+        _adopt_legacy(spec, dest)
+    record = _verified_by(_current_record(dest), spec)
+    if record:
+        return CachedFile(dest, record["sha256"])
+    try:
+        size = dest.stat().st_size
+    except FileNotFoundError:
+        _record_path(dest).unlink(missing_ok=True)
+        return None
+    if spec.size is not None and size != spec.size:
+        log.warning("cached %s has %d bytes, expected %d: fetching it again", dest, size, spec.size)
+        discard(dest)
+        return None
+    sha256, blob = hash_file(dest, want_blob=spec.git_blob_sha1 is not None)
+    if not spec.has_own_hash:
+        # pinned through its parts: the sha256 recorded when the join was verified is the check
+        record = _read_record(dest)
+        if record is None or record.get("pinned") != spec.integrity() or record.get("sha256") != sha256:
+            return None
+    reason = mismatch(spec, size, sha256, blob)
+    if reason:
+        log.warning("cached %s fails verification (%s): fetching it again", dest, reason)
+        discard(dest)
+        return None
+    _write_record(dest, sha256=sha256, pinned=spec.integrity())
+    return CachedFile(dest, sha256)
+
+
+def _adopt_legacy(spec: FileSpec, dest: Path) -> None:
+    """Move a file of the layout before pins (``checkpoints/dlwp/<filename>``) into ``dest``'s
+    folder, with its record and derived copies, when its record names these pins or it has none
+    (then :func:`settle` hashes it). A file verified against other pins stays where it is."""
+    old = _legacy_path(spec)
+    if not old.is_file():
+        return
+    record = _read_record(old)
+    if record is not None and record.get("pinned") != spec.integrity():
+        return
+    with file_lock(old):
+        if not old.is_file():
+            return
+        for suffix in ("", *DERIVED_SUFFIXES):
+            for name in (old.name + suffix, old.name + suffix + ".verified"):
+                source = old.with_name(name)
+                if source.is_file():
+                    os.replace(source, dest.with_name(name))   # same file system: keeps times and records valid
+    log.info("moved %s into the cache's pinned layout (%s)", old.name, dest.parent.name)
+
+
+# --------------------------------------------------------------------------- locks and partial files
+
+
+def _lock_timeout() -> float:
+    value = os.environ.get("DLWP_LOCK_TIMEOUT")
+    if value is None:
+        return LOCK_TIMEOUT
+    try:
+        return float(value)
+    except ValueError:
+        raise DownloadError(f"DLWP_LOCK_TIMEOUT must be a number of seconds, got {value!r}; fix or unset it.") from None
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold ``<path>.lock`` (across processes) while ``path`` is being written; wait at most
+    ``timeout`` seconds (default: DLWP_LOCK_TIMEOUT, else an hour) for another holder. Creates
+    ``path``'s folder."""
+    from filelock import FileLock, Timeout as LockTimeout
+
+    timeout = _lock_timeout() if timeout is None else timeout
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(path.name + ".lock")), timeout=1)
+    try:
+        lock.acquire()
+    except LockTimeout:
+        log.info("waiting for another process that is writing %s", path.name)
+        try:
+            lock.acquire(timeout=timeout)
+        except LockTimeout:
+            raise DownloadError(
+                f"gave up after {timeout:.0f}s waiting for another process to finish writing "
+                f"{path.name} (lock {lock.lock_file}). If no other dlwp process is running, delete "
+                "the lock file and try again; DLWP_LOCK_TIMEOUT sets the wait.") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def new_partial(spec: FileSpec) -> Path:
+    """A fresh, unique name for a download of ``spec`` in progress (in its cache folder)."""
+    dest = cached_path(spec)
+    return dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.partial")
+
+
+def remove_stale_partials(spec: FileSpec) -> None:
+    """Partial files are only written by the lock's holder: any found while holding it were left
+    by a process that died mid-download."""
+    dest = cached_path(spec)
+    for stale in dest.parent.glob(f"{dest.name}.*.partial"):
+        log.info("removing %s, left by an interrupted download", stale.name)
+        stale.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- derived copies
+
+MAPPABLE = ".mmap.pt"           # a legacy-format file's zip-format (memory-mappable) copy
+DERIVED_SUFFIXES = (MAPPABLE,)
+
+
+def _derived_record(copy: Path, source_sha256: str) -> dict | None:
+    record = _current_record(copy)
+    return record if record is not None and record.get("source_sha256") == source_sha256 else None
+
+
+def derived_copy(file: CachedFile, suffix: str, make: Callable[[Path], dict | None], *,
+                 lock_timeout: float) -> tuple[Path, dict] | None:
+    """The copy of verified cache file ``file`` that ``suffix`` names, and its record; made first
+    when missing or stale, by ``make(tmp)`` (which writes the copy to ``tmp`` and returns fields
+    for its record, or None to give up), under the copy's lock (one process makes it, the others
+    wait at most ``lock_timeout`` seconds), moved into place atomically. None when ``file`` is not
+    a verified cache file or the copy cannot be made (a read-only cache, a full disk: logged)."""
+    if file.sha256 is None or suffix not in DERIVED_SUFFIXES:
+        return None
+    copy = file.path.with_name(file.path.name + suffix)
+    record = _derived_record(copy, file.sha256)
+    if record is None:
+        try:
+            with file_lock(copy, timeout=lock_timeout):
+                record = _derived_record(copy, file.sha256) or _make_derived(file, copy, make)
+        except OSError as exc:                # a read-only cache (no lock file), or a writer that hangs
+            _cannot_copy(file.path, exc)
+            return None
+    return (copy, record) if record is not None else None
+
+
+def _make_derived(file: CachedFile, copy: Path, make: Callable[[Path], dict | None]) -> dict | None:
+    for pattern in (f"{copy.name}.*.tmp", f"{copy.name}.*.verified-tmp"):   # leftovers of a writer that died
+        for stale in copy.parent.glob(pattern):
+            _unlink(stale)
+    tmp = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")
+    before = file.path.stat()
+    try:
+        _record_path(copy).unlink(missing_ok=True)        # no record may describe a copy being replaced
+        fields = make(tmp)
+        after = file.path.stat()
+        record = _current_record(file.path)
+        if (fields is None or record is None or record.get("sha256") != file.sha256
+                or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)):
+            return None                                   # replaced meanwhile (a re-fetch): copy it next time
+        os.replace(tmp, copy)
+        record = _write_record(copy, source_sha256=file.sha256, **fields)
+    except OSError as exc:
+        _cannot_copy(file.path, exc)
+        remove_derived(file.path, copy.name[len(file.path.name):])
+        return None
+    finally:
+        _unlink(tmp)
+    log.info("wrote %s: later loads of %s use it", copy.name, file.path.name)
+    return record
+
+
+def remove_derived(path: Path, suffix: str) -> None:
+    """Remove the copy of ``path`` that ``suffix`` names, and its record."""
+    copy = path.with_name(path.name + suffix)
+    _unlink(copy)
+    _unlink(_record_path(copy))
+
+
+def _cannot_copy(path: Path, exc: BaseException) -> None:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
+                path.name, reason)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:                           # not ours to remove (e.g. a folder), or gone read-only
+        pass
+

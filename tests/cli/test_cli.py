@@ -1,0 +1,158 @@
+"""The command line: list, info, fetch; failures are one paragraph and a non-zero exit."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dlwp_models.cli.main import main
+from conftest import REPO_DIR, sha256_of
+
+DATA = os.urandom(200_000)
+
+
+@pytest.fixture
+def test_manifest(make_manifest, file_entry):
+    return make_manifest([{"name": "testnet.v1", "model": "testnet", "default": True, "format": "torchvision",
+                           "files": {"state_dict": file_entry("cli-net.pth", DATA)},
+                           "meta": {"acc@1": 12.5}}])
+
+
+def test_list_shows_weight_sets(test_manifest, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "cyclegan.horse2zebra" in out and "testnet.v1" in out and "12.500" in out
+
+
+def test_list_for_one_model(test_manifest, capsys):
+    assert main(["list", "--model", "testnet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("testnet.v1")
+
+
+def test_info_by_model_name_shows_default_set(test_manifest, capsys):
+    assert main(["info", "testnet"]) == 0
+    out = capsys.readouterr().out
+    assert "testnet.v1" in out and sha256_of(DATA) in out and "not cached" in out
+
+
+def test_fetch_downloads_and_prints_paths(test_manifest, capsys, hub_home):
+    assert main(["fetch", "testnet.v1", "-q"]) == 0
+    out = capsys.readouterr().out
+    path, = (hub_home / "hub" / "checkpoints" / "dlwp").glob("sha256-*/cli-net.pth")
+    assert out.strip() == f"testnet.v1 state_dict: {path}"
+    assert path.read_bytes() == DATA
+
+
+def test_fetch_needs_names_or_all(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fetch"])
+    assert info.value.code == 2
+
+
+def test_failures_are_one_paragraph_without_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "TORCH_HOME": str(tmp_path), "DLWP_OFFLINE": "1"}
+    env.pop("DLWP_MANIFEST", None)
+    result = subprocess.run([sys.executable, "-m", "dlwp_models", "fetch", "cyclegan"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("dlwp: error: horse2zebra_0.4.0.pth is not in the cache")
+    assert "DLWP_OFFLINE" in result.stderr
+
+
+def test_unknown_name_is_an_error_listing_choices(capsys):
+    assert main(["info", "resnet9000"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown weights 'resnet9000'" in err and "cyclegan.horse2zebra" in err
+
+
+# ----------------------------------------------------------------------------- model commands
+
+BUNDLED = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
+
+
+@pytest.fixture
+def served_models(make_manifest, file_entry, tmp_path):
+    """squeezenet1_1 and cyclegan weights with random values, under their bundled entries."""
+    import torchvision
+
+    from dlwp_models.models.cyclegan import ResNetGenerator
+
+    torch.manual_seed(0)
+    entries, models = [], {}
+    for set_name, net in (("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1(weights=None)),
+                          ("cyclegan.horse2zebra", ResNetGenerator())):
+        buf = io.BytesIO()
+        torch.save(net.state_dict(), buf)
+        entry = copy.deepcopy(BUNDLED[set_name])
+        entry["files"] = {"state_dict": file_entry(entry["files"]["state_dict"]["filename"], buf.getvalue())}
+        entries.append(entry)
+        models[entry["model"]] = net.eval()
+    make_manifest(entries)
+    return models
+
+
+@pytest.fixture
+def photos(tmp_path, weight_server):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8))
+    path = tmp_path / "bobby.jpg"
+    image.save(path)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return path, weight_server.serve("cli-photo.png", buf.getvalue(), "image/png")
+
+
+def test_classify_prints_top_k_per_image_for_paths_and_urls(served_models, photos, capsys):
+    path, url = photos
+    assert main(["classify", str(path), url, "--model", "squeezenet1_1", "--topk", "3", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path}:" and lines[5] == f"{url}:"
+    assert lines[1].split() == ["rank", "label", "percent"] and len(lines) == 10
+    from dlwp_models.hub import squeezenet1_1
+
+    expected = squeezenet1_1(pretrained=True, progress=False).predict(str(path), topk=3)
+    assert lines[2].startswith("   1  " + expected[0][0]) and f"{expected[0][1]:6.2f} %" in lines[2]
+
+
+def test_classify_failure_is_one_line_and_unknown_model_is_usage(served_models, tmp_path, capsys):
+    assert main(["classify", str(tmp_path / "absent.jpg"), "--model", "squeezenet1_1", "-q"]) == 1
+    assert capsys.readouterr().err.startswith("dlwp: error: image file")
+    with pytest.raises(SystemExit) as info:
+        main(["classify", str(tmp_path / "absent.jpg"), "--model", "resnet9"])
+    assert info.value.code == 2
+
+
+def test_translate_writes_a_zebra_png_per_input(served_models, photos, tmp_path, capsys):
+    path, url = photos
+    out = tmp_path / "out"
+    assert main(["translate", str(path), "-o", str(out), "--size", "64", "--preset", "book", "-q"]) == 0
+    written = out / "bobby_zebra.png"
+    assert capsys.readouterr().out.strip() == f"{path} -> {written}"
+    assert Image.open(written).size == (92, 64)              # 130x90 resized to a shorter side of 64
+
+
+@pytest.mark.parametrize("argv", [["classify", "{dir}"], ["translate", "{dir}", "-o", "{out}"],
+                                  ["caption", "{dir}"]])
+def test_bad_images_fail_before_any_download(argv, tmp_path, capsys, monkeypatch, weight_server):
+    monkeypatch.setenv("DLWP_OFFLINE", "1")          # a download would fail differently
+    args = [a.format(dir=tmp_path, out=tmp_path / "out") for a in argv]
+    assert main([*args, "-q"]) == 1
+    assert "is a directory, not an image" in capsys.readouterr().err
+
+
+def test_translate_refuses_two_inputs_with_one_output_name(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert main(["translate", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.png"), "-o", str(tmp_path)]) == 1
+    assert "both be written to" in capsys.readouterr().err

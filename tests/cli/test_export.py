@@ -1,0 +1,106 @@
+"""Export for deployment: TorchScript and torch.export artefacts that take uint8 images, carry
+the preprocessing, load back without dlwp, and reproduce the eager model."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from dlwp_models.cli.main import main
+from dlwp_models.weights.manifest import bundled_manifest_path
+from dlwp_models.cli.export import ExportError, export_model
+from conftest import sha256_of
+
+BUNDLED = {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())["weights"]}
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """resnet18 and cyclegan state dicts with random values, saved as their upstream files."""
+    from dlwp_models.models.cyclegan import ResNetGenerator
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("export-weights")
+    files = {}
+    for set_name, net in (("resnet18.imagenet1k_v1", torchvision.models.resnet18(weights=None)),
+                          ("cyclegan.horse2zebra", ResNetGenerator())):
+        path = folder / BUNDLED[set_name]["files"]["state_dict"]["filename"]
+        torch.save(net.state_dict(), path)
+        files[set_name] = path.read_bytes()
+    return files
+
+
+@pytest.fixture
+def served(generated, weight_server, make_manifest):
+    entries = []
+    for set_name, data in generated.items():
+        entry = copy.deepcopy(BUNDLED[set_name])
+        name = entry["files"]["state_dict"]["filename"]
+        entry["files"] = {"state_dict": {"filename": name, "urls": [weight_server.serve(name, data)],
+                                         "sha256": sha256_of(data), "size": len(data)}}
+        entries.append(entry)
+    make_manifest(entries)
+
+
+def sample_images() -> torch.Tensor:
+    return torch.randint(0, 256, (2, 3, 200, 260), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+
+def test_classifier_torchscript_export_runs_without_dlwp_and_matches_eager(served, tmp_path):
+    from dlwp_models.hub import build as load_classifier
+
+    path = export_model("resnet18", output=tmp_path / "r18.pt", format="torchscript")
+    scripted = torch.jit.load(str(path))
+    model = load_classifier("resnet18", weights="DEFAULT")
+    images = sample_images()                       # not the size export checked at: any size works
+    with torch.inference_mode():
+        expected = model(torch.stack([model.transforms(img) for img in images]))
+        torch.testing.assert_close(scripted(images), expected, atol=1e-4, rtol=0)
+
+
+def test_classifier_torch_export_loads_back_and_matches_eager(served, tmp_path):
+    from dlwp_models.hub import build as load_classifier
+
+    assert main(["export", "resnet18", "--format", "exported", "-o", str(tmp_path / "r18.pt2"),
+                 "--input-size", "240", "320"]) == 0
+    program = torch.export.load(tmp_path / "r18.pt2").module()
+    model = load_classifier("resnet18", weights="DEFAULT")
+    images = torch.randint(0, 256, (3, 3, 240, 320), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = model(torch.stack([model.transforms(img) for img in images]))
+        torch.testing.assert_close(program(images), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported"])
+def test_cyclegan_export_reproduces_translate(served, tmp_path, fmt):
+    from dlwp_models.hub import cyclegan
+
+    suffix = ".pt" if fmt == "torchscript" else ".pt2"
+    path = export_model("cyclegan", output=tmp_path / f"g{suffix}", format=fmt, input_size=(96, 130))
+    runner = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(path).module()
+    images = torch.randint(0, 256, (1, 3, 96, 130), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    model = cyclegan(pretrained=True)
+    with torch.inference_mode():
+        out = runner(images)
+    assert out.shape == (1, 3, 256, 346)
+    translated = model.translate(images[0], size=256)
+    assert translated.size == (346, 256)
+    pixels = torch.from_numpy(np.array(translated)).permute(2, 0, 1).float() / 255
+    assert float((out[0] - pixels).abs().max()) <= 1 / 255 + 1e-6
+
+
+def test_unknown_model_or_format_is_a_clear_error(tmp_path):
+    with pytest.raises(ExportError, match="exportable models"):
+        export_model("neuraltalk9", output=tmp_path / "x", format="torchscript")
+    with pytest.raises(ExportError, match="--format must be one of"):
+        export_model("resnet18", output=tmp_path / "x", format="onnx")
+    with pytest.raises(ExportError, match=r"name the output \*.pt2"):
+        export_model("resnet18", output=tmp_path / "x.pt", format="exported")

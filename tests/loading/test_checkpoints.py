@@ -1,0 +1,118 @@
+"""Safe loading: weights-only torch.load, the restricted unpickler, strict loading."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from dlwp_models import IncompatibleWeightsError, UnsafeFileError
+from dlwp_models.loading.checkpoints import load_state_dict_file, restricted_load
+from dlwp_models.loading.modules import build_on_meta, load_into
+
+MARKER_ENV = "DLWP_TEST_PWNED"
+
+
+class RunsCode:
+    """Unpickling this would call os.system (through __reduce__)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2), "payload": RunsCode(marker)}, path)
+    with pytest.raises(UnsafeFileError, match="refused to load evil.pth"):
+        load_state_dict_file(path)
+    assert not marker.exists()
+
+
+def test_legacy_format_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil-legacy.pth"
+    torch.save({"payload": RunsCode(marker)}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeFileError):
+        load_state_dict_file(path)
+    assert not marker.exists()
+
+
+def test_restricted_unpickler_refuses_globals_off_the_allow_list(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"vocab": RunsCode(marker)}, protocol=0))
+    with pytest.raises(UnsafeFileError, match="posix.system|os.system"):
+        restricted_load(path, allowed={("argparse", "Namespace"): object})
+    assert not marker.exists()
+
+
+def test_restricted_unpickler_resolves_allowed_globals(tmp_path):
+    path = tmp_path / "ok.pkl"
+    path.write_bytes(pickle.dumps({"when": complex(1, 2)}, protocol=0, fix_imports=False))
+    assert restricted_load(path, allowed={("builtins", "complex"): complex}) == {"when": complex(1, 2)}
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "damaged.pth"
+    torch.save({"w": torch.zeros(100)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(UnsafeFileError, match="cannot read damaged.pth"):
+        load_state_dict_file(path)
+
+
+def test_building_on_meta_runs_no_initialiser():
+    reached = []
+
+    class Outer(torch.overrides.TorchFunctionMode):   # sees only what build_on_meta lets through
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name.endswith("_") and any(word in name for word in ("uniform", "normal", "fill", "zero", "ones")):
+                reached.append(name)
+            return func(*args, **(kwargs or {}))
+
+    with Outer():
+        model = build_on_meta(lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 2),
+                                                    nn.Embedding(5, 4), nn.LSTM(4, 4)))
+    assert all(t.is_meta for t in model.state_dict().values())
+    assert reached == []
+
+
+def test_zip_checkpoints_are_memory_mapped_and_load_by_assignment(tmp_path):
+    source = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    path = tmp_path / "net.pth"
+    torch.save(source.state_dict(), path)
+    model = build_on_meta(lambda: nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)))
+    state = load_state_dict_file(path)
+    load_into(model, state, source="net.pth")
+    assert model[0].weight.data_ptr() == state["0.weight"].data_ptr()      # no copy
+    assert not any(t.is_meta for t in model.state_dict().values())
+    assert isinstance(model[0].weight, nn.Parameter) and model[0].weight.requires_grad
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(model.eval()(x), source.eval()(x))
+
+
+def test_legacy_files_without_batchnorm_counters_load(tmp_path):
+    source = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    model = load_into(build_on_meta(lambda: nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))), state, source="old")
+    assert int(model[1].num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda sd: sd.pop("0.bias"), "missing key '0.bias'"),
+    (lambda sd: sd.update(extra=torch.zeros(1)), "unexpected key 'extra'"),
+    (lambda sd: sd.update({"0.weight": torch.zeros(3, 5)}), "key '0.weight' has shape (3, 5), expected (3, 4)"),
+])
+def test_strict_loading_names_the_first_offending_key(mutate, fragment):
+    state = dict(nn.Sequential(nn.Linear(4, 3)).state_dict())
+    mutate(state)
+    with pytest.raises(IncompatibleWeightsError) as info:
+        load_into(build_on_meta(lambda: nn.Sequential(nn.Linear(4, 3))), state, source="f.pth")
+    assert fragment in str(info.value)
