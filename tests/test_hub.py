@@ -27,10 +27,11 @@ def linked_repo(hub_home):
 
 
 def test_hub_list_returns_exactly_the_entrypoints(linked_repo):
+    from dlwp_models.hub import ENTRYPOINTS
     from dlwp_models.models.classifiers import CLASSIFIERS
 
     names = torch.hub.list(linked_repo, verbose=False)
-    assert sorted(names) == HUBCONF_NAMES == sorted([*CLASSIFIERS, "cyclegan", "neuraltalk2"])
+    assert sorted(names) == HUBCONF_NAMES == sorted(ENTRYPOINTS) == sorted([*CLASSIFIERS, "cyclegan", "neuraltalk2"])
 
 
 @pytest.mark.parametrize("name", ["resnet101", "alexnet", "cyclegan", "neuraltalk2"])

@@ -29,7 +29,7 @@ from ..loading.checkpoints import load_state_dict_file, plain_state_dict
 from ..models.classifiers import CLASSIFIERS, build_for_state_dict, categories_of
 from ..weights.download import fetch_file
 from ..weights.integrity import sha256_file
-from ..weights.manifest import WeightSet, bundled_manifest_path, get_weights, load_manifest_data, parse_manifest
+from ..weights.manifest import WeightSet, checkout_manifest_path, get_weights, load_manifest_data, parse_manifest
 from .github import GitHubReleases
 
 __all__ = ["publish_checkpoint", "mirror_manifest", "normalise_checkpoint"]
@@ -86,6 +86,19 @@ def _write_manifest_json(path: Path, data: dict) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _manifest_to_edit(manifest: str | Path | None) -> Path:
+    """``--manifest``, else the checkout's ``weights/manifest.json``; an installed dlwp has no
+    manifest of its own to edit (its copy is replaced by the next install)."""
+    if manifest:
+        return Path(manifest)
+    path = checkout_manifest_path()
+    if path is None:
+        raise PublishError("this dlwp is installed, not a checkout, so it has no weights/manifest.json to edit; "
+                           "pass --manifest PATH (e.g. your fork's weights/manifest.json or a team manifest "
+                           "used through DLWP_MANIFEST).")
+    return path
+
+
 def _release_download_url(api: GitHubReleases | None, repo: str, release: str, name: str) -> str:
     """Where an asset will be downloadable (github.com, or a GitHub Enterprise host)."""
     api_url = (api.api if api else os.environ.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
@@ -106,7 +119,7 @@ def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: st
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise PublishError(f"checkpoint {str(checkpoint)!r} does not exist; check the path.")
-    manifest_path = Path(manifest) if manifest else bundled_manifest_path()
+    manifest_path = _manifest_to_edit(manifest)
     state_dict = normalise_checkpoint(checkpoint)
     if model not in CLASSIFIERS:
         raise PublishError(f"--model must be one of the classifiers ({', '.join(CLASSIFIERS)}), got {model!r}.")
@@ -159,7 +172,7 @@ def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = No
     unchanged and verified, and put the release URL first in that file's ``urls``. Files published
     only as parts are uploaded joined (and gain the joined file's sha256 and size). Returns the
     file names now served from the release."""
-    manifest_path = Path(manifest) if manifest else bundled_manifest_path()
+    manifest_path = _manifest_to_edit(manifest)
     data, sets = _load_manifest_json(manifest_path)
     specs = {ws.name.lower(): ws for ws in sets}
     api = GitHubReleases(repo)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 __all__ = ["default_workers", "ordered_map"]
 
@@ -28,6 +30,48 @@ def default_workers() -> int:
     return max(1, min(4, cores))
 
 
+class _DaemonPool:
+    """The few threads :func:`ordered_map` needs, as daemon threads.
+
+    ``concurrent.futures.ThreadPoolExecutor`` joins its threads when the interpreter exits, so a
+    Ctrl-C during a slow image download would still wait for that download (up to its deadline)
+    before the process could end. A worker here that is still busy when the caller gives up is
+    simply abandoned: nothing it does writes anywhere, and the process exits at once."""
+
+    def __init__(self, workers: int) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Future, Callable[[Any], Any], Any] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"dlwp-prepare-{i}", daemon=True)
+                         for i in range(workers)]
+        self._pending: list[Future] = []
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fn, item = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(item))
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[[S], T], item: S) -> "Future[T]":
+        future: Future[T] = Future()
+        self._pending = [f for f in self._pending if not f.done()] + [future]
+        self._tasks.put((future, fn, item))
+        return future
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Cancel what has not started; stop the threads (waiting for running tasks when ``wait``)."""
+        for future in self._pending:
+            future.cancel()
+        for _ in self._threads:
+            self._tasks.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead: int,
                 overlap: bool = True) -> Iterator[T]:
     """``map(fn, items)`` computed by ``workers`` threads, at most ``ahead`` results ahead of the
@@ -37,12 +81,13 @@ def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead
     threads then have the cores to themselves: parallel operations whose threads are preempted
     wait for each other). An exception from ``fn`` is raised where its result would have been
     yielded; leaving the iterator early (or an exception) cancels what has not started and waits
-    for what has, so no thread outlives the call (except after Ctrl-C, which does not wait)."""
+    for what has, so no thread outlives the call (except after Ctrl-C, which does not wait: the
+    threads are daemons, so the process can end at once)."""
     if workers <= 1:
         yield from map(fn, items)
         return
     ahead = max(1, ahead)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlwp-prepare")
+    pool = _DaemonPool(workers)
     pending: deque[Future[T]] = deque()
     source = iter(items)
     interrupted = False
@@ -60,4 +105,4 @@ def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead
         interrupted = True
         raise
     finally:
-        pool.shutdown(wait=not interrupted, cancel_futures=True)
+        pool.shutdown(wait=not interrupted)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Collection, TypeVar
 
+from ..errors import ManifestError
 from ..weights.manifest import WeightSet
 
 __all__ = ["mean_std", "from_weight_set"]
@@ -30,15 +31,15 @@ def mean_std(mean: Any, std: Any) -> tuple[tuple[float, float, float], tuple[flo
 
 def from_weight_set(build: Callable[..., T], weights: WeightSet, allowed: Collection[str]) -> T:
     """``build(**weights.transforms)``, refusing settings outside ``allowed``; a bad value is a
-    ValueError naming the weight set and the manifest to fix."""
+    :class:`~dlwp_models.ManifestError` naming the weight set and the manifest to fix."""
     settings = dict(weights.transforms)
     unknown = set(settings) - set(allowed)
     if unknown:
-        raise ValueError(f"weight set {weights.name!r} has unknown transform setting "
+        raise ManifestError(f"weight set {weights.name!r} has unknown transform setting "
                          f"{sorted(unknown)[0]!r}; expected only {sorted(allowed)}. Fix its "
                          f"\"transforms\" in {weights.source}.")
     try:
         return build(**settings)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"weight set {weights.name!r}: {exc}. Fix its \"transforms\" in "
+        raise ManifestError(f"weight set {weights.name!r}: {exc}. Fix its \"transforms\" in "
                          f"{weights.source}.") from None

@@ -343,3 +343,20 @@ def test_an_original_replaced_while_it_is_copied_gets_no_copy(cached, monkeypatc
     monkeypatch.setattr(_mappable, "load_state_dict_file", load_then_touch)
     load_weight_file(file, "cpu")
     assert not mappable_copy_path(path).exists()
+
+
+def test_a_warm_load_reads_each_cache_record_once(cached, monkeypatch):
+    """fetch → load: the original's record is read once (by the fetcher, which returns the sha256
+    it vouches for) and the copy's once; nobody re-derives whether the file was verified."""
+    from dlwp_models.weights.download import fetch_file
+
+    data = saved(state_dict())
+    file = cached(data)
+    load_weight_file(file, "cpu")                           # the first load writes the copy
+    spec = FileSpec(file.name, ("https://127.0.0.1:9/unused",), sha256=sha256_of(data), size=len(data))
+    reads = []
+    real = store._read_record
+    monkeypatch.setattr(store, "_read_record", lambda path: reads.append(path.name) or real(path))
+    again = fetch_file(spec, progress=False)
+    assert_same(load_weight_file(again, "cpu"), state_dict())
+    assert sorted(reads) == sorted([file.name, mappable_copy_path(file.path).name])

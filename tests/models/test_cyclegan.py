@@ -221,6 +221,16 @@ def test_local_file_weights_of_either_layout(layout, as_path, weight_files, weig
     assert len(weight_server.hits) == hits
 
 
+def test_url_weights_pinned_by_sha256_load_like_a_local_file(weight_files, weight_server):
+    wf = weight_files["book"]
+    url = weight_server.serve("shared-generator.pth", wf.data)
+    with pytest.raises(ValueError, match="without sha256="):
+        hub_load(weights=url)
+    model = hub_load(weights=url, sha256=hashlib.sha256(wf.data).hexdigest(), progress=False)
+    assert_holds(model, wf.state_dict)
+    assert model.weights is None and len(weight_server.hits_for("shared-generator.pth")) == 1
+
+
 def test_local_file_weights_translate_like_the_reference(weight_files):
     wf = weight_files["junyanz"]
     model = hub_load(weights=str(wf.path))

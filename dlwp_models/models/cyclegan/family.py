@@ -37,9 +37,12 @@ _DOC = """CycleGAN horse→zebra generator (Zhu et al. 2017), as run in chapter 
         weights (str | PathLike | None): a weight-set tag or name (``"horse2zebra"``,
             ``"cyclegan.horse2zebra"``, ``"DEFAULT"``), or the path of a local generator file in
             the book's layout or junyanz's (e.g. his zebra2horse or monet2photo
-            ``latest_net_G.pth``); a local path implies pretrained. Default None.
+            ``latest_net_G.pth``), or an https URL of such a file together with ``sha256=``; a file
+            implies pretrained. Default None.
         progress (bool): show a download progress bar. Default True.
         map_location: passed to ``torch.load`` (e.g. ``"cpu"`` or ``"cuda"``). Default None.
+        sha256 (str | None): the full sha256 of the file when ``weights`` is a URL (required
+            then, refused otherwise).
 
     Returns:
         the :class:`ResNetGenerator` in eval mode, with ``.weights``, ``.transforms`` and
