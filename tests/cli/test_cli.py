@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -156,3 +157,32 @@ def test_translate_refuses_two_inputs_with_one_output_name(tmp_path, capsys):
     (tmp_path / "b").mkdir()
     assert main(["translate", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.png"), "-o", str(tmp_path)]) == 1
     assert "both be written to" in capsys.readouterr().err
+
+
+def test_translate_options_reach_the_library(served_models, photos, tmp_path, capsys):
+    """--preset and --size change the picture: the CLI's file equals the library's translate with
+    those options, computed here, and differs from what the defaults would give."""
+    from dlwp_models.hub import cyclegan
+
+    path, _ = photos
+    model = cyclegan(pretrained=True, progress=False)
+    book = np.asarray(model.translate(str(path), size=48, preset="book"))
+    trained = np.asarray(model.translate(str(path), size=48))
+    assert not np.array_equal(book, trained)            # the fixture can tell the presets apart
+    out = tmp_path / "out"
+    assert main(["translate", str(path), "-o", str(out), "--size", "48", "--preset", "book", "-q"]) == 0
+    written = np.asarray(Image.open(out / "bobby_zebra.png"))
+    assert np.array_equal(written, book) and written.shape == (48, 69, 3)
+
+
+def test_classify_options_reach_the_library(served_models, photos, capsys):
+    """--topk and --weights: the printed labels are the library's for that many and those weights."""
+    path, _ = photos
+    from dlwp_models.hub import squeezenet1_1
+
+    expected = squeezenet1_1(weights="IMAGENET1K_V1", progress=False).predict(str(path), topk=7)
+    assert main(["classify", str(path), "--model", "squeezenet1_1", "--weights", "IMAGENET1K_V1",
+                 "--topk", "7", "-q"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    labels = [re.fullmatch(r"\s*\d+  (.*?)\s+[\d.]+ %", row).group(1) for row in rows]
+    assert labels == expected.labels and len(labels) == 7

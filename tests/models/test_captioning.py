@@ -1079,3 +1079,47 @@ def test_cli_captions_each_image(published, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
         main(["caption", str(paths[0]), "--beam-size", "0", "-q"])
     assert info.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+
+
+class ZeroFeatures(nn.Module):
+    """A stand-in encoder: every image gives the zero feature (the toy decoders ignore it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], FEATURES)
+
+
+def toy_captioner(rows: dict[int, dict[int, float]]) -> NeuralTalk2:
+    decoder = FCDecoder.from_state_dict(markov_state_dict(table(rows), fc_feat_size=FEATURES), source="toy")
+    return NeuralTalk2(encoder=ZeroFeatures(), decoder=decoder, vocab=WORDS).eval()
+
+
+def test_caption_passes_beam_size_and_beam_select_on_for_one_image_and_for_a_list():
+    """BEAM_BEATS_GREEDY: greedy writes 'dog runs', beam 2 'cat sleeps'; so an option that does
+    not reach the search shows, whether one image or a list is given."""
+    model = toy_captioner(BEAM_BEATS_GREEDY)
+    image = random_image(32, 32)
+    assert model.caption(image, beam_size=1) == "dog runs"
+    assert model.caption(image) == model.caption(image, beam_size=2) == "cat sleeps"
+    assert model.caption([image, image], beam_size=1) == ["dog runs", "dog runs"]
+    assert model.caption([image, image], beam_size=2) == ["cat sleeps", "cat sleeps"]
+    first_is_not_best = toy_captioner(FIRST_IS_NOT_BEST)
+    assert first_is_not_best.caption(image, beam_size=2) == "cat"
+    assert first_is_not_best.caption([image], beam_size=2, beam_select="best") == ["dog runs"]
+
+
+def test_cli_beam_size_reaches_the_search(weight_server, upstream_files, tmp_path, capsys, monkeypatch):
+    """A served decoder whose beams disagree (greedy 'dog runs', beam 2 'cat sleeps'): the CLI's
+    caption follows --beam-size."""
+    from dlwp_models.cli.main import main
+
+    decoder = zip_save(markov_state_dict(table(BEAM_BEATS_GREEDY), fc_feat_size=FEATURES))
+    entry = coco_fc_entry(weight_server, encoder=upstream_files.encoder, decoder=decoder,
+                          vocab=infos_pickle({i: w for i, w in WORDS.items()}))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"schema_version": 1, "weights": [entry]}), encoding="utf-8")
+    monkeypatch.setenv("DLWP_MANIFEST", str(manifest))
+    image = tmp_path / "photo.png"
+    Image.fromarray(random_image(40, 40)).save(image)
+    for beam, sentence in ((1, "dog runs"), (2, "cat sleeps")):
+        assert main(["caption", str(image), "--beam-size", str(beam), "-q"]) == 0
+        assert capsys.readouterr().out.strip() == f"{image}: {sentence}"

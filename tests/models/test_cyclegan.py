@@ -488,3 +488,22 @@ def test_translate_on_cuda_is_deterministic(weight_files):
     first, second = model.translate(img), model.translate(img)
     assert first.size == (343, 256)
     assert np.array_equal(np.asarray(first), np.asarray(second))
+
+
+def test_tensor_inputs_are_downscaled_with_antialiasing_like_torchvision():
+    """A 500×400 tensor shrunk to a shorter side of 256 (320×256): torchvision's antialiased
+    Resize to the bit, and visibly not the aliased one (they differ by far more than rounding)."""
+    from torchvision.transforms import functional as TF
+
+    from dlwp_models.inputs.transforms import CycleGANTransform
+
+    x = torch.rand(3, 400, 500, generator=torch.Generator().manual_seed(5))
+    for transform in (CycleGANTransform(), CycleGANTransform().configured(size=256, preset="book")):
+        got = transform(x)
+        want = TF.resize(x.unsqueeze(0), [256, 320], antialias=True).clamp(0, 1)[0]
+        aliased = TF.resize(x.unsqueeze(0), [256, 320], antialias=False).clamp(0, 1)[0]
+        if transform.mean is not None:
+            want, aliased = (want - 0.5) / 0.5, (aliased - 0.5) / 0.5
+        assert got.shape == (3, 256, 320)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        assert (got - aliased).abs().max() > 0.1

@@ -250,21 +250,27 @@ def test_joined_file_url_is_tried_before_parts(make_manifest, file_entry, weight
 FETCH_SCRIPT = textwrap.dedent("""
     import sys, time, dlwp_models
     time.sleep(max(0.0, float(sys.argv[1]) - time.time()))   # all four start together
+    began = time.time()
     path = dlwp_models.fetch(dlwp_models.get_weights("testnet.v1"), progress=False)["state_dict"]
-    sys.stdout.write(str(path) + " " + __import__("hashlib").sha256(path.read_bytes()).hexdigest())
+    ended = time.time()
+    sys.stdout.write(str(path) + " " + __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+                     + f" {began} {ended}")
 """)
 
 
 def test_four_processes_download_once_and_all_succeed(one_file, weight_server):
-    weight_server.delay_per_chunk[one_file] = 0.02        # ~1 s per download: the processes overlap
+    weight_server.delay_per_chunk[one_file] = 0.05        # ~2.4 s per download: the processes overlap
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
     start = str(time.time() + 8)                          # after every interpreter has imported torch
     procs = [subprocess.Popen([sys.executable, "-c", FETCH_SCRIPT, start], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
-    outputs = {out for out, _ in results}
-    assert len(outputs) == 1 and outputs.pop().endswith(sha256_of(PAYLOAD))
+    fields = [out.split() for out, _ in results]
+    assert {tuple(f[:2]) for f in fields} == {(fields[0][0], sha256_of(PAYLOAD))}
+    began, ended = [float(f[2]) for f in fields], [float(f[3]) for f in fields]
+    # the lock was tested: every process asked for the file before the first one had it
+    assert max(began) < min(ended), f"the processes ran one after another: began {began}, ended {ended}"
     assert [h.status for h in weight_server.hits_for(one_file)] == [200]
 
 
