@@ -143,12 +143,28 @@ def _load_inputs(paths: list[str]) -> list:
 def cmd_caption(args: argparse.Namespace) -> int:
     from ..hub import build
 
+    from ..models.captioning.model import MIN_SIDE, ImagesTooSmallError
+
     images = _load_inputs(args.images)
     model = build("neuraltalk2", weights=args.weights or "DEFAULT", progress=not args.quiet)
-    captions = model.caption(images, beam_size=args.beam_size)
-    for path, caption in zip(args.images, captions):
-        print(f"{path}: {caption}")
-    return 0
+    failed: dict[int, str] = {}
+    try:
+        captions = model.caption(images, beam_size=args.beam_size)
+    except ImagesTooSmallError as exc:         # a bad image fails alone: caption the others
+        failed = {i: (f"too small to caption: the encoder needs at least {MIN_SIDE} pixels on each side "
+                      "(after any downscaling); upscale it. The other images are captioned.")
+                  for i in exc.indices}
+        good = [i for i in range(len(images)) if i not in failed]
+        captions = [""] * len(images)
+        if good:
+            for i, caption in zip(good, model.caption([images[i] for i in good], beam_size=args.beam_size)):
+                captions[i] = caption
+    for i, (path, caption) in enumerate(zip(args.images, captions)):
+        if i in failed:
+            print(f"dlwp: error: {path}: {failed[i]}", file=sys.stderr)
+        else:
+            print(f"{path}: {caption}")
+    return 1 if failed else 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

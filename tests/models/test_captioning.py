@@ -1079,3 +1079,40 @@ def test_cli_captions_each_image(published, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
         main(["caption", str(paths[0]), "--beam-size", "0", "-q"])
     assert info.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+
+
+# =========================================================================== tiny images (issue 14)
+
+
+@pytest.mark.parametrize("height,width", [(1, 64), (2, 64), (64, 1), (64, 2), (1, 1), (3, 2)])
+def test_an_image_too_small_to_encode_is_named_before_any_encoding(captioner, monkeypatch, height, width):
+    from dlwp_models.errors import ImageInputError
+    from dlwp_models.models.captioning.model import ImagesTooSmallError
+
+    encoded = []
+    monkeypatch.setattr(captioner, "encode", lambda x: encoded.append(x) or torch.zeros(len(x), 2048))
+    with pytest.raises(ImagesTooSmallError, match=f"image 1 is {width}x{height} pixels.*at least 3") as info:
+        captioner.caption([random_image(40, 50), random_image(height, width)])
+    assert info.value.indices == [1] and isinstance(info.value, ImageInputError)
+    assert encoded == []                                     # nothing was encoded for nothing
+
+
+def test_the_smallest_encodable_image_is_captioned(captioner):
+    assert isinstance(captioner.caption(random_image(3, 3)), str)
+    assert isinstance(captioner.caption(random_image(3, 40)), str)
+
+
+def test_cli_caption_fails_only_the_tiny_image(published, captioner, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from dlwp_models.cli.main import main
+
+    good, tiny = tmp_path / "good.png", tmp_path / "tiny.png"
+    Image.fromarray(random_image(40, 50)).save(good)
+    Image.fromarray(random_image(2, 50)).save(tiny)
+    monkeypatch.setenv("TORCH_HOME", str(published.home))
+    monkeypatch.setenv("DLWP_MANIFEST", str(published.manifest))
+    assert main(["caption", str(tiny), str(good), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"{good}: {captioner.caption(str(good))}\n"
+    assert captured.err.startswith(f"dlwp: error: {tiny}: too small to caption") and "Traceback" not in captured.err
