@@ -1116,3 +1116,16 @@ def test_cli_caption_fails_only_the_tiny_image(published, captioner, tmp_path, m
     captured = capsys.readouterr()
     assert captured.out == f"{good}: {captioner.caption(str(good))}\n"
     assert captured.err.startswith(f"dlwp: error: {tiny}: too small to caption") and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("opcode", [b"\x8e", b"\x8d", b"\x96"])   # BINBYTES8, BINUNICODE8, BYTEARRAY8
+def test_vocabulary_pickle_declaring_a_huge_object_is_refused_before_allocating(tmp_path, opcode):
+    import resource
+    import struct
+
+    path = tmp_path / "fc-infos.pkl"
+    path.write_bytes(b"\x80\x05" + opcode + struct.pack("<Q", 1 << 40) + b"tiny" + b".")   # 1 TiB declared
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UnsafeFileError, match="declares a 1,099,511,627,776-byte object"):
+        read_vocabulary(path)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) < 100 * 1024
