@@ -225,3 +225,75 @@ def test_a_kept_partial_that_does_not_verify_is_fetched_again(make_manifest, wei
     path.write_bytes(b"evil" * 1000)                           # not the file's first bytes
     assert fetch().read_bytes() == PAYLOAD
     assert [h.range for h in weight_server.hits_for("poisoned.pth")] == ["bytes=4000-", None]
+
+
+# --------------------------------------------------------------------------- messages, not tracebacks
+
+
+@pytest.mark.parametrize("shape", ["list", "parts"])
+def test_deeply_nested_manifest_is_a_manifest_error(tmp_path, monkeypatch, shape):
+    from dlwp_models import ManifestError
+    from dlwp_models.weights.manifest import read_manifest
+
+    path = tmp_path / "deep.json"
+    if shape == "list":
+        path.write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
+    else:                                              # valid JSON, parts within parts
+        depth = 5000
+        leaf = '{"filename": "x.pth", "sha256": "%s", "urls": ["https://example.invalid/x"]}' % ("0" * 64)
+        nested = '{"filename": "x.pth", "parts": [' * depth + leaf + "]}" * depth
+        path.write_text('{"schema_version": 1, "weights": [{"name": "deep.v1", "model": "deep", "format": '
+                        '"torchvision", "files": {"state_dict": %s}}]}' % nested, encoding="utf-8")
+    with pytest.raises(ManifestError, match="nested too deeply|parts"):
+        read_manifest(path)
+
+
+def test_read_only_cache_with_stale_records_is_a_clear_message(one_cached, hub_home, monkeypatch):
+    from dlwp_models.weights import store
+
+    path = one_cached
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))      # the record no longer describes the file
+    (path.parent / (path.name + ".lock")).unlink(missing_ok=True)
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    from filelock import FileLock
+
+    monkeypatch.setattr(FileLock, "acquire", read_only)
+    assert fetch().read_bytes() == PAYLOAD                   # right bytes: verified without the lock
+    path.write_bytes(PAYLOAD[:-1] + b"!")
+    with pytest.raises(store.CacheWriteError, match="cannot be written.*make the folder writable") as info:
+        fetch()
+    assert str(path.parent) in str(info.value) and "Read-only file system" in str(info.value)
+
+
+def test_full_disk_names_the_file_and_what_to_do(make_manifest, weight_server, hub_home, monkeypatch):
+    from dlwp_models.weights import download, store
+
+    weight_server.serve("nospace.pth", PAYLOAD)
+    weight_server.serve("nospace-2.pth", PAYLOAD)
+    make_manifest([entry({"state_dict": {"filename": "nospace.pth", "sha256": sha256_of(PAYLOAD),
+                                         "urls": [weight_server.url("nospace.pth"), weight_server.url("nospace-2.pth")]}})])
+    written = []
+
+    def disk_full(action, spec, doing):
+        if doing == "write the download":
+            written.append(doing)
+            if len(written) > 3:
+                raise store.disk_error(OSError(28, "No space left on device"), store.cached_path(spec),
+                                       f"{doing} of {spec.filename}")
+        return action()
+
+    monkeypatch.setattr(download, "_cache_write", disk_full)
+    with pytest.raises(store.CacheWriteError, match="write the download of nospace.pth.*disk holding .* is full"):
+        fetch()
+    assert weight_server.hits_for("nospace-2.pth") == []      # no other source tried: it would not help
+
+
+@pytest.fixture
+def one_cached(make_manifest, weight_server):
+    weight_server.serve("ro.pth", PAYLOAD)
+    make_manifest([entry({"state_dict": {"filename": "ro.pth", "sha256": sha256_of(PAYLOAD),
+                                         "urls": [weight_server.url("ro.pth")]}})])
+    return fetch()
