@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback import LoopbackServer  # noqa: E402
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-DLWP_VARS = ("DLWP_MANIFEST", "DLWP_MIRROR", "DLWP_OFFLINE", "DLWP_LOCK_TIMEOUT")
+DLWP_VARS = ("DLWP_MANIFEST", "DLWP_MIRROR", "DLWP_OFFLINE", "DLWP_LOCK_TIMEOUT", "DLWP_MAX_DOWNLOAD_BYTES",
+             "DLWP_STALL_BYTES_PER_S", "DLWP_STALL_SECONDS", "DLWP_MAX_RESIZED_PIXELS")
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,8 @@ class FakeGitHub:
         self.releases: dict[tuple[str, str], Release] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail_next_upload = False
+        self.echo_headers_next = False   # the next API call fails with a reply echoing the request headers
+        self.upload_base: str | None = None   # the host a release's upload_url names (default: this server)
         self._ids = iter(range(1, 1_000_000))
         self._lock = threading.Lock()
         self.httpd = QuietHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -57,7 +59,7 @@ class FakeGitHub:
 
     def release_json(self, repo: str, release: Release) -> dict:
         return {"id": release.id, "tag_name": release.tag,
-                "upload_url": f"{self.base}/uploads/repos/{repo}/releases/{release.id}/assets{{?name,label}}",
+                "upload_url": f"{self.upload_base or self.base}/uploads/repos/{repo}/releases/{release.id}/assets{{?name,label}}",
                 "assets": [self.asset_json(repo, release, a) for a in release.assets]}
 
     def find(self, release_id: int) -> tuple[str, Release]:
@@ -104,6 +106,12 @@ def _handler(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 return self._send(302, None, {"Location": gh.files.url(signed) + "?X-Amz-Signature=abc"})
             if not self._authorised():
                 return
+            if gh.echo_headers_next:
+                gh.echo_headers_next = False
+                echoed = {k: v for k, v in self.headers.items()}
+                return self._send(500, {"message": f"internal error handling Authorization: "
+                                                   f"{self.headers.get('Authorization')} and {echoed}",
+                                        "request": echoed})
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with gh._lock:

@@ -49,7 +49,10 @@ class Fault:
     """One injected misbehaviour, consumed by one request for a file.
 
     kind: "status" (answer ``status`` with ``headers``), "drop" (send ``after`` bytes of the body,
-    then cut the connection), "html" (200 with a web page), "stall" (sleep ``seconds`` first).
+    then cut the connection), "html" (200 with a web page), "stall" (sleep ``seconds`` first),
+    "drip" (200 with the file's length, then one byte of it every ``seconds``, ``after`` bytes at
+    most when set), "flood" (200 without a length, then zeros until ``after`` bytes or the client
+    hangs up), "body" (answer ``status`` with ``headers`` and exactly ``body``, e.g. gzip-encoded).
     """
 
     kind: str
@@ -57,6 +60,7 @@ class Fault:
     after: int = 0
     seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 @dataclass
@@ -151,6 +155,13 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             if fault is not None and fault.kind == "html":
                 server._record(Hit(self.path, None, 200, 0))
                 return self._plain(200, b"<html><body>a web page</body></html>", {}, "text/html; charset=utf-8")
+            if fault is not None and fault.kind == "body":
+                server._record(Hit(self.path, self.headers.get("Range"), fault.status, len(fault.body)))
+                extra = {k: v for k, v in fault.headers.items() if k.lower() != "content-type"}
+                return self._plain(fault.status, fault.body, extra,
+                                   fault.headers.get("Content-Type", "application/octet-stream"))
+            if fault is not None and fault.kind in ("drip", "flood"):
+                return self._trickle(name, fault)
             if name not in server.files:
                 server._record(Hit(self.path, self.headers.get("Range"), 404, 0))
                 return self._plain(404, b"no such file")
@@ -192,6 +203,35 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                     self.connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+        def _trickle(self, name: str, fault: Fault) -> None:
+            data = server.files.get(name, b"")
+            self.send_response(200)
+            self.send_header("Content-Type", server.content_types.get(name, "application/octet-stream"))
+            if fault.kind == "drip":
+                self.send_header("Content-Length", str(len(data)))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            sent = 0
+            try:
+                if fault.kind == "drip":
+                    limit = min(fault.after or len(data), len(data))
+                    while sent < limit:
+                        self.wfile.write(bytes(data[sent:sent + 1]))
+                        self.wfile.flush()
+                        sent += 1
+                        time.sleep(fault.seconds)
+                else:
+                    block = b"\0" * (1 << 16)
+                    while not fault.after or sent < fault.after:
+                        self.wfile.write(block)
+                        sent += len(block)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                pass
+            server._record(Hit(self.path, self.headers.get("Range"), 200, sent))
+            self.close_connection = True
 
         def _plain(self, status: int, body: bytes, headers: dict[str, str] | None = None,
                    content_type: str = "text/plain") -> None:

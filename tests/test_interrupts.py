@@ -61,16 +61,19 @@ def test_ctrl_c_during_a_weight_download_exits_at_once_and_a_later_run_verifies(
     env = {"TORCH_HOME": str(hub_home), "DLWP_MANIFEST": os.environ["DLWP_MANIFEST"]}
     process = start(["-m", "dlwp_models", "fetch", "testnet.v1", "-q"], env)
     cache = hub_home / "hub" / "checkpoints" / "dlwp"
-    wait_for(lambda: process.poll() is not None or any(cache.rglob(f"{name}.*.partial")))
+    wait_for(lambda: process.poll() is not None or any(cache.rglob(f"{name}.resume")))   # bytes arriving
     time.sleep(1.0)                                        # some bytes are in, most are not
     assert process.poll() is None, "the download ended before it was interrupted"
     seconds, status, err = interrupt(process)
     assert seconds < GRACE, f"took {seconds:.2f}s to exit after Ctrl-C"
     assert status == 130 and "interrupted" in err and "Traceback" not in err
     assert [p for p in cache.rglob(name) if p.is_file()] == []   # nothing half-written in place
+    kept = next(cache.rglob(f"{name}.resume")).stat().st_size     # the bytes so far, kept to resume from
+    assert 0 < kept < len(data)
     del weight_server.delay_per_chunk[name]
     paths = dlwp_models.fetch("testnet.v1", progress=False)
     assert paths["state_dict"].read_bytes() == data
+    assert weight_server.hits_for(name)[-1].range == f"bytes={kept}-"        # continued, not restarted
     assert json.loads(paths["state_dict"].with_name(name + ".verified").read_text())["sha256"] == sha256_of(data)
 
 

@@ -119,8 +119,13 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
     generator = torch.Generator().manual_seed(0)
     sample = torch.randint(0, 256, (2, 3, *input_size), dtype=torch.uint8, generator=generator)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f"{output.stem}.partial{output.suffix}")
+    import uuid
+
+    from ..weights.store import create_exclusive
+
+    tmp = output.with_name(f".{output.stem}.{uuid.uuid4().hex}.partial{output.suffix}")
     try:
+        create_exclusive(tmp).close()       # a new file of ours: the exporters never write through a link
         with torch.inference_mode():
             expected = reference(sample)
         if format == "torchscript":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -110,22 +109,22 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from ..hub import build
 
+    from .outputs import check_free, write_output
+
     outputs = [args.output / f"{_stem(path)}_zebra.png" for path in args.images]
     clash = next((out for i, out in enumerate(outputs) if out in outputs[:i]), None)
     if clash is not None:
         raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
                          "them into different folders.")
+    for out in outputs:                             # refuse before any work, not after it
+        check_free(out, args.overwrite)
     images = _load_inputs(args.images)
     model = build("cyclegan", weights=args.weights or "DEFAULT", progress=not args.quiet)
     translated = model.translate(images, size=args.size, preset=args.preset)
     args.output.mkdir(parents=True, exist_ok=True)
     for path, image, out in zip(args.images, translated, outputs):
-        partial = out.with_name(f".{out.name}.partial")
-        try:                                        # never leave a half-written picture behind
-            image.save(partial, format="PNG")
-            os.replace(partial, out)
-        finally:
-            partial.unlink(missing_ok=True)
+        # a new temporary file of ours (never through a planted link), moved into place whole
+        write_output(out, lambda fh: image.save(fh, format="PNG"), overwrite=args.overwrite)
         print(f"{path} -> {out}")
     return 0
 
@@ -144,12 +143,28 @@ def _load_inputs(paths: list[str]) -> list:
 def cmd_caption(args: argparse.Namespace) -> int:
     from ..hub import build
 
+    from ..models.captioning.model import MIN_SIDE, ImagesTooSmallError
+
     images = _load_inputs(args.images)
     model = build("neuraltalk2", weights=args.weights or "DEFAULT", progress=not args.quiet)
-    captions = model.caption(images, beam_size=args.beam_size)
-    for path, caption in zip(args.images, captions):
-        print(f"{path}: {caption}")
-    return 0
+    failed: dict[int, str] = {}
+    try:
+        captions = model.caption(images, beam_size=args.beam_size)
+    except ImagesTooSmallError as exc:         # a bad image fails alone: caption the others
+        failed = {i: (f"too small to caption: the encoder needs at least {MIN_SIDE} pixels on each side "
+                      "(after any downscaling); upscale it. The other images are captioned.")
+                  for i in exc.indices}
+        good = [i for i in range(len(images)) if i not in failed]
+        captions = [""] * len(images)
+        if good:
+            for i, caption in zip(good, model.caption([images[i] for i in good], beam_size=args.beam_size)):
+                captions[i] = caption
+    for i, (path, caption) in enumerate(zip(args.images, captions)):
+        if i in failed:
+            print(f"dlwp: error: {path}: {failed[i]}", file=sys.stderr)
+        else:
+            print(f"{path}: {caption}")
+    return 1 if failed else 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -250,6 +265,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="input scaling: as the weights were trained (default) or as the book feeds it")
     p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
     p.add_argument("--weights", help="weight tag or a local generator file (default: horse2zebra)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing <stem>_zebra.png files (default: refuse before translating)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_translate)
 

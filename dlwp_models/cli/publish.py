@@ -30,7 +30,7 @@ from ..models.classifiers import CLASSIFIERS, build_for_state_dict, categories_o
 from ..weights.download import fetch_file
 from ..weights.integrity import sha256_file
 from ..weights.manifest import WeightSet, checkout_manifest_path, get_weights, load_manifest_data, parse_manifest
-from .github import GitHubReleases
+from .github import GitHubReleases, api_base
 
 __all__ = ["publish_checkpoint", "mirror_manifest", "normalise_checkpoint"]
 
@@ -101,7 +101,7 @@ def _manifest_to_edit(manifest: str | Path | None) -> Path:
 
 def _release_download_url(api: GitHubReleases | None, repo: str, release: str, name: str) -> str:
     """Where an asset will be downloadable (github.com, or a GitHub Enterprise host)."""
-    api_url = (api.api if api else os.environ.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
+    api_url = api.api if api else api_base()              # refuses credentials or plain http
     web = "https://github.com" if api_url == "https://api.github.com" else api_url.removesuffix("/api/v3")
     return f"{web}/{repo}/releases/download/{release}/{name}"
 

@@ -208,9 +208,14 @@ def _check_url(url: str) -> None:
 
 def _from_url(url: str) -> Image.Image:
     import requests
+    import urllib3
 
+    from ..weights import http
+
+    timeout = (URL_TIMEOUT[0], min(URL_TIMEOUT[1], URL_DEADLINE))   # a silent server cannot outlast the deadline
+    started = time.monotonic()
     try:
-        with requests.get(url, stream=True, timeout=URL_TIMEOUT) as resp:
+        with requests.get(url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"}) as resp:
             if resp.status_code != 200:
                 raise ImageFetchError(f"fetching image {url!r} failed: HTTP {resp.status_code} "
                                       f"{resp.reason or ''}. Check the URL.".replace("  ", " "))
@@ -218,25 +223,30 @@ def _from_url(url: str) -> Image.Image:
             if ctype.startswith("text/") or ctype in ("application/json", "application/xhtml+xml"):
                 raise ImageFetchError(f"{url!r} returned {ctype}, not an image (a web page rather than "
                                       "the picture?). Use the direct link to the image file.")
-            data = bytearray()
-            deadline = time.monotonic() + URL_DEADLINE
-            for chunk in resp.iter_content(1 << 16):
-                data += chunk
-                if time.monotonic() > deadline:
-                    raise ImageFetchError(f"fetching image {url!r} took longer than {URL_DEADLINE:.0f}s; "
-                                          "download it first and pass the file.")
-                if len(data) > URL_MAX_BYTES:
-                    raise ImageFetchError(f"{url!r} is larger than {URL_MAX_BYTES >> 20} MiB; download it "
-                                          "and pass the file instead.")
-    except requests.Timeout:
-        raise ImageFetchError(f"fetching image {url!r} timed out (limits {URL_TIMEOUT[0]:.0f}s to connect, "
-                              f"{URL_TIMEOUT[1]:.0f}s between bytes); try again or download it first.") from None
+            # a wall-clock deadline checked after every read, however small: a drip cannot hang us
+            watch = http.Stopwatch(deadline=URL_DEADLINE)
+            data = b"".join(http.read_limited(resp, budget=URL_MAX_BYTES, watch=watch))
+    except (http.StallError, requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
+        if not isinstance(exc, http.StallError) and time.monotonic() - started < URL_DEADLINE:
+            raise ImageFetchError(f"fetching image {url!r} timed out (limits {timeout[0]:.0f}s to connect, "
+                                  f"{timeout[1]:.0f}s between bytes); try again or download it "
+                                  "first.") from None
+        raise ImageFetchError(f"fetching image {url!r} took longer than {URL_DEADLINE:.0f}s; "
+                              "download it first and pass the file.") from None
+    except http.HttpLimitError as exc:
+        if "budget" in str(exc):
+            raise ImageFetchError(f"{url!r} is larger than {URL_MAX_BYTES >> 20} MiB; download it "
+                                  "and pass the file instead.") from None
+        raise ImageFetchError(f"fetching image {url!r} failed: {exc}; download it and pass the file.") from None
     except requests.RequestException as exc:
+        raise ImageFetchError(f"fetching image {url!r} failed ({type(exc).__name__}: {exc}); check the URL "
+                              "and the network.") from None
+    except urllib3.exceptions.HTTPError as exc:             # raised by the raw reads
         raise ImageFetchError(f"fetching image {url!r} failed ({type(exc).__name__}: {exc}); check the URL "
                               "and the network.") from None
     if not data:
         raise ImageFetchError(f"{url!r} returned no data; check the URL.")
-    return _decode(io.BytesIO(bytes(data)), f"the image at {url!r}")
+    return _decode(io.BytesIO(data), f"the image at {url!r}")
 
 
 def _to_rgb(img: Image.Image, what: str) -> Image.Image:

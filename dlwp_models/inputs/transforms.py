@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights.manifest import WeightSet
-from ..errors import ManifestError
+from ..errors import ImageInputError, ManifestError
 from .transform_settings import from_weight_set, mean_std
 
 if TYPE_CHECKING:
@@ -31,12 +31,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ClassifierTransform", "CycleGANTransform", "CaptionTransform", "ClassifierPreprocess",
            "CycleGANPreprocess", "resize_shorter_side", "resize_and_crop", "PRESETS", "MAX_SIDE",
-           "IMAGENET_MEAN", "IMAGENET_STD", "fit_side"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "fit_side", "MAX_RESIZED_PIXELS", "check_resized_pixels"]
 
 #: CycleGAN input conventions: as the weights were trained ([-1, 1]) or as the book feeds them ([0, 1])
 PRESETS = ("trained", "book")
 #: captioning downscales images whose longer side exceeds this (memory guard)
 MAX_SIDE = 2048
+#: classifiers refuse an image whose resized (pre-crop) size exceeds this many pixels (memory guard:
+#: a 40000×1 image would become 256×10,240,000); DLWP_MAX_RESIZED_PIXELS overrides
+MAX_RESIZED_PIXELS = 4096 * 4096
 #: ImageNet statistics, the captioning encoder's input normalisation
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,6 +49,33 @@ _CAPTION_KEYS = {"mean", "std", "max_side"}
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _max_resized_pixels() -> int:
+    import os
+
+    value = os.environ.get("DLWP_MAX_RESIZED_PIXELS", "").strip()
+    if not value:
+        return MAX_RESIZED_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise ImageInputError(f"DLWP_MAX_RESIZED_PIXELS must be a positive number of pixels, got {value!r}; "
+                              "fix or unset it.")
+    return int(value)
+
+
+def check_resized_pixels(height: int, width: int, short: int) -> None:
+    """Refuse, before any allocation, an image whose shorter side resized to ``short`` would exceed
+    the pixel limit (:data:`MAX_RESIZED_PIXELS`, or DLWP_MAX_RESIZED_PIXELS)."""
+    from .images import resized_hw
+
+    new_h, new_w = resized_hw(height, width, short)
+    limit = _max_resized_pixels()
+    if new_h * new_w > limit:
+        raise ImageInputError(
+            f"an image of {width}x{height} pixels (width x height) would be resized to {new_w}x{new_h} = "
+            f"{new_h * new_w:,} pixels before the center crop, over the classifiers' limit of {limit:,} "
+            "resized pixels (memory guard). Crop it to a less extreme aspect ratio first, or raise the "
+            "limit with DLWP_MAX_RESIZED_PIXELS if this machine has the memory.")
 
 
 def _channels(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
@@ -193,6 +223,8 @@ class ClassifierTransform:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
+        height, width = (int(item.shape[-2]), int(item.shape[-1])) if isinstance(item, torch.Tensor) else item.size[::-1]
+        check_resized_pixels(height, width, self.resize)      # before any large allocation
         if isinstance(item, torch.Tensor):                    # float CHW (or NCHW) in [0, 1]
             batch = item if item.dim() == 4 else item.unsqueeze(0)
             out = resize_and_crop(batch, self.resize, self.crop, self.interpolation)

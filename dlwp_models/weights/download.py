@@ -16,14 +16,14 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # requests and tqdm are imported where a download happens:
     import requests  # a verified cache hit never pays for them
 
 from ..errors import DownloadError, IntegrityError, OfflineError
-from . import store
+from . import http, resume, store
 from .integrity import CHUNK, Digests, mismatch
 from .manifest import FileSpec, WeightSet, get_weights
 from .store import CachedFile
@@ -32,7 +32,7 @@ __all__ = ["fetch", "fetch_files", "fetch_file", "is_offline"]
 
 log = logging.getLogger(__name__)
 
-NET_CHUNK = 1 << 20             # network reads: a dropped connection loses at most this much
+NET_CHUNK = 1 << 20             # a dropped connection loses at most this much (reads are shorter)
 TIMEOUT = (10.0, 60.0)          # connect, read (seconds)
 MAX_ATTEMPTS = 5                # per source, counting resumes after dropped connections
 BACKOFF = 0.5                   # seconds, doubled per attempt
@@ -54,7 +54,13 @@ def _mirror_bases() -> list[str]:
 
 
 class _SourceFailed(Exception):
-    """This source cannot provide the file; the reason goes into the final error."""
+    """This source cannot provide the file; the reason goes into the final error. ``keep``: the
+    bytes so far are good as far as anyone knows (a stall, a dropped connection) and are kept for
+    the next run to continue."""
+
+    def __init__(self, reason: str, keep: bool = False) -> None:
+        super().__init__(reason)
+        self.keep = keep
 
 
 def _retry_after(response: requests.Response, attempt: int) -> float:
@@ -77,18 +83,20 @@ def _retry_after(response: requests.Response, attempt: int) -> float:
 
 
 def _check_scheme(url: str, spec: FileSpec) -> None:
+    """Refuse ``url`` (a source, or any hop of its redirects, before it is requested) when its
+    scheme is weaker than the file's pin allows."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "https":
         return
     if scheme == "http":
         if spec.strongly_pinned:
             return
-        raise _SourceFailed("plain http:// is refused for a file pinned only by sha256_prefix; "
-                            "serve it over https or pin it by full sha256 or git_blob_sha1")
+        raise _SourceFailed(f"plain http:// is refused for a file pinned only by sha256_prefix "
+                            f"({http.url_host(url)}); serve it over https or pin it by full sha256 or git_blob_sha1")
     raise _SourceFailed(f"unsupported URL scheme {scheme!r}; only https (or http with a full hash) is fetched")
 
 
-def _total_from(response: requests.Response, offset: int) -> int | None:
+def _total_from(response: requests.Response) -> int | None:
     if response.status_code == 206:
         crange = response.headers.get("Content-Range", "")
         total = crange.rpartition("/")[2]
@@ -97,101 +105,172 @@ def _total_from(response: requests.Response, offset: int) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def _download(session: requests.Session, url: str, spec: FileSpec, partial: Path, progress: bool) -> str:
-    """Stream ``url`` into ``partial``; return its sha256 once size and hash match the spec."""
-    import requests
-    from tqdm.auto import tqdm
+class _Stream:
+    """One download of ``spec`` from ``url`` into its resumable partial file (see :mod:`.resume`)."""
 
-    _check_scheme(url, spec)
-    digests: Digests | None = None
-    bar: tqdm | None = None
-    attempt = 0
-    try:
-        with open(partial, "wb") as out:
-            while True:
-                offset = digests.count if digests is not None else 0
-                headers = {"Range": f"bytes={offset}-"} if offset else {}
-                try:
-                    with session.get(url, headers=headers, stream=True, timeout=TIMEOUT) as resp:
-                        if resp.url != url:
-                            _check_scheme(resp.url, spec)  # a redirect must not downgrade security
-                        if resp.status_code in _RETRY_STATUS:
-                            attempt += 1
-                            if attempt >= MAX_ATTEMPTS:
-                                raise _SourceFailed(f"HTTP {resp.status_code} after {attempt} attempts")
-                            delay = _retry_after(resp, attempt - 1)
-                            log.info("%s answered HTTP %d; retrying in %.1fs", url, resp.status_code, delay)
-                            time.sleep(delay)
-                            continue
-                        if resp.status_code == 416 and offset:
-                            digests = None  # our partial does not fit the remote file: start over
-                            out.seek(0)
-                            out.truncate()
-                            continue
-                        if resp.status_code not in (200, 206):
-                            raise _SourceFailed(f"HTTP {resp.status_code} {resp.reason or ''}".strip())
-                        resumed = resp.status_code == 206
-                        if resumed and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                            raise _SourceFailed(f"server answered a range request with "
-                                                f"Content-Range {resp.headers.get('Content-Range')!r}")
-                        total = _total_from(resp, offset)
-                        if spec.size is not None and total is not None and total != spec.size:
-                            raise _SourceFailed(f"size mismatch: server announces {total} bytes, "
-                                                f"expected {spec.size}")
-                        if not resumed:
-                            out.seek(0)
-                            out.truncate()
-                            digests = Digests(spec, total if total is not None else spec.size)
-                        if bar is None:
-                            bar = tqdm(total=total, initial=0, unit="B", unit_scale=True,
-                                       unit_divisor=1024, desc=spec.filename, disable=not progress,
-                                       leave=False)
-                        for chunk in resp.iter_content(NET_CHUNK):
-                            out.write(chunk)
-                            digests.update(chunk)
-                            bar.update(len(chunk))
-                            if spec.size is not None and digests.count > spec.size:
-                                raise _SourceFailed(f"size mismatch: more than the expected {spec.size} bytes")
-                        if total is not None and digests.count < total:
-                            raise requests.ConnectionError(f"body ended at {digests.count} of {total} bytes")
-                        break
-                except (requests.ConnectionError, requests.Timeout,
-                        requests.exceptions.ChunkedEncodingError) as exc:
-                    attempt += 1
-                    if attempt >= MAX_ATTEMPTS:
-                        raise _SourceFailed(f"connection failed after {attempt} attempts: {exc}") from None
-                    have = digests.count if digests is not None else 0
-                    log.info("connection to %s dropped at %d bytes (%s); resuming", url, have, exc)
-                    time.sleep(BACKOFF * 2 ** (attempt - 1))
-                except requests.RequestException as exc:
-                    raise _SourceFailed(f"request failed: {exc}") from None
-        assert digests is not None
+    def __init__(self, session: requests.Session, url: str, spec: FileSpec, progress: bool) -> None:
+        self.session, self.url, self.spec, self.progress = session, url, spec, progress
+        self.budget = spec.size if spec.size is not None else http.max_download_bytes()
+        self.rate, self.window = http.stall_limits()
+        self.timeout = (TIMEOUT[0], min(TIMEOUT[1], self.window))
+
+    def run(self) -> tuple[Path, str]:
+        """Stream the file; return the partial's path and sha256 once size and hash match the spec.
+        Bytes kept by an earlier run for this URL and pin are continued; if the result then fails
+        its check, it is fetched once more from the start."""
+        try:
+            kept = resume.resumable(self.spec)
+            if kept is not None and kept.url == self.url and 0 < kept.size <= self.budget:
+                log.info("continuing the download of %s at byte %d", self.spec.filename, kept.size)
+                reason, partial, sha256 = self._fetch(kept.path, kept.size)
+                if reason is None:
+                    return partial, sha256
+                log.warning("the continued download of %s failed its check (%s); starting over",
+                            self.spec.filename, reason)
+            partial = _cache_write(lambda: resume.start_resumable(self.spec, self.url), self.spec,
+                                   "start the download")
+            reason, partial, sha256 = self._fetch(partial, 0)
+            if reason is not None:
+                raise _SourceFailed(reason)
+            return partial, sha256
+        except _SourceFailed as exc:
+            if not exc.keep:
+                resume.drop_resumable(self.spec)
+            raise
+
+    def _fetch(self, partial: Path, have: int) -> tuple[str | None, Path, str]:
+        from tqdm.auto import tqdm
+
+        fd = _cache_write(lambda: os.open(partial, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)), self.spec,
+                          "open the partial download")
+        with os.fdopen(fd, "r+b") as out, tqdm(total=self.spec.size, initial=have, unit="B", unit_scale=True,
+                                               unit_divisor=1024, desc=self.spec.filename,
+                                               disable=not self.progress, leave=False) as bar:
+            digests = self._transfer(out, have, bar)
         size = partial.stat().st_size
         sha256 = digests.sha256.hexdigest()
-        blob = digests.blob_hexdigest(partial) if spec.git_blob_sha1 else None
-        reason = mismatch(spec, size, sha256, blob)
-        if reason:
-            raise _SourceFailed(reason)
-        return sha256
-    finally:
-        if bar is not None:
-            bar.close()
+        blob = digests.blob_hexdigest(partial) if self.spec.git_blob_sha1 else None
+        return mismatch(self.spec, size, sha256, blob), partial, sha256
+
+    def _transfer(self, out: BinaryIO, have: int, bar: Any) -> Digests:
+        import requests
+        import urllib3
+
+        digests: Digests | None = None
+        attempt = 0
+        while True:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with http.get_checked(self.session, self.url, check=lambda u: _check_scheme(u, self.spec),
+                                      headers=headers, timeout=self.timeout) as resp:
+                    status = resp.status_code
+                    if status in _RETRY_STATUS:
+                        attempt += 1
+                        if attempt >= MAX_ATTEMPTS:
+                            raise _SourceFailed(f"HTTP {status} after {attempt} attempts")
+                        delay = _retry_after(resp, attempt - 1)
+                        log.info("%s answered HTTP %d; retrying in %.1fs", self.url, status, delay)
+                        time.sleep(delay)
+                        continue
+                    if status == 416 and have:
+                        have, digests = 0, None  # our partial does not fit the remote file: start over
+                        continue
+                    if status == 206 and not have:
+                        raise _SourceFailed("HTTP 206 (a partial answer) to a request for the whole file")
+                    if status not in (200, 206):
+                        raise _SourceFailed(f"HTTP {status} {resp.reason or ''}".strip())
+                    if status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                        raise _SourceFailed(f"server answered a range request with "
+                                            f"Content-Range {resp.headers.get('Content-Range')!r}")
+                    total = _total_from(resp)
+                    if self.spec.size is not None and total is not None and total != self.spec.size:
+                        raise _SourceFailed(f"size mismatch: server announces {total} bytes, "
+                                            f"expected {self.spec.size}")
+                    if total is not None and total > self.budget:
+                        raise _SourceFailed(f"server announces {total} bytes, over the download budget of "
+                                            f"{self.budget} ({_BUDGET_HINT})")
+                    if status == 200:
+                        have, digests = 0, None
+                    if digests is None:
+                        digests = Digests(self.spec, total if total is not None else self.spec.size)
+                        _rehash(out, have, digests)
+                    out.seek(have)
+                    _cache_write(out.truncate, self.spec, "write the download")
+                    bar.reset(total=total)
+                    bar.update(have)
+                    watch = http.Stopwatch(self.rate, self.window)
+                    for chunk in http.read_limited(resp, budget=self.budget - have, watch=watch):
+                        _cache_write(lambda: out.write(chunk), self.spec, "write the download")
+                        digests.update(chunk)
+                        have += len(chunk)
+                        bar.update(len(chunk))
+                    _cache_write(out.flush, self.spec, "write the download")
+                    if total is not None and have < total:
+                        raise requests.ConnectionError(f"body ended at {have} of {total} bytes")
+                    return digests
+            except http.StallError as exc:
+                raise _SourceFailed(f"{exc} ({_STALL_HINT})", keep=True) from None
+            except http.HttpLimitError as exc:
+                if "budget" in str(exc):
+                    raise _SourceFailed(f"sent {exc} ({_BUDGET_HINT})") from None
+                raise _SourceFailed(str(exc)) from None
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    urllib3.exceptions.HTTPError) as exc:
+                attempt += 1
+                if attempt >= MAX_ATTEMPTS:
+                    raise _SourceFailed(f"connection failed after {attempt} attempts: {exc}", keep=True) from None
+                out.flush()
+                log.info("connection to %s dropped at %d bytes (%s); resuming", self.url, have, exc)
+                time.sleep(BACKOFF * 2 ** (attempt - 1))
+            except requests.RequestException as exc:
+                raise _SourceFailed(f"request failed: {exc}") from None
 
 
-def _join_parts(spec: FileSpec, partial: Path, progress: bool) -> str:
-    """Fetch each part (each checked by its own spec), concatenate into ``partial``, check the whole."""
+_BUDGET_HINT = ("pin the file's size in the manifest, or raise DLWP_MAX_DOWNLOAD_BYTES for a file "
+                "without one")
+_STALL_HINT = "DLWP_STALL_BYTES_PER_S and DLWP_STALL_SECONDS set the limit"
+
+
+def _rehash(out: BinaryIO, have: int, digests: Digests) -> None:
+    """Feed the first ``have`` bytes already in ``out`` (kept from before) into ``digests``."""
+    out.seek(0)
+    left = have
+    while left:
+        chunk = out.read(min(CHUNK, left))
+        if not chunk:
+            raise _SourceFailed("the kept partial download is shorter than recorded")
+        digests.update(chunk)
+        left -= len(chunk)
+
+
+def _cache_write(action: Callable[[], Any], spec: FileSpec, doing: str) -> Any:
+    """Run a write to the cache; a file-system failure becomes a clear :class:`store.CacheWriteError`."""
+    try:
+        return action()
+    except OSError as exc:
+        raise store.disk_error(exc, store.cached_path(spec), f"{doing} of {spec.filename}") from None
+
+
+def _join_parts(spec: FileSpec, progress: bool) -> tuple[Path, str]:
+    """Fetch each part (each checked by its own spec), concatenate into a new partial file, check the whole."""
     parts = [fetch_file(part, progress=progress).path for part in spec.parts]
     digests = Digests(spec, sum(p.stat().st_size for p in parts))
-    with open(partial, "wb") as out:
-        for path in parts:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    out.write(chunk)
-                    digests.update(chunk)
-    reason = mismatch(spec, digests.count, digests.sha256.hexdigest(), digests.blob_hexdigest(partial))
-    if reason:
-        raise _SourceFailed(f"joined parts: {reason}")
-    return digests.sha256.hexdigest()
+    partial = _cache_write(lambda: store.new_partial(spec), spec, "create the joined file")
+    try:
+        with open(partial, "r+b") as out:
+            for path in parts:
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        _cache_write(lambda: out.write(chunk), spec, "write the joined file")
+                        digests.update(chunk)
+            _cache_write(out.flush, spec, "write the joined file")
+        reason = mismatch(spec, digests.count, digests.sha256.hexdigest(), digests.blob_hexdigest(partial))
+        if reason:
+            raise _SourceFailed(f"joined parts: {reason}")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return partial, digests.sha256.hexdigest()
 
 
 def fetch_file(spec: FileSpec, progress: bool = True) -> CachedFile:
@@ -200,40 +279,53 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> CachedFile:
     if hit is not None:
         return hit
     dest = store.cached_path(spec)
-    with store.file_lock(dest):
-        hit = store.settle(spec)  # placed by hand, cached by an older layout, or fetched by another process
-        if hit is not None:
-            return hit
-        if is_offline():
-            if dest.exists():
-                raise OfflineError(
-                    f"{dest} cannot be checked offline: it is pinned only through its parts and its "
-                    f"{dest.name}.verified record is missing. Copy the .verified files along with "
-                    "the cache folder, or unset DLWP_OFFLINE to join the parts again.")
-            raise OfflineError(
-                f"{spec.filename} is not in the cache ({dest}) and DLWP_OFFLINE=1 forbids downloading. "
-                "Run `python -m dlwp_models fetch NAME` on a machine with network and copy its cache "
-                "folder (with the .verified files) here, or unset DLWP_OFFLINE.")
-        store.remove_stale_partials(spec)
-        failures: list[str] = []
-        # a file pinned only through its parts is never taken whole from anywhere: nothing could check it
-        sources = ([f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls)
-                   if spec.has_own_hash else [])
-        import requests
+    try:
+        with store.file_lock(dest):
+            return _fetch_locked(spec, dest, progress)
+    except store.CacheWriteError as exc:
+        if exc.read_only:
+            hit = store.verify_read_only(spec)   # a read-only cache holding the right bytes still works
+            if hit is not None:
+                log.warning("%s verified without its lock (%s)", dest.name, exc)
+                return hit
+        raise
 
-        with requests.Session() as session:
-            session.headers["User-Agent"] = _USER_AGENT
-            session.headers["Accept-Encoding"] = "identity"  # sizes, hashes and ranges are of the file's bytes
-            for url in sources:
-                got = _try_source(spec, lambda p: _download(session, url, spec, p, progress), url, failures)
-                if got is not None:
-                    return got
-        if spec.parts:
-            got = _try_source(spec, lambda p: _join_parts(spec, p, progress), f"{len(spec.parts)} parts", failures)
+
+def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
+    hit = store.settle(spec)  # placed by hand, cached by an older layout, or fetched by another process
+    if hit is not None:
+        return hit
+    if is_offline():
+        if dest.exists():
+            raise OfflineError(
+                f"{dest} cannot be checked offline: it is pinned only through its parts and its "
+                f"{dest.name}.verified record is missing. Copy the .verified files along with "
+                "the cache folder, or unset DLWP_OFFLINE to join the parts again.")
+        raise OfflineError(
+            f"{spec.filename} is not in the cache ({dest}) and DLWP_OFFLINE=1 forbids downloading. "
+            "Run `python -m dlwp_models fetch NAME` on a machine with network and copy its cache "
+            "folder (with the .verified files) here, or unset DLWP_OFFLINE.")
+    store.remove_stale_partials(spec)
+    failures: list[str] = []
+    # a file pinned only through its parts is never taken whole from anywhere: nothing could check it
+    sources = ([f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls)
+               if spec.has_own_hash else [])
+    import requests
+
+    with requests.Session() as session:
+        session.headers["User-Agent"] = _USER_AGENT
+        session.headers["Accept-Encoding"] = "identity"  # sizes, hashes and ranges are of the file's bytes
+        for url in sources:
+            got = _try_source(spec, lambda: _Stream(session, url, spec, progress).run(), url, failures)
             if got is not None:
-                for part in spec.parts:  # the joined file is what is used; don't keep the bytes twice
-                    store.discard(store.cached_path(part))
+                resume.drop_resumable(spec)
                 return got
+    if spec.parts:
+        got = _try_source(spec, lambda: _join_parts(spec, progress), f"{len(spec.parts)} parts", failures)
+        if got is not None:
+            for part in spec.parts:  # the joined file is what is used; don't keep the bytes twice
+                store.discard(store.cached_path(part))
+            return got
     listing = "\n".join(f"  - {line}" for line in failures) or "  (no sources listed)"
     raise DownloadError(
         f"could not fetch {spec.filename}; every source failed:\n{listing}\n"
@@ -241,19 +333,19 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> CachedFile:
         f"{dest}; it is accepted once it matches the pinned hash.")
 
 
-def _try_source(spec: FileSpec, produce: Callable[[Path], str], label: str,
+def _try_source(spec: FileSpec, produce: Callable[[], tuple[Path, str]], label: str,
                 failures: list[str]) -> CachedFile | None:
-    partial = store.new_partial(spec)
     try:
-        cached = store.install(partial, spec, produce(partial))
+        partial, sha256 = produce()
+        cached = _cache_write(lambda: store.install(partial, spec, sha256), spec, "move the verified file into place")
         log.info("fetched %s from %s", spec.filename, label)
         return cached
+    except store.CacheWriteError:
+        raise                                    # a full or read-only disk: no other source would help
     except (_SourceFailed, DownloadError, IntegrityError, OfflineError) as exc:
         log.warning("source %s failed for %s: %s", label, spec.filename, exc)
         failures.append(f"{label}: {exc}")
         return None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def fetch_files(weights: WeightSet, progress: bool = True) -> dict[str, CachedFile]:

@@ -233,7 +233,12 @@ def parse_manifest(data: Any, source: str) -> list[WeightSet]:
 
 def read_manifest(path: str | os.PathLike) -> list[WeightSet]:
     """Read and validate one manifest file."""
-    return parse_manifest(load_manifest_data(path), str(path))
+    data = load_manifest_data(path)
+    try:
+        return parse_manifest(data, str(path))
+    except RecursionError:
+        raise ManifestError(f"{path}: an entry is nested too deeply (parts within parts, ...) to be a "
+                            "manifest. Fix or replace the file.") from None
 
 
 def load_manifest_data(path: str | os.PathLike) -> Any:
@@ -248,6 +253,9 @@ def load_manifest_data(path: str | os.PathLike) -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc}). Fix the file's syntax.") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: its JSON is nested too deeply to be a manifest (a manifest is a few "
+                            "levels deep). Fix or replace the file.") from None
     return data
 
 

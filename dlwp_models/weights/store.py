@@ -6,6 +6,8 @@ Layout, under ``torch.hub.get_dir()/checkpoints/dlwp/`` (so ``TORCH_HOME`` moves
     <pin>/<filename>.verified        its record: size, modification time, sha256, the pins
     <pin>/<filename>.lock            held while the file is fetched (across processes)
     <pin>/<filename>.<id>.partial    a download in progress (only the lock's holder writes one)
+    <pin>/<filename>.resume          a download that can be continued (only under the lock), and
+    <pin>/<filename>.resume.json     the source URL and pins it was for (never trusted unhashed)
     <pin>/<filename>.mmap.pt         a derived copy (a legacy file's mappable copy), with its record
 
 Keying the folder by the pin keeps two manifests that pin one file name differently (a team
@@ -20,6 +22,7 @@ modification time) and names the same pins; anything else is hashed again under 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -28,14 +31,15 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from ..errors import DownloadError
 from .integrity import hash_file, mismatch
 from .manifest import FileSpec
 
 __all__ = ["CachedFile", "cache_dir", "cached_path", "verified", "settle", "install", "discard",
-           "file_lock", "new_partial", "remove_stale_partials", "derived_copy", "remove_derived"]
+           "file_lock", "new_partial", "remove_stale_partials", "derived_copy", "remove_derived",
+           "create_exclusive", "CacheWriteError", "disk_error", "verify_read_only"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,8 @@ def _write_record(path: Path, **fields: object) -> dict:
     record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **fields}
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.verified-tmp")
     try:
-        tmp.write_text(json.dumps(record), encoding="utf-8")
+        with create_exclusive(tmp) as out:
+            out.write(json.dumps(record).encode("utf-8"))
         os.replace(tmp, _record_path(path))
     finally:
         tmp.unlink(missing_ok=True)
@@ -151,6 +156,19 @@ def install(partial: Path, spec: FileSpec, sha256: str) -> CachedFile:
     os.replace(partial, dest)
     _write_record(dest, sha256=sha256, pinned=spec.integrity())
     return CachedFile(dest, sha256)
+
+
+def verify_read_only(spec: FileSpec) -> CachedFile | None:
+    """The cached file when its bytes match ``spec``, checked without the lock and writing nothing
+    (for a cache that cannot be written: a read-only mount, another user's folder)."""
+    dest = cached_path(spec)
+    if not spec.has_own_hash or not dest.is_file():
+        return None
+    size = dest.stat().st_size
+    if spec.size is not None and size != spec.size:
+        return None
+    sha256, blob = hash_file(dest, want_blob=spec.git_blob_sha1 is not None)
+    return None if mismatch(spec, size, sha256, blob) else CachedFile(dest, sha256)
 
 
 def discard(path: Path) -> None:
@@ -243,7 +261,12 @@ def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path.with_name(path.name + ".lock")), timeout=1)
     try:
-        lock.acquire()
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise
+        except OSError as exc:                  # read-only (EROFS), not ours (EACCES), full (ENOSPC)
+            raise disk_error(exc, Path(lock.lock_file), "create its lock file") from None
     except LockTimeout:
         log.info("waiting for another process that is writing %s", path.name)
         try:
@@ -259,10 +282,46 @@ def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
         lock.release()
 
 
+def create_exclusive(path: Path) -> BinaryIO:
+    """Create ``path`` for writing, failing if anything (a file, a symlink) is already there: the
+    bytes can only ever land in a new file of ours."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_BINARY", 0), 0o644)
+    return os.fdopen(fd, "wb")
+
+
 def new_partial(spec: FileSpec) -> Path:
-    """A fresh, unique name for a download of ``spec`` in progress (in its cache folder)."""
+    """A new, empty file with a unique name for a download of ``spec`` in progress (in its cache
+    folder), created exclusively."""
     dest = cached_path(spec)
-    return dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.partial")
+    partial = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.partial")
+    create_exclusive(partial).close()
+    return partial
+
+
+class CacheWriteError(DownloadError):
+    """The cache could not be written (full disk, read-only folder): no other source would help.
+    ``read_only`` tells a folder that cannot be written from one that is full."""
+
+    read_only = False
+
+
+def disk_error(exc: OSError, path: Path, doing: str) -> CacheWriteError:
+    """A clear message for a file-system failure while writing ``path`` in the cache."""
+    where = path.parent
+    if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", -1):
+        hint = (f"the disk holding {where} is full. Free some space there, or set TORCH_HOME to a folder "
+                "on a disk with room, and run again (a download resumes where it stopped)")
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = (f"the cache folder {where} cannot be written. A cached file whose .verified record is "
+                "missing or out of date must be checked under its lock: make the folder writable, copy "
+                "the cache with its .verified files keeping times (cp -p), or set TORCH_HOME to a "
+                "writable folder")
+    else:
+        hint = "check the cache folder (or set TORCH_HOME to another folder) and try again"
+    error = CacheWriteError(f"could not {doing} ({path}): {exc.strerror or exc}; {hint}.")
+    error.read_only = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    return error
 
 
 def remove_stale_partials(spec: FileSpec) -> None:
@@ -313,6 +372,7 @@ def _make_derived(file: CachedFile, copy: Path, make: Callable[[Path], dict | No
     tmp = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")
     before = file.path.stat()
     try:
+        create_exclusive(tmp).close()                     # ours, new: never written through a link
         _record_path(copy).unlink(missing_ok=True)        # no record may describe a copy being replaced
         fields = make(tmp)
         after = file.path.stat()

@@ -186,3 +186,66 @@ def test_classify_options_reach_the_library(served_models, photos, capsys):
     rows = capsys.readouterr().out.splitlines()[2:]
     labels = [re.fullmatch(r"\s*\d+  (.*?)\s+[\d.]+ %", row).group(1) for row in rows]
     assert labels == expected.labels and len(labels) == 7
+
+
+# ----------------------------------------------------------------------------- output files (issue 14)
+
+
+def test_translate_never_writes_through_a_planted_symlink(served_models, photos, tmp_path, capsys):
+    path, _ = photos
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / ".bobby_zebra.png.partial").symlink_to(victim)      # the old fixed temporary name
+    assert main(["translate", str(path), "-o", str(out), "--size", "64", "-q"]) == 0
+    assert victim.read_text() == "precious"
+    assert Image.open(out / "bobby_zebra.png").size == (92, 64)
+    assert sorted(p.name for p in out.iterdir()) == [".bobby_zebra.png.partial", "bobby_zebra.png"]
+
+
+def test_translate_refuses_to_overwrite_unless_asked(served_models, photos, tmp_path, capsys, monkeypatch):
+    path, _ = photos
+    out = tmp_path / "out"
+    out.mkdir()
+    existing = out / "bobby_zebra.png"
+    existing.write_bytes(b"an earlier result")
+    assert main(["translate", str(path), "-o", str(out), "--size", "64", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "already exists; pass --overwrite" in err and "Traceback" not in err
+    assert existing.read_bytes() == b"an earlier result"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    existing.unlink()
+    existing.symlink_to(victim)                  # --overwrite replaces a link, never its target
+    assert main(["translate", str(path), "-o", str(out), "--size", "64", "--overwrite", "-q"]) == 0
+    assert victim.read_text() == "precious" and not existing.is_symlink()
+    assert Image.open(existing).size == (92, 64)
+
+
+def test_output_temp_file_is_created_exclusively(tmp_path, monkeypatch):
+    import types
+
+    from dlwp_models.cli import outputs
+
+    monkeypatch.setattr(outputs.uuid, "uuid4", lambda: types.SimpleNamespace(hex="guessed"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".result.png.guessed.partial").symlink_to(victim)   # an attacker who guessed the name
+    with pytest.raises(Exception, match="could not write") as info:
+        outputs.write_output(tmp_path / "result.png", lambda fh: fh.write(b"new"), overwrite=False)
+    assert "Traceback" not in str(info.value)
+    assert victim.read_text() == "precious" and not (tmp_path / "result.png").exists()
+
+
+def test_full_disk_while_writing_an_output_is_a_message(tmp_path):
+    from dlwp_models.cli import outputs
+    from dlwp_models.errors import DlwpError
+
+    def disk_full(fh):
+        fh.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DlwpError, match="result.png: the disk is full .*Free some space"):
+        outputs.write_output(tmp_path / "result.png", disk_full, overwrite=False)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "torch_home"] == []   # nothing half-written left

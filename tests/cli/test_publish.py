@@ -262,3 +262,67 @@ def test_num_classes_that_contradicts_the_file_is_refused(finetuned):
     checkpoint, _, _ = finetuned
     with pytest.raises(ValueError, match="the weights have 7 classes, but num_classes=10"):
         hub_resnet50(weights=str(checkpoint), num_classes=10)
+
+
+# ----------------------------------------------------------------------------- the token (issue 14)
+
+
+def publish_to(tmp_path, finetuned, **kwargs):
+    checkpoint, labels, _ = finetuned
+    return publish_checkpoint(checkpoint, model="resnet50", tag="tok", repo=REPO, release="r-token",
+                              manifest=tmp_path / "m.json", categories=labels, **kwargs)
+
+
+def test_token_echoed_by_an_error_reply_is_never_shown(api_env, finetuned, tmp_path, capsys):
+    api_env.echo_headers_next = True
+    with pytest.raises(PublishError) as info:
+        publish_to(tmp_path, finetuned)
+    assert "HTTP 500" in str(info.value) and "internal error" in str(info.value)
+    assert api_env.token not in str(info.value) and "Bearer ***" in str(info.value)
+    from dlwp_models.cli.main import main
+
+    api_env.echo_headers_next = True
+    checkpoint, labels, _ = finetuned
+    assert main(["publish", str(checkpoint), "--model", "resnet50", "--tag", "tok", "--repo", REPO,
+                 "--release", "r-token", "--manifest", str(tmp_path / "m.json"), "--categories", str(labels),
+                 "-q"]) == 1
+    captured = capsys.readouterr()
+    assert api_env.token not in captured.err + captured.out and "HTTP 500" in captured.err
+
+
+def test_token_never_goes_to_a_host_named_by_upload_url(api_env, finetuned, tmp_path):
+    from github_api import FakeGitHub
+
+    thief = FakeGitHub(api_env.files, token=api_env.token)
+    try:
+        # same address, other host name: a different origin as far as the token is concerned
+        api_env.upload_base = thief.base.replace("127.0.0.1", "localhost")
+        with pytest.raises(PublishError, match="refusing to send the GitHub token to http://localhost"):
+            publish_to(tmp_path, finetuned)
+        assert thief.calls == []
+    finally:
+        api_env.upload_base = None
+        thief.close()
+
+
+@pytest.mark.parametrize("api_url,why", [
+    ("http://api.example.invalid/api/v3", "must be an https:// URL"),
+    ("https://user:s3cret@api.example.invalid/api/v3", "must not contain credentials"),
+    ("ftp://api.example.invalid/", "must be an https:// URL"),
+])
+def test_unsafe_api_urls_are_refused_before_any_request(finetuned, tmp_path, monkeypatch, capsys, api_url, why):
+    monkeypatch.setenv("GITHUB_TOKEN", "tok-secret-123")
+    monkeypatch.setenv("GITHUB_API_URL", api_url)
+    with pytest.raises(PublishError, match=why) as info:
+        publish_to(tmp_path, finetuned)
+    assert "s3cret" not in str(info.value) and "tok-secret-123" not in str(info.value)
+    with pytest.raises(PublishError, match=why) as info:          # the dry run's printed URL too
+        publish_to(tmp_path, finetuned, dry_run=True)
+    assert "s3cret" not in str(info.value)
+
+
+def test_token_masking_covers_token_like_text():
+    from dlwp_models.cli.github import _mask
+
+    assert _mask("auth: Bearer abc.def, token ghp_0123456789abcdef; s3-cret", "s3-cret") == \
+        "auth: Bearer ***, token ***; ***"

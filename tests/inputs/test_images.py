@@ -203,3 +203,24 @@ def test_decompression_bomb(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 40,000 px is over the limit
     with pytest.raises(ImageInputError, match="too large to decode safely"):
         load_images(tmp_path / "big.png")
+
+
+def test_url_dripping_single_bytes_ends_at_the_deadline(weight_server, photo, monkeypatch):
+    """One byte at a time never completes a 64 KiB chunk: the deadline is checked after every read."""
+    monkeypatch.setattr(_images, "URL_DEADLINE", 1.0)
+    url = weight_server.serve("one-byte-drip.png", png_bytes(photo.resize((64, 64))), "image/png")
+    weight_server.inject("one-byte-drip.png", Fault("drip", seconds=0.1, after=40))
+    started = time.monotonic()
+    with pytest.raises(ImageFetchError, match="took longer than 1s"):
+        load_images(url)
+    assert time.monotonic() - started < 2.5
+
+
+def test_url_with_a_content_encoding_is_not_inflated(weight_server, photo):
+    import gzip
+
+    url = weight_server.serve("bomb.png", b"x", "image/png")
+    weight_server.inject("bomb.png", Fault("body", 200, body=gzip.compress(b"\0" * (32 << 20)),
+                                           headers={"Content-Encoding": "gzip", "Content-Type": "image/png"}))
+    with pytest.raises(ImageFetchError, match="Content-Encoding 'gzip'"):
+        load_images(url)

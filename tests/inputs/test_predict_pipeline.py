@@ -287,3 +287,32 @@ def test_a_closed_pil_image_is_a_clear_error(small_model):
     image.close()
     with pytest.raises(ImageInputError, match="was closed before it was passed"):
         small_model.predict(image)
+
+
+@pytest.mark.parametrize("size", [(40000, 1), (1, 40000)])
+def test_extreme_aspect_ratio_is_refused_fast_with_bounded_memory(small_model, tmp_path, size):
+    import resource
+
+    path = tmp_path / "sliver.png"
+    Image.new("RGB", size, (200, 10, 10)).save(path)         # a few hundred bytes
+    assert path.stat().st_size < 1000
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(ImageInputError, match="DLWP_MAX_RESIZED_PIXELS") as info:
+        small_model.predict(str(path))
+    assert time.monotonic() - started < 3
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert grown_mib < 300                                  # the resize would have taken ~10 GB
+    assert "limit of 16,777,216" in str(info.value)
+
+
+def test_resized_pixel_limit_can_be_raised(monkeypatch):
+    transform = ClassifierTransform(256, 224, **IMAGENET)
+    wide = Image.new("RGB", (4000, 10))                     # resized to 102400x256
+    with pytest.raises(ImageInputError, match="would be resized to 102400x256"):
+        transform.crop_pixels(wide)
+    monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", str(102400 * 256))
+    assert tuple(transform.crop_pixels(wide).shape) == (224, 224, 3)
+    monkeypatch.delenv("DLWP_MAX_RESIZED_PIXELS")
+    with pytest.raises(ImageInputError, match="would be resized"):   # tensors are checked too
+        transform.crop_pixels(torch.rand(3, 10, 4000))

@@ -1123,3 +1123,53 @@ def test_cli_beam_size_reaches_the_search(weight_server, upstream_files, tmp_pat
     for beam, sentence in ((1, "dog runs"), (2, "cat sleeps")):
         assert main(["caption", str(image), "--beam-size", str(beam), "-q"]) == 0
         assert capsys.readouterr().out.strip() == f"{image}: {sentence}"
+
+
+# =========================================================================== tiny images (issue 14)
+
+
+@pytest.mark.parametrize("height,width", [(1, 64), (2, 64), (64, 1), (64, 2), (1, 1), (3, 2)])
+def test_an_image_too_small_to_encode_is_named_before_any_encoding(captioner, monkeypatch, height, width):
+    from dlwp_models.errors import ImageInputError
+    from dlwp_models.models.captioning.model import ImagesTooSmallError
+
+    encoded = []
+    monkeypatch.setattr(captioner, "encode", lambda x: encoded.append(x) or torch.zeros(len(x), 2048))
+    with pytest.raises(ImagesTooSmallError, match=f"image 1 is {width}x{height} pixels.*at least 3") as info:
+        captioner.caption([random_image(40, 50), random_image(height, width)])
+    assert info.value.indices == [1] and isinstance(info.value, ImageInputError)
+    assert encoded == []                                     # nothing was encoded for nothing
+
+
+def test_the_smallest_encodable_image_is_captioned(captioner):
+    assert isinstance(captioner.caption(random_image(3, 3)), str)
+    assert isinstance(captioner.caption(random_image(3, 40)), str)
+
+
+def test_cli_caption_fails_only_the_tiny_image(published, captioner, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from dlwp_models.cli.main import main
+
+    good, tiny = tmp_path / "good.png", tmp_path / "tiny.png"
+    Image.fromarray(random_image(40, 50)).save(good)
+    Image.fromarray(random_image(2, 50)).save(tiny)
+    monkeypatch.setenv("TORCH_HOME", str(published.home))
+    monkeypatch.setenv("DLWP_MANIFEST", str(published.manifest))
+    assert main(["caption", str(tiny), str(good), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"{good}: {captioner.caption(str(good))}\n"
+    assert captured.err.startswith(f"dlwp: error: {tiny}: too small to caption") and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("opcode", [b"\x8e", b"\x8d", b"\x96"])   # BINBYTES8, BINUNICODE8, BYTEARRAY8
+def test_vocabulary_pickle_declaring_a_huge_object_is_refused_before_allocating(tmp_path, opcode):
+    import resource
+    import struct
+
+    path = tmp_path / "fc-infos.pkl"
+    path.write_bytes(b"\x80\x05" + opcode + struct.pack("<Q", 1 << 40) + b"tiny" + b".")   # 1 TiB declared
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UnsafeFileError, match="declares a 1,099,511,627,776-byte object"):
+        read_vocabulary(path)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) < 100 * 1024

@@ -27,14 +27,26 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ...errors import ImageInputError
 from ...inputs.transforms import MAX_SIDE, CaptionTransform, fit_side
 from ...weights.manifest import WeightSet
 from .decoder import SEQ_LENGTH, FCDecoder, check_decoder_fits, check_generate_args
 
-__all__ = ["NeuralTalk2", "BATCH_PIXELS"]
+__all__ = ["NeuralTalk2", "BATCH_PIXELS", "MIN_SIDE", "ImagesTooSmallError"]
 
 #: same-size images are encoded together in batches of at most this many pixels in all
 BATCH_PIXELS = 1 << 18   # larger encoder batches are slower per image on CPUs (benchmarks/README.md)
+#: the encoder's pooling needs at least this many pixels on each side (after ``max_side``)
+MIN_SIDE = 3
+
+
+class ImagesTooSmallError(ImageInputError):
+    """Some images of a :meth:`NeuralTalk2.caption` call are too small to encode. Raised before any
+    encoding; ``indices`` lists them (0-based, input order), so a caller can caption the others."""
+
+    def __init__(self, message: str, indices: list[int]) -> None:
+        super().__init__(message)
+        self.indices = indices
 
 
 class NeuralTalk2(nn.Module):
@@ -102,6 +114,11 @@ class NeuralTalk2(nn.Module):
         Returns:
             a sentence for one input, else a list of sentences in input order.
 
+        Raises:
+            ImagesTooSmallError: (an :class:`~dlwp_models.ImageInputError`) before any encoding, when
+                an image has a side under :data:`MIN_SIDE` pixels (after ``max_side``); its
+                ``indices`` name those images, so the others can be captioned without them.
+
         Example::
 
             captioner = torch.hub.load("org/dlwp", "neuraltalk2", pretrained=True)
@@ -118,6 +135,7 @@ class NeuralTalk2(nn.Module):
         items, single = load_images(inputs)
         batch = [self.transforms(fit_side(item, max_side, "the image" if single else f"image {i}"))
                  for i, item in enumerate(items)]                       # (3, H_i, W_i) each
+        _check_sides(batch, single)
         features = self._encode_all(batch)                              # (N, 2048)
         seq = self.decoder.generate(features, beam_size=beam_size, sample=sample, temperature=temperature,
                                     max_length=max_length, beam_select=beam_select)
@@ -135,3 +153,14 @@ class NeuralTalk2(nn.Module):
             for i, feature in zip(chunk, self.encode(x)):
                 features[i] = feature
         return torch.stack(features)                                    # type: ignore[arg-type]
+
+
+def _check_sides(batch: list[torch.Tensor], single: bool) -> None:
+    small = [i for i, x in enumerate(batch) if min(x.shape[-2:]) < MIN_SIDE]
+    if not small:
+        return
+    sizes = ", ".join(f"{'the image' if single else f'image {i}'} is {batch[i].shape[-1]}x{batch[i].shape[-2]}"
+                      for i in small)
+    raise ImagesTooSmallError(
+        f"{sizes} pixels (width x height, after max_side); the captioning encoder needs at least {MIN_SIDE} "
+        "pixels on each side. Upscale such images, or caption the others without them.", small)

@@ -4,6 +4,7 @@ only the ``vocab`` mapping is kept."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -66,12 +67,59 @@ def read_vocabulary(path: str | Path) -> dict[int, str]:
     ``vocab`` is discarded.
     """
     path = Path(path)
+    _check_declared_sizes(path)
     infos = restricted_load(path, _VOCAB_GLOBALS, encoding="latin1")
     if not isinstance(infos, dict) or not isinstance(infos.get("vocab"), dict):
         raise IncompatibleWeightsError(
             f"{path.name} holds no 'vocab' mapping, so it is not an ImageCaptioning.pytorch infos file. "
             "Use the vocabulary file published with the decoder (fc-infos.pkl).")
     return _check_vocabulary(infos["vocab"], source=path.name)
+
+
+_LENGTH_FIELDS = {-2: ("<B", 1), -3: ("<i", 4), -4: ("<I", 4), -5: ("<Q", 8)}   # pickletools' TAKEN_FROM_ARGUMENT*
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Walk the pickle's opcodes (nothing is decoded, built or run) and refuse it when any declared
+    length exceeds what is left of the file, before the unpickler would allocate it."""
+    import pickletools
+    import struct
+
+    def refuse(why: str) -> UnsafeFileError:
+        return UnsafeFileError(f"{path.name} {why}: it is damaged or crafted, not a vocabulary pickle. "
+                               "Delete it from the cache and fetch it again.")
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        while True:
+            code = fh.read(1)
+            if not code:
+                raise refuse("ends before its STOP opcode")
+            op = pickletools.code2op.get(code.decode("latin-1"))
+            if op is None:
+                raise refuse(f"holds an unknown pickle opcode {code!r} at byte {fh.tell() - 1}")
+            if op.name == "STOP":
+                return
+            arg = op.arg
+            if arg is None:
+                continue
+            if arg.n == pickletools.UP_TO_NEWLINE:
+                for _ in range(2 if arg.name == "stringnl_noescape_pair" else 1):
+                    fh.readline()
+                continue
+            if arg.n > 0:
+                length = arg.n
+            else:
+                fmt, width = _LENGTH_FIELDS[arg.n]
+                field = fh.read(width)
+                if len(field) < width:
+                    raise refuse("ends inside an opcode")
+                length = struct.unpack(fmt, field)[0]
+            left = size - fh.tell()
+            if length < 0 or length > left:
+                raise refuse(f"declares a {length:,}-byte object but only {left:,} bytes follow")
+            if op.name != "FRAME":                  # a frame's bytes are opcodes: walk into them
+                fh.seek(length, os.SEEK_CUR)
 
 
 def _check_vocabulary(raw: Mapping[Any, Any], *, source: str) -> dict[int, str]:
