@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-__all__ = ["IMAGE_SUFFIXES", "expand", "count", "is_known_count"]
+__all__ = ["IMAGE_SUFFIXES", "InputListError", "expand", "count", "is_known_count"]
 
 #: the file name endings a folder search picks up (other files in a folder are left alone)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
