@@ -184,6 +184,16 @@ def test_output_to_stdout_writes_json_lines(use_env, mixed, capsys):
     assert err.strip().splitlines()[-1] == "0 of 2 failed"
 
 
+def test_progress_shows_done_of_total_and_rate_when_asked(use_env, mixed, tmp_path, capsys):
+    folder, good, bad = mixed
+    code, _, err = run_main(["classify", str(folder), "--model", "squeezenet1_1", "--output", str(tmp_path / "r.csv"),
+                             "--progress", "-q"], capsys)
+    assert code == 1 and "9/9" in err and "img/s" in err
+    code, _, err = run_main(["classify", str(good[0]), "--model", "squeezenet1_1", "--output", str(tmp_path / "s.csv"),
+                             "-q"], capsys)
+    assert code == 0 and err.strip() == "0 of 1 failed"             # not a terminal: no bar
+
+
 def test_a_missing_list_file_is_one_clear_error(use_env, tmp_path, capsys):
     code, _, err = run_main(["classify", f"@{tmp_path / 'nope.txt'}", "--model", "squeezenet1_1",
                              "--output", str(tmp_path / "r.jsonl"), "-q"], capsys)
