@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from typing import Sequence
 
 from .. import __version__
+from .batch import add_batch_options, batch_usage_error, run_batch
 from ..errors import DlwpError
 from ..models.classifiers import CLASSIFIERS
 from ..weights.download import fetch
@@ -97,6 +98,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     if args.model not in CLASSIFIERS:
         raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
+    if args.records is not None:
+        return run_batch(args, "classify")
     image_sources(args.images)          # missing files, folders, bad URLs fail before any download
     model = build(args.model, weights=args.weights or "DEFAULT", progress=not args.quiet)
     results = model.predict(args.images, topk=args.topk)   # decoded in worker threads, in batches
@@ -111,7 +114,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     from .outputs import check_free, write_output
 
-    outputs = [args.output / f"{_stem(path)}_zebra.png" for path in args.images]
+    if args.records is not None:
+        return run_batch(args, "translate")
+    outputs = [args.output_dir / f"{_stem(path)}_zebra.png" for path in args.images]
     clash = next((out for i, out in enumerate(outputs) if out in outputs[:i]), None)
     if clash is not None:
         raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
@@ -121,7 +126,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     images = _load_inputs(args.images)
     model = build("cyclegan", weights=args.weights or "DEFAULT", progress=not args.quiet)
     translated = model.translate(images, size=args.size, preset=args.preset)
-    args.output.mkdir(parents=True, exist_ok=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     for path, image, out in zip(args.images, translated, outputs):
         # a new temporary file of ours (never through a planted link), moved into place whole
         write_output(out, lambda fh: image.save(fh, format="PNG"), overwrite=args.overwrite)
@@ -145,6 +150,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
     from ..models.captioning.model import MIN_SIDE, ImagesTooSmallError
 
+    if args.records is not None:
+        return run_batch(args, "caption")
     images = _load_inputs(args.images)
     model = build("neuraltalk2", weights=args.weights or "DEFAULT", progress=not args.quiet)
     failed: dict[int, str] = {}
@@ -209,6 +216,10 @@ class _UsageError(Exception):
     pass
 
 
+_INPUTS_HELP = ("image files or http(s) URLs; with --output also folders, quoted globs, @list.txt or - "
+                "(a list on standard input)")
+
+
 def _size_arg(text: str) -> int | None:
     from ..models.cyclegan import MIN_SIDE
 
@@ -251,16 +262,18 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_fetch)
 
     p = sub.add_parser("classify", help="top-k ImageNet labels for images")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
+    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
     p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
     p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
     p.add_argument("--topk", type=_positive_int, default=5, help="how many labels per image (default: 5)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_batch_options(p)
     p.set_defaults(run=cmd_classify)
 
     p = sub.add_parser("translate", help="turn horses into zebras (CycleGAN)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
-    p.add_argument("-o", "--output", type=Path, required=True, help="folder for <stem>_zebra.png files")
+    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
+    p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR",
+                   help="folder for <stem>_zebra.png files")
     p.add_argument("--preset", choices=("trained", "book"), default="trained",
                    help="input scaling: as the weights were trained (default) or as the book feeds it")
     p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
@@ -268,13 +281,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing <stem>_zebra.png files (default: refuse before translating)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_batch_options(p)
     p.set_defaults(run=cmd_translate)
 
     p = sub.add_parser("caption", help="describe images in a sentence (NeuralTalk2)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
+    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
     p.add_argument("--beam-size", type=_positive_int, default=2, help="beam width (default: 2, as the book)")
     p.add_argument("--weights", help="weight tag (default: coco_fc)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_batch_options(p)
     p.set_defaults(run=cmd_caption)
 
     p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
@@ -306,6 +321,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "records") and (problem := batch_usage_error(args)):
+        parser.error(problem)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="dlwp: %(levelname)s: %(message)s")
     try:

@@ -19,8 +19,15 @@ class Prediction(list):
            2  Labrador retriever    2.81 %
     """
 
-    def __init__(self, pairs: Iterable[tuple[str, float]] = ()) -> None:
+    #: the category index of each label, best first, when the classifier gave them (``predict``
+    #: does); labels need not be unique (ImageNet has two "crane"s), indices are
+    indices: list[int] | None
+
+    def __init__(self, pairs: Iterable[tuple[str, float]] = (), indices: Iterable[int] | None = None) -> None:
         super().__init__((str(label), float(percent)) for label, percent in pairs)
+        self.indices = None if indices is None else [int(i) for i in indices]
+        if self.indices is not None and len(self.indices) != len(self):
+            raise ValueError(f"got {len(self)} labels but {len(self.indices)} indices; pass one index per label.")
 
     @property
     def labels(self) -> list[str]:
@@ -42,4 +49,4 @@ class Prediction(list):
         return "\n".join(lines)
 
     def __reduce__(self):  # pickle as a Prediction, not via list's item protocol alone
-        return (type(self), (list(self),))
+        return (type(self), (list(self), self.indices))

@@ -22,7 +22,7 @@ the vocabulary are read and checked against each other before the encoder is tou
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -126,21 +126,53 @@ class NeuralTalk2(nn.Module):
         """
         from ...inputs.images import load_images
 
-        check_generate_args(beam_size=beam_size, sample=sample, temperature=temperature,
-                             max_length=max_length, beam_select=beam_select,
-                             width=self.decoder.config.vocab_size + 1)
-        if max_side is not None and (not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 1):
-            raise ValueError(f"max_side must be None or a positive integer, got {max_side!r}. Use e.g. "
-                             f"{MAX_SIDE}, or None to keep every image's size.")
+        self._check_caption_args(beam_size=beam_size, sample=sample, temperature=temperature,
+                                 max_length=max_length, beam_select=beam_select, max_side=max_side)
         items, single = load_images(inputs)
         batch = [self.transforms(fit_side(item, max_side, "the image" if single else f"image {i}"))
                  for i, item in enumerate(items)]                       # (3, H_i, W_i) each
         _check_sides(batch, single)
-        features = self._encode_all(batch)                              # (N, 2048)
-        seq = self.decoder.generate(features, beam_size=beam_size, sample=sample, temperature=temperature,
-                                    max_length=max_length, beam_select=beam_select)
-        sentences = self.decode(seq)
+        sentences = self._caption_batch(batch, beam_size=beam_size, sample=sample, temperature=temperature,
+                                        max_length=max_length, beam_select=beam_select)
         return sentences[0] if single else sentences
+
+    def caption_stream(self, inputs: Iterable[Any], *, beam_size: int = 2, sample: bool = False,
+                       temperature: float = 1.0, max_length: int = SEQ_LENGTH, beam_select: str = "first",
+                       max_side: int | None = MAX_SIDE, batch_size: int = 8) -> Iterator[tuple[Any, Any]]:
+        """:meth:`caption` for any number of inputs, lazily: ``(input, outcome)`` per input, in
+        order, as soon as its batch of ``batch_size`` is done. ``outcome`` is the sentence (what
+        ``caption`` gives for that input) or the exception the input raised (a damaged or missing
+        file costs only its own answer). Inputs are decoded in worker threads, in order, a bounded
+        number ahead; memory holds about one batch. The arguments are :meth:`caption`'s.
+        """
+        from ...inputs.streaming import stream_batches
+
+        args = dict(beam_size=beam_size, sample=sample, temperature=temperature, max_length=max_length,
+                    beam_select=beam_select)
+        self._check_caption_args(max_side=max_side, **args)
+
+        def prepare(item: Any) -> torch.Tensor:
+            x = self.transforms(fit_side(item, max_side, "the image"))
+            _check_sides([x], True)                                     # too small: this input fails alone
+            return x
+
+        def run(batch: list[torch.Tensor]) -> list[str]:
+            with torch.inference_mode():
+                return self._caption_batch(batch, **args)
+
+        on_cpu = next(self.decoder.parameters()).device.type == "cpu"
+        yield from stream_batches(inputs, prepare, run, batch_size=batch_size, on_cpu=on_cpu)
+
+    def _check_caption_args(self, *, max_side: Any, **generate_args: Any) -> None:
+        check_generate_args(width=self.decoder.config.vocab_size + 1, **generate_args)
+        if max_side is not None and (not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 1):
+            raise ValueError(f"max_side must be None or a positive integer, got {max_side!r}. Use e.g. "
+                             f"{MAX_SIDE}, or None to keep every image's size.")
+
+    def _caption_batch(self, batch: list[torch.Tensor], **generate_args: Any) -> list[str]:
+        """Prepared (3, H_i, W_i) images → their sentences."""
+        features = self._encode_all(batch)                              # (N, 2048)
+        return self.decode(self.decoder.generate(features, **generate_args))
 
     def _encode_all(self, batch: list[torch.Tensor]) -> torch.Tensor:
         """Encode images of any sizes: equal sizes together, in chunks of at most BATCH_PIXELS."""

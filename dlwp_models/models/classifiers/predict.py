@@ -3,8 +3,9 @@ one-call :meth:`ClassifierMixin.predict`, mixed into the torchvision class (:fun
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from itertools import chain, islice
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -52,6 +53,53 @@ class ClassifierMixin:
             >>> model.predict("bobby.jpg", topk=2)
             [('golden retriever', 96.29...), ('Labrador retriever', 2.81...)]
         """
+        categories, batch_size = self._checked(topk, batch_size)
+        from ...inputs.images import image_sources
+        from ...inputs.pipeline import default_workers, ordered_map
+
+        sources, single = image_sources(inputs)
+        prepare_one, classify, on_cpu = self._batch_functions(topk)
+
+        def prepare(source: Any) -> list[torch.Tensor]:
+            return [prepare_one(item) for item in source()]
+
+        workers = default_workers() if len(sources) > 1 else 1
+        # on the CPU, the workers prepare a whole batch while the model waits and then wait while it
+        # runs (sharing the cores makes both slower); on a GPU they prepare the next batch meanwhile
+        prepared = ordered_map(prepare, sources, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size,
+                               overlap=not on_cpu)
+        pixels = chain.from_iterable(prepared)
+        results: list[Prediction] = []
+        try:
+            with self._evaluating(), torch.inference_mode():
+                while batch := list(islice(pixels, batch_size)):
+                    results += classify(batch)
+        finally:
+            prepared.close()
+        return results[0] if single else results
+
+    def predict_stream(self, inputs: Iterable[Any], topk: int = 5, *,
+                       batch_size: int | None = None) -> Iterator[tuple[Any, "Prediction | BaseException"]]:
+        """:meth:`predict` for any number of inputs, lazily: ``(input, outcome)`` per input, in
+        order, as soon as its batch is done. ``outcome`` is the input's :class:`Prediction` (with
+        ``indices``), equal to what ``predict`` gives for it, or the exception it raised (a damaged
+        or missing file costs only its own answer). ``inputs`` is an iterable of single images
+        (paths, URLs, …), read a bounded number ahead; memory holds about one batch.
+        """
+        from ...inputs.streaming import stream_batches
+
+        _, batch_size = self._checked(topk, batch_size)
+        prepare_one, classify, on_cpu = self._batch_functions(topk)
+
+        def run(batch: list[torch.Tensor]) -> list[Prediction]:
+            with torch.inference_mode():
+                return classify(batch)
+
+        with self._evaluating():
+            yield from stream_batches(inputs, prepare_one, run, batch_size=batch_size, on_cpu=on_cpu)
+
+    def _checked(self, topk: Any, batch_size: Any) -> tuple[list[str], int]:
+        """The categories and the batch size, after checking the arguments of predict."""
         categories = self.categories
         if not categories:
             raise ValueError("this model has no category names (model.categories is None: it was built "
@@ -66,12 +114,14 @@ class ClassifierMixin:
             batch_size = self.default_batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        return categories, batch_size
 
-        from ...inputs.images import image_sources
-        from ...inputs.pipeline import default_workers, ordered_map
-
-        sources, single = image_sources(inputs)
-        assert isinstance(self, nn.Module)
+    def _batch_functions(self, topk: int) -> tuple[Callable[[Any], torch.Tensor],
+                                                  Callable[[list[torch.Tensor]], list[Prediction]], bool]:
+        """``(prepare, classify, on_cpu)``: one image → its cropped pixels (any thread), a list of
+        those → their predictions (one forward pass), and whether the model is on the CPU."""
+        categories = self.categories
+        assert isinstance(self, nn.Module) and categories
         param = next(self.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -81,38 +131,32 @@ class ClassifierMixin:
         else:  # the caller's own callable (e.g. a torchvision preset): image -> normalised CHW tensor
             prepare_one, collate = transforms, _stack_normalised
 
-        def prepare(source: Any) -> list[torch.Tensor]:
-            return [prepare_one(item) for item in source()]
+        def classify(batch: list[torch.Tensor]) -> list[Prediction]:
+            logits = self(collate(batch, device, dtype))
+            if isinstance(logits, tuple):  # InceptionOutputs when scripted
+                logits = logits[0]
+            if logits.dim() != 2 or logits.shape[1] != len(categories):
+                raise ValueError(
+                    f"the model outputs shape {tuple(logits.shape)}, but it has {len(categories)} "
+                    "category names. Set model.categories to one label per output.")
+            percent = torch.softmax(logits.float(), dim=1) * 100
+            values, indices = percent.topk(topk, dim=1)
+            return [Prediction(((categories[i], v) for i, v in zip(row_indices, row_values)), row_indices)
+                    for row_values, row_indices in zip(values.tolist(), indices.tolist())]
 
-        workers = default_workers() if len(sources) > 1 else 1
-        # on the CPU, the workers prepare a whole batch while the model waits and then wait while it
-        # runs (sharing the cores makes both slower); on a GPU they prepare the next batch meanwhile
-        on_cpu = device.type == "cpu"
-        prepared = ordered_map(prepare, sources, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size,
-                               overlap=not on_cpu)
-        pixels = chain.from_iterable(prepared)
+        return prepare_one, classify, device.type == "cpu"
+
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode inside, each module's own train/eval mode restored afterwards."""
+        assert isinstance(self, nn.Module)
         modes = [(module, module.training) for module in self.modules()]
-        results: list[Prediction] = []
         self.eval()
         try:
-            with torch.inference_mode():
-                while batch := list(islice(pixels, batch_size)):
-                    logits = self(collate(batch, device, dtype))
-                    if isinstance(logits, tuple):  # InceptionOutputs when scripted
-                        logits = logits[0]
-                    if logits.dim() != 2 or logits.shape[1] != len(categories):
-                        raise ValueError(
-                            f"the model outputs shape {tuple(logits.shape)}, but it has {len(categories)} "
-                            "category names. Set model.categories to one label per output.")
-                    percent = torch.softmax(logits.float(), dim=1) * 100
-                    values, indices = percent.topk(topk, dim=1)
-                    for row_values, row_indices in zip(values.tolist(), indices.tolist()):
-                        results.append(Prediction((categories[i], v) for i, v in zip(row_indices, row_values)))
+            yield
         finally:
-            prepared.close()
             for module, training in modes:
                 module.training = training
-        return results[0] if single else results
 
 
 def _stack_normalised(tensors: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -29,7 +29,7 @@ that the output size always equals the resized input size.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -171,7 +171,39 @@ class ResNetGenerator(nn.Module):
             zebra = model.translate("horse.jpg")                  # PIL image, shorter side 256
             zebra.save("zebra.png")
         """
-        from ...inputs.images import image_hw, load_images, same_size_chunks
+        from ...inputs.images import load_images
+
+        prepare = self._preparer(size=size, preset=preset, max_pixels=max_pixels)
+        items, single = load_images(inputs)
+        batch = [prepare(item, "the image" if single else f"image {index}")       # (3, new_h, new_w)
+                 for index, item in enumerate(items)]
+        outputs = self._translate_batch(batch)
+        return outputs[0] if single else outputs
+
+    def translate_stream(self, inputs: Iterable[Any], *, size: int | None = 256, preset: str = "trained",
+                         max_pixels: int | None = MAX_PIXELS, batch_size: int = 4) -> Iterator[tuple[Any, Any]]:
+        """:meth:`translate` for any number of inputs, lazily: ``(input, outcome)`` per input, in
+        order, as soon as its batch of ``batch_size`` is done. ``outcome`` is the translated PIL
+        image (what ``translate`` gives for that input) or the exception the input raised (a
+        damaged or missing file costs only its own answer). Inputs are decoded and resized in
+        worker threads, in order, a bounded number ahead; memory holds about one batch.
+        """
+        from ...inputs.streaming import stream_batches
+
+        prepare = self._preparer(size=size, preset=preset, max_pixels=max_pixels)
+
+        def run(batch: list[torch.Tensor]) -> list[Any]:
+            with torch.inference_mode():
+                return self._translate_batch(batch)
+
+        on_cpu = next(self.parameters()).device.type == "cpu"
+        yield from stream_batches(inputs, lambda item: prepare(item, "the image"), run,
+                                  batch_size=batch_size, on_cpu=on_cpu)
+
+    def _preparer(self, *, size: int | None, preset: str, max_pixels: int | None) -> Callable[[Any, str], torch.Tensor]:
+        """After checking translate's arguments: ``prepare(image, where)`` → the (3, H', W') network
+        input, refusing an image too small or too large (ImageInputError naming ``where``)."""
+        from ...inputs.images import image_hw
 
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}. Use 'trained' "
@@ -185,14 +217,11 @@ class ResNetGenerator(nn.Module):
         if self.input_nc != 3 or self.output_nc != 3:
             raise ValueError(f"translate works on RGB images, but this generator has input_nc="
                              f"{self.input_nc}, output_nc={self.output_nc}; call the module on tensors.")
-
-        items, single = load_images(inputs)
         transform = self.transforms.configured(size=size, preset=preset)
-        batch = []
-        for index, item in enumerate(items):
+
+        def prepare(item: Any, where: str) -> torch.Tensor:
             height, width = image_hw(item)
             new_h, new_w = transform.output_size(height, width)
-            where = "the image" if single else f"image {index}"
             if min(new_h, new_w) < MIN_SIDE:
                 raise ImageInputError(
                     f"{where} is {width}×{height} (width×height) and would be {new_w}×{new_h} after "
@@ -204,7 +233,13 @@ class ResNetGenerator(nn.Module):
                     f"size={size!r}, above the memory guard of {max_pixels / 1e6:.1f} megapixels "
                     "(about 1 KiB of activations per pixel). Pass a smaller size= (e.g. size=1024), "
                     "or a larger max_pixels= if this machine has the memory.")
-            batch.append(transform(item))                                   # (3, new_h, new_w)
+            return transform(item)
+
+        return prepare
+
+    def _translate_batch(self, batch: list[torch.Tensor]) -> list[Any]:
+        """Prepared (3, H_i, W_i) inputs → their PIL images: same sizes together, BATCH_PIXELS at a time."""
+        from ...inputs.images import same_size_chunks
 
         param = next(self.parameters())
         outputs: list[Any] = [None] * len(batch)
@@ -214,7 +249,7 @@ class ResNetGenerator(nn.Module):
                 y = self._forward_same_size(x)                              # (n, 3, H, W) in [-1, 1]
                 for i, image in zip(chunk, _to_pil_images(y)):
                     outputs[i] = image
-        return outputs[0] if single else outputs
+        return outputs
 
 
 @contextmanager

@@ -1,0 +1,112 @@
+"""``--engine ray``: the same batch job on Ray Data (imported only when asked for).
+
+The inputs become a dataset; each is read and decoded by a Ray task (so the cluster's cores do
+the decoding); inference runs in ``map_batches`` on a pool of ``--num-workers`` actors, each
+building the model once through dlwp's normal path (cache, mirrors, ``DLWP_OFFLINE`` and the
+``DLWP_*`` settings of the driver apply on every node), with one GPU per actor under ``--device
+cuda``. An actor that dies is restarted and its batch retried, so every input gets exactly one
+record; records arrive in the order batches finish. Inputs must be readable from every node (a
+shared file system, or URLs), and translate's ``-o`` folder writable from every node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from ...errors import DlwpError
+from .tasks import Job, error_record, error_text, job_records, load_model
+
+__all__ = ["RayNotInstalledError", "ray_engine"]
+
+log = logging.getLogger(__name__)
+
+#: logical CPUs an inference actor asks for: below 1, so that decoding tasks still get a share of a
+#: small machine's CPUs. (Ray then runs the actor's torch on one thread: on CPUs, use about one
+#: worker per core.)
+ACTOR_CPUS = 0.5
+DECODE_CPUS = 0.25
+
+
+class RayNotInstalledError(DlwpError, ImportError):
+    """--engine ray was asked for, and Ray Data cannot be imported."""
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RayNotInstalledError(
+            f"--engine ray needs Ray Data, which cannot be imported here ({exc}). Install it with "
+            "pip install -e \".[ray]\" (or pip install \"ray[data]\"), or run with --engine local.") from None
+    return ray
+
+
+def ray_engine(*, address: str | None, num_workers: int, quiet: bool) -> Callable[[Job], Callable[[Iterable[str]], Iterator[dict]]]:
+    """An engine (see :mod:`.runner`) that runs jobs on the Ray cluster at ``address`` (default:
+    ``$RAY_ADDRESS``, else a local Ray started for this run) with ``num_workers`` model actors."""
+    ray = _import_ray()
+
+    def start(job: Job) -> Callable[[Iterable[str]], Iterator[dict]]:
+        if not ray.is_initialized():
+            target = address or os.environ.get("RAY_ADDRESS") or None
+            settings = {key: value for key, value in os.environ.items() if key.startswith("DLWP_")}
+            ray.init(address=target, include_dashboard=False, log_to_driver=not quiet,
+                     logging_level=logging.WARNING, runtime_env={"env_vars": settings} if settings else None)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        return lambda todo: _records(ray, job, todo, num_workers)
+
+    return start
+
+
+def _records(ray: Any, job: Job, todo: Iterable[str], num_workers: int) -> Iterator[dict]:
+    items = [{"input": item} for item in todo]
+    if not items:
+        return
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 1000)))
+    ds = ds.map(_decode_row, num_cpus=DECODE_CPUS)
+    ds = ds.map_batches(_Answerer, fn_constructor_kwargs={"job": job}, batch_format="numpy",
+                        batch_size=job.default_batch_size or 16, concurrency=num_workers,
+                        num_cpus=ACTOR_CPUS, num_gpus=1 if job.device == "cuda" else 0)
+    # Ray Data restarts a dead actor and retries its batch (max_restarts = max_task_retries = -1)
+    for row in ds.iter_rows():
+        yield json.loads(row["record"])
+
+
+def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Ray task: read and decode one input into RGB pixels (or say why it cannot be)."""
+    from ...inputs.images import load_image
+    from ...inputs.streaming import INPUT_ERRORS
+
+    name = str(row["input"])
+    try:
+        pixels = np.asarray(load_image(name), dtype=np.uint8)          # (H, W, 3)
+    except INPUT_ERRORS as exc:
+        return {"input": name, "error": error_text(exc), "pixels": b"", "height": 0, "width": 0}
+    return {"input": name, "error": "", "pixels": pixels.tobytes(), "height": pixels.shape[0],
+            "width": pixels.shape[1]}
+
+
+class _Answerer:
+    """A Ray actor holding one model: decoded inputs in, one JSON record per input out."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.model = load_model(job, progress=False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        names = [str(name) for name in batch["input"]]
+        failed = {i: str(batch["error"][i]) for i in range(len(names)) if batch["error"][i]}
+        ok = [i for i in range(len(names)) if i not in failed]
+        images = (np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["height"][i]),
+                                                                            int(batch["width"][i]), 3) for i in ok)
+        records = {i: record for i, record in zip(ok, job_records(self.job, self.model, images,
+                                                                  names=(names[i] for i in ok)))}
+        records.update((i, error_record(names[i], message)) for i, message in failed.items())
+        return {"record": [json.dumps(records[i], ensure_ascii=False) for i in range(len(names))]}

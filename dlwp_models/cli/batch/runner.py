@@ -1,0 +1,127 @@
+"""The batch-job loop shared by both engines: expand the inputs lazily, skip those a resumed
+output already answers, hand the rest to an engine, write each record as it comes, show progress,
+and end with the exit status and the line "N of M failed"."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from . import inputs as batch_inputs
+from .records import open_writer, resume
+from .tasks import Job, error_record, job_records, load_model, output_path
+
+__all__ = ["Settings", "run_job", "local_engine"]
+
+#: an engine takes a job, gets ready (builds the model, starts Ray, …) and returns the function
+#: that turns the inputs to do into records
+Engine = Callable[[Job], Callable[[Iterable[str]], Iterable[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run a job: where records go and what to do on failures."""
+
+    specs: tuple[str, ...]          # INPUTS as given
+    output: str                     # a .jsonl / .csv path, or "-"
+    resume: bool = False
+    stop_on_error: bool = False
+    progress: bool | None = None    # None: on a terminal only
+    quiet: bool = False             # no download bars
+
+
+def local_engine(quiet: bool) -> Engine:
+    """This process: the model is built once; inputs are decoded in worker threads, in order."""
+
+    def start(job: Job) -> Callable[[Iterable[str]], Iterator[dict[str, Any]]]:
+        model = load_model(job, progress=not quiet)
+        return lambda todo: job_records(job, model, todo)
+
+    return start
+
+
+def run_job(job: Job, settings: Settings, engine: Engine) -> int:
+    """Run ``job`` on the inputs of ``settings`` through ``engine``; 0 when every input succeeded,
+    else 1 (the last line on standard error says how many failed)."""
+    done = resume(settings.output, task=job.task, topk=job.topk) if settings.resume else set()
+    total = _total(settings)
+    answer = engine(job)                 # a model that cannot be built fails before the output is touched
+    writer = open_writer(settings.output, task=job.task, topk=job.topk, append=settings.resume)
+    counts = {"seen": 0, "failed": 0}
+    claimed: set[str] = set()
+    early: list[dict[str, Any]] = []     # records decided before running (translate's name clashes)
+
+    def todo() -> Iterator[str]:
+        for item in batch_inputs.expand(settings.specs, sys.stdin):
+            counts["seen"] += 1
+            if job.task == "translate":   # two inputs must not write one picture
+                out = str(output_path(job, item))
+                if out in claimed:
+                    if item not in done:
+                        early.append(error_record(item, f"another input is already written to {out}; rename "
+                                                        "one of them or translate them into different folders."))
+                    continue
+                claimed.add(out)
+            if item in done:
+                bar.update(1)
+                continue
+            yield item
+
+    bar = _progress_bar(total, settings)
+
+    def emit(record: dict[str, Any]) -> None:
+        writer.write(record)
+        bar.update(1)
+        if "error" in record:
+            counts["failed"] += 1
+            if settings.stop_on_error:
+                raise _Stop(record)
+
+    records = answer(todo())
+    try:
+        for record in records:
+            while early:
+                emit(early.pop(0))
+            emit(record)
+        while early:
+            emit(early.pop(0))
+    except _Stop as stop:
+        bar.close()
+        print(f"dlwp: error: {stop.record['input']}: {stop.record['error']}", file=sys.stderr)
+        print(f"stopped at the first failure (--on-error stop): {counts['failed']} of {counts['seen']} failed",
+              file=sys.stderr)
+        return 1
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+        bar.close()
+        writer.close()
+    print(f"{counts['failed']} of {counts['seen']} failed", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+class _Stop(Exception):
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record["error"])
+        self.record = record
+
+
+def _total(settings: Settings) -> int | None:
+    if not _show_progress(settings) or not batch_inputs.is_known_count(settings.specs):
+        return None
+    return batch_inputs.count(settings.specs)
+
+
+def _show_progress(settings: Settings) -> bool:
+    if settings.progress is not None:
+        return settings.progress
+    return not settings.quiet and sys.stderr.isatty()
+
+
+def _progress_bar(total: int | None, settings: Settings) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, disable=not _show_progress(settings),
+                dynamic_ncols=True, smoothing=0.1)
