@@ -21,6 +21,7 @@ __all__ = [
     "ImageFetchError",
     "PublishError",
     "ExportError",
+    "MissingDependencyError",
 ]
 
 
@@ -77,3 +78,7 @@ class PublishError(DlwpError, RuntimeError):
 
 class ExportError(DlwpError, RuntimeError):
     """An export could not be written, or does not reproduce the eager model."""
+
+
+class MissingDependencyError(DlwpError, ImportError):
+    """An optional dependency a feature needs is not installed (the message names the extra)."""

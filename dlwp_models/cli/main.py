@@ -17,6 +17,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import DlwpError
 from ..models.classifiers import CLASSIFIERS
+from ..models.onnx_backend import check_backend
 from ..weights.download import fetch
 from ..weights.manifest import WeightSet, get_weights, list_weights
 from ..weights.store import cached_path
@@ -99,8 +100,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.model not in CLASSIFIERS:
         raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
     image_sources(args.images)          # missing files, folders, bad URLs fail before any download
+    check_backend(args.backend)         # so does a backend that is not installed
     model = build(args.model, weights=args.weights or "DEFAULT", progress=not args.quiet)
-    results = model.predict(args.images, topk=args.topk)   # decoded in worker threads, in batches
+    results = model.predict(args.images, topk=args.topk, backend=args.backend)   # threaded decode, batches
     for path, result in zip(args.images, results):
         print(f"{path}:")
         print(result)
@@ -115,9 +117,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if clash is not None:
         raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
                          "them into different folders.")
+    check_backend(args.backend)
     images = _load_inputs(args.images)
     model = build("cyclegan", weights=args.weights or "DEFAULT", progress=not args.quiet)
-    translated = model.translate(images, size=args.size, preset=args.preset)
+    translated = model.translate(images, size=args.size, preset=args.preset, backend=args.backend)
     args.output.mkdir(parents=True, exist_ok=True)
     for path, image, out in zip(args.images, translated, outputs):
         partial = out.with_name(f".{out.name}.partial")
@@ -212,6 +215,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("eager", "onnxruntime"), default="eager",
+                   help="engine for the network: eager PyTorch, as the book (default), or ONNX Runtime "
+                        "(faster; needs pip install -e \".[onnx]\"; last-digit differences)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dlwp_models",
@@ -240,6 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
     p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
     p.add_argument("--topk", type=_positive_int, default=5, help="how many labels per image (default: 5)")
+    _backend_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_classify)
 
@@ -250,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="input scaling: as the weights were trained (default) or as the book feeds it")
     p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
     p.add_argument("--weights", help="weight tag or a local generator file (default: horse2zebra)")
+    _backend_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_translate)
 
@@ -275,13 +286,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_publish)
 
-    p = sub.add_parser("export", help="write a deployable TorchScript / torch.export artefact")
+    p = sub.add_parser("export", help="write a deployable TorchScript / torch.export / ONNX artefact")
     p.add_argument("name", help="model: a classifier or cyclegan")
     p.add_argument("--weights", help="weight tag (default: the model's default)")
-    p.add_argument("--format", required=True, choices=("torchscript", "exported"))
+    p.add_argument("--format", required=True, choices=("torchscript", "exported", "onnx"))
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     p.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
-                   help="image size to check at; a torch.export artefact is specialised to it (default 480 640)")
+                   help="image size to check at; a torch.export or onnx artefact is specialised to it (default 480 640)")
     p.set_defaults(run=cmd_export)
     return parser
 

@@ -29,7 +29,7 @@ that the output size always equals the resized input size.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from torch import nn
 from ...errors import ImageInputError
 from ...inputs.transforms import PRESETS, CycleGANTransform
 from ...weights.manifest import WeightSet
+from ...weights.store import CachedFile
 
 __all__ = ["ResNetGenerator", "ResNetBlock", "MAX_PIXELS", "MIN_SIDE"]
 
@@ -128,26 +129,30 @@ class ResNetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
         self.weights: WeightSet | None = None
+        #: the verified file the weights were loaded from (None: random weights), see :mod:`..onnx_backend`
+        self.weight_file: CachedFile | None = None
         self.transforms = CycleGANTransform()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in, H, W) -> (N, out, 4⌈H/4⌉, 4⌈W/4⌉)
         return self.model(x)
 
-    def _forward_same_size(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the network so that the output has the input's size: reflection-pad the right and
-        bottom up to a multiple of 4, then crop back."""
+    def _forward_same_size(self, x: torch.Tensor, forward: "Callable[[torch.Tensor], torch.Tensor] | None" = None
+                           ) -> torch.Tensor:
+        """Run the network (or ``forward``, the same network in another engine) so that the output
+        has the input's size: reflection-pad the right and bottom up to a multiple of 4, then crop
+        back."""
         height, width = x.shape[-2:]
         multiple = 2 ** _DOWNSAMPLING
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")   # (N, 3, 4⌈H/4⌉, 4⌈W/4⌉)
-        y = self(x)
+        y = (forward or self)(x)
         assert y.shape[-2:] == x.shape[-2:], (y.shape, x.shape)
         return y[..., :height, :width]                           # (N, 3, H, W)
 
     @torch.inference_mode()
     def translate(self, inputs: Any, *, size: int | None = 256, preset: str = "trained",
-                  max_pixels: int | None = MAX_PIXELS) -> Any:
+                  max_pixels: int | None = MAX_PIXELS, backend: str = "eager") -> Any:
         """Translate one image or a list of images (horse → zebra with the default weights).
 
         Args:
@@ -160,6 +165,9 @@ class ResNetGenerator(nn.Module):
                 ``ToTensor()``), which reproduces the book's figure.
             max_pixels: refuse an image whose resized height × width exceeds this (memory guard,
                 see :data:`MAX_PIXELS`); None disables the guard.
+            backend: ``"eager"`` (default, PyTorch) or ``"onnxruntime"``: the generator runs in ONNX
+                Runtime (one graph for every size, exported on first use and cached beside the
+                weight file; needs ``pip install -e ".[onnx]"``); pixels may differ by one level.
 
         Returns:
             an RGB PIL image of the resized input's size (``(y + 1) / 2`` clamped to [0, 1] and
@@ -185,6 +193,9 @@ class ResNetGenerator(nn.Module):
         if self.input_nc != 3 or self.output_nc != 3:
             raise ValueError(f"translate works on RGB images, but this generator has input_nc="
                              f"{self.input_nc}, output_nc={self.output_nc}; call the module on tensors.")
+        from ..onnx_backend import OnnxRunner, check_backend
+
+        forward = OnnxRunner(self, any_size=True) if check_backend(backend) == "onnxruntime" else None
 
         items, single = load_images(inputs)
         transform = self.transforms.configured(size=size, preset=preset)
@@ -211,7 +222,7 @@ class ResNetGenerator(nn.Module):
         with _deterministic_cudnn(param.device):
             for chunk in same_size_chunks(batch, BATCH_PIXELS):
                 x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
-                y = self._forward_same_size(x)                              # (n, 3, H, W) in [-1, 1]
+                y = self._forward_same_size(x, forward)                     # (n, 3, H, W) in [-1, 1]
                 for i, image in zip(chunk, _to_pil_images(y)):
                     outputs[i] = image
         return outputs[0] if single else outputs
