@@ -292,7 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("torchscript", "exported", "onnx"))
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     p.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
-                   help="image size to check at; a torch.export or onnx artefact is specialised to it (default 480 640)")
+                   help="image size to check at; torch.export and onnx artefacts are specialised to it "
+                        "(default 480 640)")
     p.set_defaults(run=cmd_export)
     return parser
 
@@ -302,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="dlwp: %(levelname)s: %(message)s")
+    for chatty in ("onnxscript", "onnx_ir"):     # the ONNX exporter's per-pass notes are not dlwp's news
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.run(args)
     except _UsageError as exc:
