@@ -102,7 +102,7 @@ class OnnxRunner:
 
         file = getattr(self.model, "weight_file", None)
         found = None
-        if isinstance(file, store.CachedFile) and file.sha256 is not None:
+        if isinstance(file, store.CachedFile) and file.sha256 is not None and file.path.is_file():
             torch_version, ort_version = onnx_versions()
             suffix = store.onnx_suffix(f"torch{torch_version}", f"ort{ort_version}",
                                        "anysize" if self.any_size else f"{size[0]}x{size[1]}")
@@ -110,7 +110,8 @@ class OnnxRunner:
         if built:
             return built[0]
         if found is None:
-            log.info("%s: no verified weight file to keep a graph beside; exporting it for this process", what)
+            log.info("%s: not cached (no verified weight file, or a cache that cannot be written); exporting "
+                     "it for this process", what)
             return self._in_memory(network, sample, reference, what)
         session = session_for(found[0], self.device)
         try:
