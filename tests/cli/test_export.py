@@ -130,6 +130,7 @@ def test_classifier_onnx_export_runs_in_onnxruntime_with_any_batch_and_matches_e
     (graph_input,) = session.get_inputs()
     assert graph_input.type == "tensor(uint8)" and graph_input.shape[1:] == [3, 240, 320]
     assert isinstance(graph_input.shape[0], str)                  # the batch is dynamic
+    assert graph_input.name == "images" and [o.name for o in session.get_outputs()] == ["logits"]   # as documented
     model = build("resnet18", weights="DEFAULT")
     for batch in (3, 1):
         images = torch.randint(0, 256, (batch, 3, 240, 320), dtype=torch.uint8,
