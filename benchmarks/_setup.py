@@ -391,14 +391,18 @@ class Workspace:
                 filename = next(e for e in self.entries if e["model"] == model)["files"]["state_dict"]["filename"]
                 link = self.tv_cache / filename
                 link.unlink(missing_ok=True)
-                os.link(self.dlwp_cache / filename, link)
+                os.link(self._in_cache(filename), link)
         for path in (self.root / "files").iterdir():   # served copies are no longer needed
             path.unlink()
 
     def cached(self, model: str) -> dict[str, Path]:
         """The cached files of a model's default weight set (after :meth:`publish`)."""
         entry = next(e for e in self.entries if e["model"] == model)
-        return {role: self.dlwp_cache / spec["filename"] for role, spec in entry["files"].items()}
+        return {role: self._in_cache(spec["filename"]) for role, spec in entry["files"].items()}
+
+    def _in_cache(self, filename: str) -> Path:
+        """Where dlwp's cache keeps ``filename``: in the folder named for what pins it."""
+        return next(self.dlwp_cache.glob(f"*/{filename}"))
 
 
 # --------------------------------------------------------------------------- worker processes

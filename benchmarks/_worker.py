@@ -8,7 +8,8 @@ then does its work. Tasks:
 * ``check-load``  both loads in one process: same state, same outputs, ordinary parameters;
 * ``throughput``  ``predict`` on a list of photos vs the book's loop (plus prototypes), same process;
 * ``caption``     beam-2 captions of a batch vs one image / one beam at a time, same process;
-* ``download``    one fetch of a served file (``side`` = ours | baseline).
+* ``download``    one fetch of a served file (``side`` = ours | baseline);
+* ``onnx``        the ONNX Runtime backend vs eager predict, the book's loop and ORT by hand (``_onnx_worker.py``).
 """
 
 from __future__ import annotations
@@ -428,7 +429,8 @@ def task_download(args: dict) -> dict:
 
 
 TASKS = {"load": task_load, "check-load": task_check_load, "throughput": task_throughput,
-         "caption": task_caption, "download": task_download}
+         "caption": task_caption, "download": task_download,
+         "onnx": lambda args: __import__("_onnx_worker").task_onnx(args, _hub_load, _compare)}
 
 if __name__ == "__main__":
     import logging

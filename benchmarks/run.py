@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _setup import BENCH_DIR, Row, Workspace, log, make_photos  # noqa: E402
 
-BENCHES = ("load", "list", "throughput", "caption", "download")
+BENCHES = ("load", "list", "throughput", "onnx", "caption", "download")
 
 
 def _table(rows: list[Row]) -> str:
@@ -99,7 +99,7 @@ def main(default_only: list[str] | None = None) -> int:
     need = set()
     if "load" in only:
         need |= set(models)
-    if "throughput" in only:
+    if "throughput" in only or "onnx" in only:
         need |= {"resnet101", "alexnet"}
     if "caption" in only and not caption_skip:
         need.add("neuraltalk2")
@@ -149,6 +149,10 @@ def main(default_only: list[str] | None = None) -> int:
             import bench_throughput
 
             attempt("throughput", lambda: bench_throughput.run(ws, reps=reps, paths=photos))
+        if "onnx" in only:
+            import bench_onnx
+
+            attempt("onnx", lambda: bench_onnx.run(ws, reps=reps, paths=photos))
         if "caption" in only and not caption_skip:
             import bench_caption
 

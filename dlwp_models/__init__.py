@@ -10,8 +10,8 @@ The package is layered; each folder imports only from the ones listed before it:
 """
 
 from .errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWeightsError,
-                     IntegrityError, ManifestError, OfflineError, UnsafeFileError,
-                     WeightsNotFoundError)
+                     IntegrityError, ManifestError, MissingDependencyError, OfflineError,
+                     UnsafeFileError, WeightsNotFoundError)
 from .inputs.predictions import Prediction
 from .weights.download import fetch
 from .weights.manifest import FileSpec, WeightSet, get_weights, list_weights
@@ -19,6 +19,6 @@ from .weights.manifest import FileSpec, WeightSet, get_weights, list_weights
 __all__ = [
     "list_weights", "get_weights", "fetch", "WeightSet", "FileSpec", "Prediction",
     "DlwpError", "DownloadError", "ImageInputError", "IncompatibleWeightsError", "IntegrityError",
-    "ManifestError", "OfflineError", "UnsafeFileError", "WeightsNotFoundError",
+    "ManifestError", "MissingDependencyError", "OfflineError", "UnsafeFileError", "WeightsNotFoundError",
 ]
 __version__ = "0.1.0"

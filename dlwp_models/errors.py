@@ -21,6 +21,7 @@ __all__ = [
     "ImageFetchError",
     "PublishError",
     "ExportError",
+    "MissingDependencyError",
 ]
 
 
@@ -77,3 +78,27 @@ class PublishError(DlwpError, RuntimeError):
 
 class ExportError(DlwpError, RuntimeError):
     """An export could not be written, or does not reproduce the eager model."""
+
+
+class MissingDependencyError(DlwpError, ImportError):
+    """An optional dependency a feature needs is not installed (the message names the extra)."""
+
+
+class CacheWriteError(DownloadError):
+    """The cache could not be written (full disk, read-only folder): no other source would help.
+    ``read_only`` tells a folder that cannot be written from one that is full."""
+
+    read_only = False
+
+
+class ImagesTooSmallError(ImageInputError):
+    """Some images of a caption call are too small to encode. Raised before any encoding;
+    ``indices`` lists them (0-based, input order), so a caller can caption the others."""
+
+    def __init__(self, message: str, indices: list[int]) -> None:
+        super().__init__(message)
+        self.indices = indices
+
+
+class OutputExistsError(DlwpError, FileExistsError):
+    """An output file exists and ``--overwrite`` was not given."""

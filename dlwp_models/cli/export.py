@@ -1,79 +1,37 @@
 """Export a model with its preprocessing for deployment (the book's Part III): TorchScript
-(``torch.jit.script``) or ``torch.export``. The artefact takes a uint8 image batch (N, 3, H, W)
-and needs neither dlwp nor torchvision to run. After writing, it is loaded back and checked
-against the eager model on a sample input.
+(``torch.jit.script``), ``torch.export`` or ONNX (``torch.onnx.export``, the dynamo exporter). The
+artefact takes a uint8 image batch (N, 3, H, W) and needs neither dlwp nor torchvision to run.
+Before it is kept, it is loaded back and checked against the eager model on a sample input
+(ONNX: by ONNX Runtime, to 1e-4 relative to the output's scale); a failing artefact is not written.
 
-The TorchScript artefact takes any image size. The ``torch.export`` artefact is specialised to
-the ``input_size`` it was exported at (the resize's output size depends on the aspect ratio,
-which ``torch.export`` cannot keep symbolic), and any batch size."""
+The TorchScript artefact takes any image size. The ``torch.export`` and ONNX artefacts are
+specialised to the ``input_size`` they were exported at (the resize's output size depends on the
+aspect ratio, which the exporters cannot keep symbolic: asked to, ONNX's silently fixes it), and
+take any batch size. Exportable: the classifiers and cyclegan; the captioning model is not (its
+beam search is Python control flow around the networks)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ExportError
 from ..hub import build
-from ..inputs.transforms import ClassifierTransform, CycleGANTransform
 from ..models.classifiers import CLASSIFIERS
+from ..models.onnx_graphs import check_graph, dynamic_samples, export_graph, session_for
+from ..models.pipelines import ClassifierPipeline, CycleGANPipeline, plain_module
 
 __all__ = ["ClassifierPipeline", "CycleGANPipeline", "export_model", "FORMATS", "ExportError"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("torchscript", "exported")
-TOLERANCE = 1e-4
-
-
-class ClassifierPipeline(nn.Module):
-    """uint8 images (N, 3, H, W) → logits (N, classes): the weights' evaluation transform
-    (:class:`~dlwp_models.inputs.transforms.ClassifierPreprocess`, the same operations eager
-    tensors go through), then the network."""
-
-    def __init__(self, net: nn.Module, transform: ClassifierTransform) -> None:
-        super().__init__()
-        self.preprocess = transform.tensor_module()
-        self.net = net
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(images))
-
-
-class CycleGANPipeline(nn.Module):
-    """uint8 images (N, 3, H, W) → translated images (N, 3, H', W') in [0, 1], H'×W' the resized
-    size: the transform (:class:`~dlwp_models.inputs.transforms.CycleGANPreprocess`), the
-    generator at the input's own size, ``(y + 1) / 2``."""
-
-    def __init__(self, generator: nn.Module, transform: CycleGANTransform) -> None:
-        super().__init__()
-        self.preprocess = transform.tensor_module()
-        self.generator = generator
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(images)
-        height, width = x.shape[-2], x.shape[-1]
-        pad_h, pad_w = (4 - height % 4) % 4, (4 - width % 4) % 4
-        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-        y = self.generator(x)[:, :, :height, :width]
-        return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
-
-
-def _plain(model: nn.Module) -> nn.Module:
-    """The model without dlwp's extra attributes (which TorchScript cannot type) and, for a
-    classifier, as its plain torchvision class; it shares the model's parameters."""
-    base = next((c for c in type(model).__mro__ if c.__module__.startswith("torchvision.")), type(model))
-    plain = copy.copy(model)
-    plain.__class__ = base
-    for attr in ("weights", "transforms", "categories"):
-        plain.__dict__.pop(attr, None)
-    return plain
+FORMATS = ("torchscript", "exported", "onnx")
+TOLERANCE = 1e-4          # TorchScript and torch.export: absolute; ONNX: relative to the output's scale
 
 
 def _pipeline_for(name: str, weights: str | None) -> tuple[nn.Module, Any]:
@@ -83,7 +41,7 @@ def _pipeline_for(name: str, weights: str | None) -> tuple[nn.Module, Any]:
         t = model.transforms
         if t.resize is None or t.mean is None:
             raise ExportError("exporting needs a fixed resize and normalisation in the weights' transforms.")
-        pipeline = CycleGANPipeline(_plain(model), t)
+        pipeline = CycleGANPipeline(plain_module(model), t)
 
         def reference(images: torch.Tensor) -> torch.Tensor:
             x = torch.stack([t(img.float() / 255) for img in images])
@@ -96,7 +54,7 @@ def _pipeline_for(name: str, weights: str | None) -> tuple[nn.Module, Any]:
                           f"({', '.join(CLASSIFIERS)}).")
     model = build(name, weights=weights or "DEFAULT")
     t = model.transforms
-    pipeline = ClassifierPipeline(_plain(model), t)
+    pipeline = ClassifierPipeline(plain_module(model), t)
 
     def reference(images: torch.Tensor) -> torch.Tensor:
         return model(torch.stack([t(img.float() / 255) for img in images]))
@@ -108,7 +66,8 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
                  input_size: tuple[int, int] = (480, 640)) -> Path:
     """Write ``name`` (with ``weights``, default the default set) as a self-contained artefact
     taking uint8 (N, 3, H, W) images; check it against the eager model on an ``input_size``
-    sample (the size a ``torch.export`` artefact is specialised to); return the path."""
+    sample (the size a ``torch.export`` or ONNX artefact is specialised to; ONNX also at a second
+    batch size); return the path. Nothing is written when the check fails."""
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {list(FORMATS)}, got {format!r}.")
     output = Path(output)
@@ -126,6 +85,8 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
     tmp = output.with_name(f".{output.stem}.{uuid.uuid4().hex}.partial{output.suffix}")
     try:
         create_exclusive(tmp).close()       # a new file of ours: the exporters never write through a link
+        if format == "onnx":
+            return _export_onnx(name, pipeline, reference, sample, tmp, output)
         with torch.inference_mode():
             expected = reference(sample)
         if format == "torchscript":
@@ -155,3 +116,15 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
                           f"{str(exc).splitlines()[0] if str(exc) else ''}). Try the other --format.") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _export_onnx(name: str, pipeline: nn.Module, reference: Any, sample: torch.Tensor, tmp: Path,
+                 output: Path) -> Path:
+    """The ONNX branch of :func:`export_model`: batch dynamic, height and width fixed at the sample's."""
+    output_name = "translated" if name == "cyclegan" else "logits"
+    export_graph(pipeline, sample, tmp, dynamic=(0,), input_name="images", output_name=output_name)
+    session = session_for(tmp, torch.device("cpu"))
+    error = check_graph(session, dynamic_samples(sample, (0,)), reference, what=f"the onnx export of {name}")
+    tmp.replace(output)
+    log.info("exported %s (onnx) to %s; largest difference to eager %.2e of the output's scale", name, output, error)
+    return output

@@ -17,6 +17,7 @@ from .. import __version__
 from .batch import add_batch_options, batch_usage_error, run_batch
 from ..errors import DlwpError
 from ..models.classifiers import CLASSIFIERS
+from ..models.onnx_backend import check_backend
 from ..weights.download import fetch
 from ..weights.manifest import WeightSet, get_weights, list_weights
 from ..weights.store import cached_path
@@ -101,8 +102,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.records is not None:
         return run_batch(args, "classify")
     image_sources(args.images)          # missing files, folders, bad URLs fail before any download
+    check_backend(args.backend)         # so does a backend that is not installed
     model = build(args.model, weights=args.weights or "DEFAULT", progress=not args.quiet)
-    results = model.predict(args.images, topk=args.topk)   # decoded in worker threads, in batches
+    results = model.predict(args.images, topk=args.topk, backend=args.backend)   # threaded decode, batches
     for path, result in zip(args.images, results):
         print(f"{path}:")
         print(result)
@@ -123,9 +125,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
                          "them into different folders.")
     for out in outputs:                             # refuse before any work, not after it
         check_free(out, args.overwrite)
+    check_backend(args.backend)
     images = _load_inputs(args.images)
     model = build("cyclegan", weights=args.weights or "DEFAULT", progress=not args.quiet)
-    translated = model.translate(images, size=args.size, preset=args.preset)
+    translated = model.translate(images, size=args.size, preset=args.preset, backend=args.backend)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     for path, image, out in zip(args.images, translated, outputs):
         # a new temporary file of ours (never through a planted link), moved into place whole
@@ -238,6 +241,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("eager", "onnxruntime"), default="eager",
+                   help="engine for the network: eager PyTorch, as the book (default), or ONNX Runtime "
+                        "(faster; needs pip install -e \".[onnx]\"; last-digit differences)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dlwp_models",
@@ -266,6 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
     p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
     p.add_argument("--topk", type=_positive_int, default=5, help="how many labels per image (default: 5)")
+    _backend_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_batch_options(p)
     p.set_defaults(run=cmd_classify)
@@ -280,6 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weight tag or a local generator file (default: horse2zebra)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing <stem>_zebra.png files (default: refuse before translating)")
+    _backend_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_batch_options(p)
     p.set_defaults(run=cmd_translate)
@@ -307,13 +318,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_publish)
 
-    p = sub.add_parser("export", help="write a deployable TorchScript / torch.export artefact")
+    p = sub.add_parser("export", help="write a deployable TorchScript / torch.export / ONNX artefact")
     p.add_argument("name", help="model: a classifier or cyclegan")
     p.add_argument("--weights", help="weight tag (default: the model's default)")
-    p.add_argument("--format", required=True, choices=("torchscript", "exported"))
+    p.add_argument("--format", required=True, choices=("torchscript", "exported", "onnx"))
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     p.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
-                   help="image size to check at; a torch.export artefact is specialised to it (default 480 640)")
+                   help="image size to check at; torch.export and onnx artefacts are specialised to it "
+                        "(default 480 640)")
     p.set_defaults(run=cmd_export)
     return parser
 
@@ -325,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(problem)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="dlwp: %(levelname)s: %(message)s")
+    for chatty in ("onnxscript", "onnx_ir"):     # the ONNX exporter's per-pass notes are not dlwp's news
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.run(args)
     except _UsageError as exc:

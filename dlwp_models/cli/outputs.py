@@ -15,13 +15,9 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..errors import DlwpError
+from ..errors import DlwpError, OutputExistsError
 
 __all__ = ["OutputExistsError", "check_free", "write_output"]
-
-
-class OutputExistsError(DlwpError, FileExistsError):
-    """An output file exists and ``--overwrite`` was not given."""
 
 
 def check_free(path: Path, overwrite: bool) -> None:

@@ -9,6 +9,8 @@ Layout, under ``torch.hub.get_dir()/checkpoints/dlwp/`` (so ``TORCH_HOME`` moves
     <pin>/<filename>.resume          a download that can be continued (only under the lock), and
     <pin>/<filename>.resume.json     the source URL and pins it was for (never trusted unhashed)
     <pin>/<filename>.mmap.pt         a derived copy (a legacy file's mappable copy), with its record
+    <pin>/<filename>.<key>.onnx      a derived copy (an ONNX Runtime graph of the weights; <key> names the
+                                     torch and onnxruntime versions and the input size), with its record
 
 Keying the folder by the pin keeps two manifests that pin one file name differently (a team
 republishing ``resnet50-mine.pth``, a mirror manifest) from evicting each other. A file cached by
@@ -23,23 +25,25 @@ modification time) and names the same pins; anything else is hashed again under 
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from ..errors import DownloadError
+from ..errors import CacheWriteError, DownloadError
 from .integrity import hash_file, mismatch
 from .manifest import FileSpec
 
 __all__ = ["CachedFile", "cache_dir", "cached_path", "verified", "settle", "install", "discard",
            "file_lock", "new_partial", "remove_stale_partials", "derived_copy", "remove_derived",
-           "create_exclusive", "CacheWriteError", "disk_error", "verify_read_only"]
+           "create_exclusive", "CacheWriteError", "disk_error", "verify_read_only", "onnx_suffix"]
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +177,7 @@ def verify_read_only(spec: FileSpec) -> CachedFile | None:
 
 def discard(path: Path) -> None:
     """Remove a cache file, its record, and the copies derived from it."""
-    for suffix in DERIVED_SUFFIXES:
+    for suffix in _derived_suffixes_of(path):
         remove_derived(path, suffix)
     path.unlink(missing_ok=True)
     _record_path(path).unlink(missing_ok=True)
@@ -229,7 +233,7 @@ def _adopt_legacy(spec: FileSpec, dest: Path) -> None:
     with file_lock(old):
         if not old.is_file():
             return
-        for suffix in ("", *DERIVED_SUFFIXES):
+        for suffix in ("", *_derived_suffixes_of(old)):
             for name in (old.name + suffix, old.name + suffix + ".verified"):
                 source = old.with_name(name)
                 if source.is_file():
@@ -299,13 +303,6 @@ def new_partial(spec: FileSpec) -> Path:
     return partial
 
 
-class CacheWriteError(DownloadError):
-    """The cache could not be written (full disk, read-only folder): no other source would help.
-    ``read_only`` tells a folder that cannot be written from one that is full."""
-
-    read_only = False
-
-
 def disk_error(exc: OSError, path: Path, doing: str) -> CacheWriteError:
     """A clear message for a file-system failure while writing ``path`` in the cache."""
     where = path.parent
@@ -337,6 +334,25 @@ def remove_stale_partials(spec: FileSpec) -> None:
 
 MAPPABLE = ".mmap.pt"           # a legacy-format file's zip-format (memory-mappable) copy
 DERIVED_SUFFIXES = (MAPPABLE,)
+_ONNX_SUFFIX = re.compile(r"\.[A-Za-z0-9_.-]+\.onnx")   # an ONNX Runtime graph (see onnx_suffix)
+
+
+def onnx_suffix(*parts: str) -> str:
+    """The derived-copy suffix of an ONNX graph made for ``parts`` (e.g. the torch and onnxruntime
+    versions and the input size): ``.<part>.<part>….onnx``, each part reduced to letters, digits,
+    dots and ``_``, so that a change in any part names another copy."""
+    return "." + ".".join(re.sub(r"[^A-Za-z0-9.]+", "_", part) for part in parts) + ".onnx"
+
+
+def _is_derived_suffix(suffix: str) -> bool:
+    return suffix in DERIVED_SUFFIXES or _ONNX_SUFFIX.fullmatch(suffix) is not None
+
+
+def _derived_suffixes_of(path: Path) -> list[str]:
+    """The suffixes of the copies derived from ``path`` that may exist (the mappable copy, and
+    every ONNX graph found beside it)."""
+    onnx = [copy.name[len(path.name):] for copy in path.parent.glob(f"{glob.escape(path.name)}.*.onnx")]
+    return [*DERIVED_SUFFIXES, *sorted(suffix for suffix in onnx if _is_derived_suffix(suffix))]
 
 
 def _derived_record(copy: Path, source_sha256: str) -> dict | None:
@@ -344,23 +360,36 @@ def _derived_record(copy: Path, source_sha256: str) -> dict | None:
     return record if record is not None and record.get("source_sha256") == source_sha256 else None
 
 
+def _sound_record(copy: Path, source_sha256: str,
+                  validate: Callable[[Path, dict], bool] | None) -> dict | None:
+    """The copy's record when it is current and (with ``validate``) the copy passes the caller's check."""
+    record = _derived_record(copy, source_sha256)
+    if record is not None and validate is not None and not validate(copy, record):
+        log.warning("%s fails its check (damaged?): making it again", copy.name)
+        return None
+    return record
+
+
 def derived_copy(file: CachedFile, suffix: str, make: Callable[[Path], dict | None], *,
-                 lock_timeout: float) -> tuple[Path, dict] | None:
-    """The copy of verified cache file ``file`` that ``suffix`` names, and its record; made first
-    when missing or stale, by ``make(tmp)`` (which writes the copy to ``tmp`` and returns fields
-    for its record, or None to give up), under the copy's lock (one process makes it, the others
-    wait at most ``lock_timeout`` seconds), moved into place atomically. None when ``file`` is not
-    a verified cache file or the copy cannot be made (a read-only cache, a full disk: logged)."""
-    if file.sha256 is None or suffix not in DERIVED_SUFFIXES:
+                 lock_timeout: float, validate: Callable[[Path, dict], bool] | None = None
+                 ) -> tuple[Path, dict] | None:
+    """The copy of verified cache file ``file`` that ``suffix`` names (:data:`MAPPABLE`, or an
+    :func:`onnx_suffix`), and its record; made first when missing, stale or (with ``validate``)
+    failing ``validate(copy, record)``, by ``make(tmp)`` (which writes the copy to ``tmp`` and
+    returns fields for its record, or None to give up), under the copy's lock (one process makes
+    it, the others wait at most ``lock_timeout`` seconds), moved into place atomically. None when
+    ``file`` is not a verified cache file or the copy cannot be made (a read-only cache, a full
+    disk: logged)."""
+    if file.sha256 is None or not _is_derived_suffix(suffix):
         return None
     copy = file.path.with_name(file.path.name + suffix)
-    record = _derived_record(copy, file.sha256)
+    record = _sound_record(copy, file.sha256, validate)
     if record is None:
         try:
             with file_lock(copy, timeout=lock_timeout):
-                record = _derived_record(copy, file.sha256) or _make_derived(file, copy, make)
+                record = _sound_record(copy, file.sha256, validate) or _make_derived(file, copy, make)
         except OSError as exc:                # a read-only cache (no lock file), or a writer that hangs
-            _cannot_copy(file.path, exc)
+            _cannot_copy(file.path, copy.name[len(file.path.name):], exc)
             return None
     return (copy, record) if record is not None else None
 
@@ -383,7 +412,7 @@ def _make_derived(file: CachedFile, copy: Path, make: Callable[[Path], dict | No
         os.replace(tmp, copy)
         record = _write_record(copy, source_sha256=file.sha256, **fields)
     except OSError as exc:
-        _cannot_copy(file.path, exc)
+        _cannot_copy(file.path, copy.name[len(file.path.name):], exc)
         remove_derived(file.path, copy.name[len(file.path.name):])
         return None
     finally:
@@ -399,10 +428,14 @@ def remove_derived(path: Path, suffix: str) -> None:
     _unlink(_record_path(copy))
 
 
-def _cannot_copy(path: Path, exc: BaseException) -> None:
+def _cannot_copy(path: Path, suffix: str, exc: BaseException) -> None:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
-                path.name, reason)
+    if suffix == MAPPABLE:
+        log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
+                    path.name, reason)
+    else:
+        log.warning("could not keep the derived copy %s%s (%s); it is made again when next needed",
+                    path.name, suffix, reason)
 
 
 def _unlink(path: Path) -> None:

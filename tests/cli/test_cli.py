@@ -143,6 +143,24 @@ def test_translate_writes_a_zebra_png_per_input(served_models, photos, tmp_path,
     assert Image.open(written).size == (92, 64)              # 130x90 resized to a shorter side of 64
 
 
+def test_backend_onnxruntime_classifies_and_translates_like_eager(served_models, photos, tmp_path, capsys):
+    path, url = photos
+    assert main(["classify", str(path), url, "--model", "squeezenet1_1", "-q"]) == 0
+    eager = capsys.readouterr().out.splitlines()
+    assert main(["classify", str(path), url, "--model", "squeezenet1_1", "--backend", "onnxruntime", "-q"]) == 0
+    fast = capsys.readouterr().out.splitlines()
+    assert [line.rsplit(None, 2)[0] for line in fast] == [line.rsplit(None, 2)[0] for line in eager]  # labels
+    percents = [(float(a.split()[-2]), float(b.split()[-2])) for a, b in zip(fast, eager) if a.endswith("%")]
+    assert len(percents) == 10 and all(abs(a - b) <= 0.05 for a, b in percents)
+    for backend in ("eager", "onnxruntime"):
+        assert main(["translate", str(path), "-o", str(tmp_path / backend), "--size", "64", "--backend", backend,
+                     "-q"]) == 0
+    capsys.readouterr()
+    a, b = (np.asarray(Image.open(tmp_path / backend / "bobby_zebra.png"), dtype=np.int16)
+            for backend in ("eager", "onnxruntime"))
+    assert a.shape == b.shape == (64, 92, 3) and int(np.abs(a - b).max()) <= 1
+
+
 @pytest.mark.parametrize("argv", [["classify", "{dir}"], ["translate", "{dir}", "-o", "{out}"],
                                   ["caption", "{dir}"]])
 def test_bad_images_fail_before_any_download(argv, tmp_path, capsys, monkeypatch, weight_server):

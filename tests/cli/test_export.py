@@ -101,6 +101,80 @@ def test_unknown_model_or_format_is_a_clear_error(tmp_path):
     with pytest.raises(ExportError, match="exportable models"):
         export_model("neuraltalk9", output=tmp_path / "x", format="torchscript")
     with pytest.raises(ExportError, match="--format must be one of"):
-        export_model("resnet18", output=tmp_path / "x", format="onnx")
+        export_model("resnet18", output=tmp_path / "x", format="tflite")
     with pytest.raises(ExportError, match=r"name the output \*.pt2"):
         export_model("resnet18", output=tmp_path / "x.pt", format="exported")
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def onnx_session(path):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def relative_error(got, expected) -> float:
+    return float((torch.as_tensor(got) - expected).abs().max()) / float(expected.abs().max())
+
+
+def test_classifier_onnx_export_runs_in_onnxruntime_with_any_batch_and_matches_eager(served, tmp_path, capsys):
+    from dlwp_models.hub import build
+
+    out = tmp_path / "out"
+    assert main(["export", "resnet18", "--format", "onnx", "-o", str(out / "r18.onnx"),
+                 "--input-size", "240", "320"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    session = onnx_session(out / "r18.onnx")
+    (graph_input,) = session.get_inputs()
+    assert graph_input.type == "tensor(uint8)" and graph_input.shape[1:] == [3, 240, 320]
+    assert isinstance(graph_input.shape[0], str)                  # the batch is dynamic
+    assert graph_input.name == "images" and [o.name for o in session.get_outputs()] == ["logits"]   # as documented
+    model = build("resnet18", weights="DEFAULT")
+    for batch in (3, 1):
+        images = torch.randint(0, 256, (batch, 3, 240, 320), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(batch))
+        with torch.inference_mode():
+            expected = model(torch.stack([model.transforms(img) for img in images]))
+        (got,) = session.run(None, {graph_input.name: images.numpy()})
+        assert got.shape == (batch, 1000) and relative_error(got, expected) <= 1e-4
+    assert sorted(p.name for p in out.iterdir()) == ["r18.onnx"]       # no partial file left
+
+
+def test_cyclegan_onnx_export_reproduces_translate(served, tmp_path):
+    from dlwp_models.hub import cyclegan
+
+    path = export_model("cyclegan", output=tmp_path / "g.onnx", format="onnx", input_size=(96, 130))
+    session = onnx_session(path)
+    images = torch.randint(0, 256, (2, 3, 96, 130), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    (out,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    assert out.shape == (2, 3, 256, 346)
+    model = cyclegan(pretrained=True)
+    for image, result in zip(images, out):
+        translated = model.translate(image, size=256)
+        pixels = torch.from_numpy(np.array(translated)).permute(2, 0, 1).float() / 255
+        assert float((torch.from_numpy(result) - pixels).abs().max()) <= 1 / 255 + 1e-5
+
+
+def test_an_onnx_export_that_differs_from_eager_is_not_written(served, tmp_path, monkeypatch):
+    from dlwp_models.cli import export
+
+    real = export.export_graph
+
+    def off_by_a_little(module, sample, path, **kwargs):   # an exporter bug: one weight changed
+        module = copy.deepcopy(module)
+        with torch.no_grad():
+            module.net.fc.bias.add_(0.05)
+        return real(module, sample, path, **kwargs)
+
+    monkeypatch.setattr(export, "export_graph", off_by_a_little)
+    with pytest.raises(ExportError, match=r"differs from the eager model by \d\.\d\de-\d\d relative to the "
+                                          r"output's scale .*nothing was kept"):
+        export_model("resnet18", output=tmp_path / "out" / "r18.onnx", format="onnx", input_size=(64, 64))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_onnx_export_of_the_captioning_model_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="exportable models: cyclegan and the classifiers"):
+        export_model("neuraltalk2", output=tmp_path / "c.onnx", format="onnx")

@@ -84,7 +84,8 @@ def run_batch(args: argparse.Namespace, task: str) -> int:
               beam_size=getattr(args, "beam_size", 2), size=getattr(args, "size", 256),
               preset=getattr(args, "preset", "trained"),
               output_dir=os.fspath(args.output_dir) if getattr(args, "output_dir", None) else None,
-              overwrite=bool(getattr(args, "overwrite", False) or args.resume))
+              overwrite=bool(getattr(args, "overwrite", False) or args.resume),
+              backend=getattr(args, "backend", None) or "eager")
     settings = Settings(specs=tuple(args.images), output=args.records, resume=args.resume,
                         stop_on_error=args.on_error == "stop", progress=args.progress, quiet=args.quiet)
     engine: Any

@@ -38,6 +38,7 @@ class Job:
     preset: str = "trained"
     output_dir: str | None = None   # translate's -o DIR
     overwrite: bool = False         # translate may replace existing pictures (--overwrite, --resume)
+    backend: str = "eager"          # classify and translate: --backend
 
     @property
     def default_batch_size(self) -> int:
@@ -89,11 +90,12 @@ def job_records(job: Job, model: Any, inputs: Iterable[Any], names: Iterable[str
     images."""
     batch_size = job.default_batch_size or None
     if job.task == "classify":
-        stream = model.predict_stream(inputs, topk=job.topk, batch_size=batch_size)
+        stream = model.predict_stream(inputs, topk=job.topk, batch_size=batch_size, backend=job.backend)
     elif job.task == "caption":
         stream = model.caption_stream(inputs, beam_size=job.beam_size, batch_size=batch_size)
     elif job.task == "translate":
-        stream = model.translate_stream(inputs, size=job.size, preset=job.preset, batch_size=batch_size)
+        stream = model.translate_stream(inputs, size=job.size, preset=job.preset, batch_size=batch_size,
+                                        backend=job.backend)
     else:
         raise ValueError(f"unknown task {job.task!r}; choose classify, caption or translate.")
     name_of = iter(names) if names is not None else None

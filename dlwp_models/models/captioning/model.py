@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
-from ...errors import ImageInputError
+from ...errors import ImageInputError, ImagesTooSmallError
 from ...inputs.transforms import MAX_SIDE, CaptionTransform, fit_side
 from ...weights.manifest import WeightSet
 from .decoder import SEQ_LENGTH, FCDecoder, check_decoder_fits, check_generate_args
@@ -38,15 +38,6 @@ __all__ = ["NeuralTalk2", "BATCH_PIXELS", "MIN_SIDE", "ImagesTooSmallError"]
 BATCH_PIXELS = 1 << 18   # larger encoder batches are slower per image on CPUs (benchmarks/README.md)
 #: the encoder's pooling needs at least this many pixels on each side (after ``max_side``)
 MIN_SIDE = 3
-
-
-class ImagesTooSmallError(ImageInputError):
-    """Some images of a :meth:`NeuralTalk2.caption` call are too small to encode. Raised before any
-    encoding; ``indices`` lists them (0-based, input order), so a caller can caption the others."""
-
-    def __init__(self, message: str, indices: list[int]) -> None:
-        super().__init__(message)
-        self.indices = indices
 
 
 class NeuralTalk2(nn.Module):

@@ -94,9 +94,10 @@ class _Plan:
 
 
 def _attach(net: nn.Module, weights: WeightSet | None, described: WeightSet,
-            categories: list[str] | None) -> nn.Module:
+            categories: list[str] | None, weight_file: CachedFile | None = None) -> nn.Module:
     net.__class__ = hub_class(type(net))
     net.weights = weights
+    net.weight_file = weight_file
     net.transforms = ClassifierTransform.from_weights(described)
     net.categories = categories
     return net
@@ -149,7 +150,7 @@ class ClassifierFamily(Family):
             net.aux_logits = False
             net.AuxLogits = None
         log.info("loaded %s into %s", source, plan.model)
-        return _attach(net.eval(), plan.weights, plan.described, plan.categories)
+        return _attach(net.eval(), plan.weights, plan.described, plan.categories, file)
 
     def docstring(self, model: str, sets: Sequence[WeightSet]) -> str:
         return docstring(model, sets)
@@ -165,7 +166,7 @@ def _load_one_off(plan: _Plan, file: CachedFile, map_location: Any) -> nn.Module
     if categories is not None and len(categories) != num_classes:
         categories = None  # a custom head: its labels are the caller's to set (model.categories = [...])
     log.info("loaded %s into %s (%d classes)", source, plan.model, num_classes)
-    return _attach(net.eval(), None, plan.described, categories)
+    return _attach(net.eval(), None, plan.described, categories, file)
 
 
 FAMILY = ClassifierFamily()

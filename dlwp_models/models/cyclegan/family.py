@@ -103,6 +103,7 @@ class CycleGANFamily(Family):
         raw = load_weight_file(file, map_location=map_location)
         load_into(model, adapt_cyclegan_state_dict(raw, model, source=source), source=source)
         model.weights = plan.weights
+        model.weight_file = file
         model.transforms = plan.transforms
         log.info("cyclegan: loaded %s", source)
         return model.eval()

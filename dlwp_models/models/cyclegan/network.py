@@ -38,6 +38,7 @@ from torch import nn
 from ...errors import ImageInputError
 from ...inputs.transforms import PRESETS, CycleGANTransform
 from ...weights.manifest import WeightSet
+from ...weights.store import CachedFile
 
 __all__ = ["ResNetGenerator", "ResNetBlock", "MAX_PIXELS", "MIN_SIDE"]
 
@@ -128,26 +129,30 @@ class ResNetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
         self.weights: WeightSet | None = None
+        #: the verified file the weights were loaded from (None: random weights), see :mod:`..onnx_backend`
+        self.weight_file: CachedFile | None = None
         self.transforms = CycleGANTransform()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in, H, W) -> (N, out, 4⌈H/4⌉, 4⌈W/4⌉)
         return self.model(x)
 
-    def _forward_same_size(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the network so that the output has the input's size: reflection-pad the right and
-        bottom up to a multiple of 4, then crop back."""
+    def _forward_same_size(self, x: torch.Tensor, forward: "Callable[[torch.Tensor], torch.Tensor] | None" = None
+                           ) -> torch.Tensor:
+        """Run the network (or ``forward``, the same network in another engine) so that the output
+        has the input's size: reflection-pad the right and bottom up to a multiple of 4, then crop
+        back."""
         height, width = x.shape[-2:]
         multiple = 2 ** _DOWNSAMPLING
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")   # (N, 3, 4⌈H/4⌉, 4⌈W/4⌉)
-        y = self(x)
+        y = (forward or self)(x)
         assert y.shape[-2:] == x.shape[-2:], (y.shape, x.shape)
         return y[..., :height, :width]                           # (N, 3, H, W)
 
     @torch.inference_mode()
     def translate(self, inputs: Any, *, size: int | None = 256, preset: str = "trained",
-                  max_pixels: int | None = MAX_PIXELS) -> Any:
+                  max_pixels: int | None = MAX_PIXELS, backend: str = "eager") -> Any:
         """Translate one image or a list of images (horse → zebra with the default weights).
 
         Args:
@@ -160,6 +165,9 @@ class ResNetGenerator(nn.Module):
                 ``ToTensor()``), which reproduces the book's figure.
             max_pixels: refuse an image whose resized height × width exceeds this (memory guard,
                 see :data:`MAX_PIXELS`); None disables the guard.
+            backend: ``"eager"`` (default, PyTorch) or ``"onnxruntime"``: the generator runs in ONNX
+                Runtime (one graph for every size, exported on first use and cached beside the
+                weight file; needs ``pip install -e ".[onnx]"``); pixels may differ by one level.
 
         Returns:
             an RGB PIL image of the resized input's size (``(y + 1) / 2`` clamped to [0, 1] and
@@ -174,14 +182,16 @@ class ResNetGenerator(nn.Module):
         from ...inputs.images import load_images
 
         prepare = self._preparer(size=size, preset=preset, max_pixels=max_pixels)
+        forward = self._engine(backend)
         items, single = load_images(inputs)
         batch = [prepare(item, "the image" if single else f"image {index}")       # (3, new_h, new_w)
                  for index, item in enumerate(items)]
-        outputs = self._translate_batch(batch)
+        outputs = self._translate_batch(batch, forward)
         return outputs[0] if single else outputs
 
     def translate_stream(self, inputs: Iterable[Any], *, size: int | None = 256, preset: str = "trained",
-                         max_pixels: int | None = MAX_PIXELS, batch_size: int = 4) -> Iterator[tuple[Any, Any]]:
+                         max_pixels: int | None = MAX_PIXELS, batch_size: int = 4,
+                         backend: str = "eager") -> Iterator[tuple[Any, Any]]:
         """:meth:`translate` for any number of inputs, lazily: ``(input, outcome)`` per input, in
         order, as soon as its batch of ``batch_size`` is done. ``outcome`` is the translated PIL
         image (what ``translate`` gives for that input) or the exception the input raised (a
@@ -191,10 +201,11 @@ class ResNetGenerator(nn.Module):
         from ...inputs.streaming import stream_batches
 
         prepare = self._preparer(size=size, preset=preset, max_pixels=max_pixels)
+        forward = self._engine(backend)
 
         def run(batch: list[torch.Tensor]) -> list[Any]:
             with torch.inference_mode():
-                return self._translate_batch(batch)
+                return self._translate_batch(batch, forward)
 
         on_cpu = next(self.parameters()).device.type == "cpu"
         yield from stream_batches(inputs, lambda item: prepare(item, "the image"), run,
@@ -237,8 +248,17 @@ class ResNetGenerator(nn.Module):
 
         return prepare
 
-    def _translate_batch(self, batch: list[torch.Tensor]) -> list[Any]:
-        """Prepared (3, H_i, W_i) inputs → their PIL images: same sizes together, BATCH_PIXELS at a time."""
+    def _engine(self, backend: str) -> "Callable[[torch.Tensor], torch.Tensor] | None":
+        """What runs the generator for ``backend``: None for PyTorch itself, else an ONNX Runtime
+        session of the same network (:mod:`dlwp_models.models.onnx_backend`)."""
+        from ..onnx_backend import OnnxRunner, check_backend
+
+        return OnnxRunner(self, any_size=True) if check_backend(backend) == "onnxruntime" else None
+
+    def _translate_batch(self, batch: list[torch.Tensor],
+                         forward: "Callable[[torch.Tensor], torch.Tensor] | None" = None) -> list[Any]:
+        """Prepared (3, H_i, W_i) inputs → their PIL images: same sizes together, BATCH_PIXELS at a
+        time, run by ``forward`` (default: this module)."""
         from ...inputs.images import same_size_chunks
 
         param = next(self.parameters())
@@ -246,7 +266,7 @@ class ResNetGenerator(nn.Module):
         with _deterministic_cudnn(param.device):
             for chunk in same_size_chunks(batch, BATCH_PIXELS):
                 x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
-                y = self._forward_same_size(x)                              # (n, 3, H, W) in [-1, 1]
+                y = self._forward_same_size(x, forward)                     # (n, 3, H, W) in [-1, 1]
                 for i, image in zip(chunk, _to_pil_images(y)):
                     outputs[i] = image
         return outputs
