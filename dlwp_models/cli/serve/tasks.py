@@ -23,7 +23,7 @@ from torch import nn
 
 from ...inputs.images import image_hw
 from ...inputs.transforms import MAX_SIDE, fit_side
-from ...models.cyclegan import MAX_PIXELS, MIN_SIDE
+from ...models.cyclegan import MAX_PIXELS
 from .uploads import ApiError
 
 __all__ = ["Task", "ClassifyTask", "TranslateTask", "CaptionTask", "task_for", "MAX_SIZE", "MAX_BEAM"]
@@ -111,13 +111,9 @@ class TranslateTask(Task):
     kind = "translate"
 
     def prepare(self, image: Image.Image, params: dict[str, Any]) -> tuple[Hashable, Any]:
-        size = params["size"]
+        size = params["size"]        # at least MIN_SIDE (the route checks): so is each resized side
         height, width = image_hw(image)
         new_h, new_w = self.model.transforms.configured(size=size, preset="trained").output_size(height, width)
-        if min(new_h, new_w) < MIN_SIDE:
-            raise ApiError(400, f"the image is {width}×{height} and would be {new_w}×{new_h} at size={size}; "
-                                f"the generator needs at least {MIN_SIDE} pixels on each side. Send a larger "
-                                "image or a larger size.")
         if new_h * new_w > MAX_PIXELS:
             raise ApiError(413, f"the image would be {new_w}×{new_h} at size={size}, more than the "
                                 f"{MAX_PIXELS / 1e6:.1f} megapixels the generator accepts; pass a smaller size.")
