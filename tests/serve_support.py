@@ -146,6 +146,7 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait()
         self._log_file.close()
+        self.process.stdout.close()
         return self.process.returncode
 
 

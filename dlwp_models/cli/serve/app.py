@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ... import __version__
 from ...models.cyclegan import MIN_SIDE
@@ -121,7 +122,12 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
     """The one request path: model → parameters → upload → preprocessing → batch → answer."""
     task, batcher = state.task(kind, model)
     _check_params(task, params)
-    image = await read_image(request, max_bytes=state.settings.max_upload_bytes, max_pixels=state.settings.max_pixels)
+    try:
+        image = await read_image(request, max_bytes=state.settings.max_upload_bytes,
+                                 max_pixels=state.settings.max_pixels)
+    except ClientDisconnect:
+        state.metrics.disconnects.labels(task.name).inc()
+        raise ApiError(499, "the client closed the connection while sending.") from None
     key, item = await run_in_threadpool(task.prepare, image, params)
     try:
         job = batcher.submit(key, item)
