@@ -103,9 +103,13 @@ def test_classify_answers_equal_predict_on_the_same_bytes(server, python_models,
     assert np.allclose([p["percent"] for p in body["predictions"]], expected.percents, rtol=0, atol=1e-4)
 
 
-def test_classify_defaults_to_the_first_classifier_and_top_5(server):
+def test_classify_defaults_to_the_first_classifier_and_top_5_and_is_counted(server):
+    labels = {"route": "/v1/classify", "method": "POST", "status": "200"}
+    before = server.metric("dlwp_requests_total", **labels)
     body = post(server, "/v1/classify", photo(fmt="PNG"), "application/octet-stream").json()
     assert body["model"] == "squeezenet1_1" and len(body["predictions"]) == 5
+    assert server.metric("dlwp_requests_total", **labels) == before + 1
+    assert server.metric("dlwp_request_seconds_count", route="/v1/classify") >= 1
 
 
 @pytest.mark.parametrize("accept, fmt", [("image/png", "PNG"), ("image/jpeg", "JPEG"), ("*/*", "PNG")])
