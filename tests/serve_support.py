@@ -28,7 +28,8 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 BUNDLED = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
 SERVED = ("squeezenet1_1", "resnet18", "cyclegan", "neuraltalk2")
 #: the server's settings in these tests: small batches and queue, a long wait so that batches fill
-SERVER_ARGS = ("--max-batch", "4", "--max-wait-ms", "150", "--max-queue", "6", "--max-upload-mb", "1")
+SERVER_ARGS = ("--max-batch", "4", "--max-wait-ms", "150", "--max-queue", "6", "--max-upload-mb", "1",
+               "--cors-origin", "http://lab.example")
 CAPTION_WORDS = {i: w for i, w in enumerate(
     "a the horse dog cat person riding on in with beach field grass near two standing white brown "
     "black small large of sitting next to UNK".split(), start=1)}
@@ -130,12 +131,13 @@ class RunningServer:
         raise RuntimeError(f"the server was not ready within {timeout} s:\n{self.log.read_text()}")
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample of /metrics (0 when absent)."""
+        """The value of one sample of /metrics with exactly these labels (0 when absent)."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        match = re.search(rf"^{re.escape(name)}{{{re.escape(want)}}} (\S+)$" if want else rf"^{re.escape(name)} (\S+)$",
-                          text, re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
+        for match in re.finditer(rf"^{re.escape(name)}(?:{{(.*)}})? (\S+)$", text, re.MULTILINE):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+            if found == labels:
+                return float(match.group(2))
+        return 0.0
 
     def stop(self) -> int:
         if self.process.poll() is None:

@@ -83,6 +83,15 @@ def test_health_readiness_models_page_docs_and_metrics(server):
     assert server.ready_line.startswith("dlwp serve: ") and f"http://127.0.0.1:{server.port}/" in server.ready_line
 
 
+def test_cors_answers_only_the_configured_origin(server):
+    preflight = httpx.options(f"{server.url}/v1/classify", headers={"Origin": "http://lab.example",
+                                                                   "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://lab.example"
+    other = httpx.get(f"{server.url}/healthz", headers={"Origin": "http://elsewhere.example"})
+    assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+
+
 @pytest.mark.parametrize("model", ["squeezenet1_1", "resnet18"])
 @pytest.mark.parametrize("form", [False, True])
 def test_classify_answers_equal_predict_on_the_same_bytes(server, python_models, tmp_path, model, form):

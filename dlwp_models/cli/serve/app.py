@@ -141,12 +141,13 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
     try:
         await asyncio.wait({job.future, disconnected}, return_when=asyncio.FIRST_COMPLETED)
         if not job.future.done():
-            batcher.cancel(job)
             state.metrics.disconnects.labels(task.name).inc()
             raise ApiError(499, "the client closed the connection.")
         return task, job.future.result()
     finally:
         disconnected.cancel()
+        if not job.future.done():       # the client left, or the handler was cancelled at shutdown
+            batcher.cancel(job)
 
 
 async def _disconnect(request: Request) -> None:

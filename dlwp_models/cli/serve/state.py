@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -117,10 +118,13 @@ class ServerState:
             raise ApiError(404, f"{name} does not {kind} (it does {task.kind}); use /v1/{task.kind}.")
         return task, self.batchers[name]
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Take no new requests, finish the queued ones, stop the workers."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Take no new requests, finish the queued ones and stop the workers, waiting at most
+        ``timeout`` seconds in all (the workers are daemon threads: a batch still running then
+        ends with the process)."""
         with self._lock:
             self._closed = True
             batchers = list(self.batchers.values())
+        deadline = time.monotonic() + timeout
         for batcher in batchers:
-            batcher.close(timeout)
+            batcher.close(max(0.0, deadline - time.monotonic()))
