@@ -264,14 +264,15 @@ def test_healthz_answers_within_100_ms_while_a_batch_runs(server):
 
 def test_clients_that_disconnect_cost_the_others_nothing(server, python_models):
     data = photo(seed=30)
-    request = (f"POST /v1/translate?size=96 HTTP/1.1\nHost: 127.0.0.1\nContent-Type: image/jpeg\n"
+    request = (f"POST /v1/translate?size=192 HTTP/1.1\nHost: 127.0.0.1\nContent-Type: image/jpeg\n"
                f"Content-Length: {len(data)}\n")
     before = server.metric("dlwp_client_disconnects_total", model="cyclegan")
     with ThreadPoolExecutor(3) as pool:
-        # one leaves while its request waits for the batch, one (most likely) while the batch runs
-        gone = [pool.submit(raw_request, server, request, data, close_after=after) for after in (0.05, 0.6)]
-        kept = pool.submit(post, server, "/v1/translate?size=96", data)
-        expected = np.asarray(python_models["cyclegan"].translate(as_image(data), size=96))
+        # one leaves while its request waits for the batch, one while the batch runs (a batch
+        # of two at 192 px takes seconds on 2 cores)
+        gone = [pool.submit(raw_request, server, request, data, close_after=after) for after in (0.05, 0.8)]
+        kept = pool.submit(post, server, "/v1/translate?size=192", data)
+        expected = np.asarray(python_models["cyclegan"].translate(as_image(data), size=192))
         assert np.array_equal(np.asarray(as_image(kept.result().content)), expected)
         for future in gone:
             future.result()

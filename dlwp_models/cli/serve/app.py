@@ -122,6 +122,8 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
     """The one request path: model → parameters → upload → preprocessing → batch → answer."""
     task, batcher = state.task(kind, model)
     _check_params(task, params)
+    if batcher.depth() >= batcher.max_queue:        # refuse before spending time on the upload
+        raise _too_busy(state, task.name, batcher.max_queue)
     try:
         image = await read_image(request, max_bytes=state.settings.max_upload_bytes,
                                  max_pixels=state.settings.max_pixels)
@@ -132,9 +134,7 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
     try:
         job = batcher.submit(key, item)
     except QueueFull:
-        state.metrics.rejected.labels(task.name).inc()
-        raise ApiError(503, f"{task.name} is too busy ({batcher.max_queue} requests queued); retry in a moment.",
-                       {"Retry-After": "1"}) from None
+        raise _too_busy(state, task.name, batcher.max_queue) from None
     except BatcherClosed:
         raise ApiError(503, "the server is shutting down; retry on another instance.", {"Retry-After": "5"}) from None
     disconnected = asyncio.ensure_future(_disconnect(request))
@@ -148,6 +148,12 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
         disconnected.cancel()
         if not job.future.done():       # the client left, or the handler was cancelled at shutdown
             batcher.cancel(job)
+
+
+def _too_busy(state: ServerState, model: str, max_queue: int) -> ApiError:
+    state.metrics.rejected.labels(model).inc()
+    return ApiError(503, f"{model} is too busy ({max_queue} requests queued); retry in a moment.",
+                    {"Retry-After": "1"})
 
 
 async def _disconnect(request: Request) -> None:
