@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback import LoopbackServer  # noqa: E402
+from serve_support import python_models, serve_env, server  # noqa: E402,F401  (dlwp serve fixtures)
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 DLWP_VARS = ("DLWP_MANIFEST", "DLWP_MIRROR", "DLWP_OFFLINE", "DLWP_LOCK_TIMEOUT", "DLWP_MAX_DOWNLOAD_BYTES",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dlwp_models {list,info,fetch,classify,translate,caption}``.
+"""Command line: ``python -m dlwp_models {list,info,fetch,classify,translate,caption,publish,export,serve}``.
 
 Failures print one paragraph (what failed, what to do) and exit non-zero, without a traceback.
 """
@@ -215,6 +215,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import ServeSettings, serve
+    except ImportError as exc:
+        raise _UsageError(f"serve needs the [serve] extra ({exc.name} is missing); install it with "
+                          "pip install -e \".[serve]\".") from None
+    weights = {}
+    for item in args.weights:
+        model, sep, tag = item.partition("=")
+        if not sep or not model or not tag:
+            raise _UsageError(f"--weights takes MODEL=TAG (e.g. resnet101=IMAGENET1K_V2), got {item!r}")
+        weights[model.strip()] = tag.strip()
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    from ..hub import family_of
+
+    for model in (*models, *weights):
+        family_of(model)                                     # ValueError listing the models
+    check_backend(args.backend)                              # onnxruntime missing: say so before loading
+    if unused := sorted(set(weights) - set(models)):
+        raise _UsageError(f"--weights names {', '.join(unused)}, which --models does not serve")
+    return serve(ServeSettings(models=models, weights=weights, host=args.host, port=args.port,
+                               max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                               max_upload_mb=args.max_upload_mb, device=args.device,
+                               cors_origins=tuple(args.cors_origin), backend=args.backend))
+
+
 class _UsageError(Exception):
     pass
 
@@ -245,6 +271,20 @@ def _backend_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("eager", "onnxruntime"), default="eager",
                    help="engine for the network: eager PyTorch, as the book (default), or ONNX Runtime "
                         "(faster; needs pip install -e \".[onnx]\"; last-digit differences)")
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be a number of at least 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a number above 0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -327,6 +367,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="image size to check at; torch.export and onnx artefacts are specialised to it "
                         "(default 480 640)")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("serve", help="serve the models over HTTP, with a web page to try them (the [serve] extra)")
+    p.add_argument("--models", default="resnet101,cyclegan,neuraltalk2",
+                   help="comma-separated models to load (default: resnet101,cyclegan,neuraltalk2)")
+    p.add_argument("--weights", action="append", default=[], metavar="MODEL=TAG",
+                   help="weight set per model, e.g. resnet101=IMAGENET1K_V2 (repeatable; default: each model's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-batch", type=_positive_int, default=16, help="most requests per forward pass (default 16)")
+    p.add_argument("--max-wait-ms", type=_non_negative_float, default=10.0,
+                   help="longest wait for a batch to fill after its first request (default 10)")
+    p.add_argument("--max-queue", type=_positive_int, default=64,
+                   help="requests queued per model before answering 503 (default 64)")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, help="largest upload in MiB (default 20)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the models run (default cpu)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from this origin to call the API (repeatable; default none)")
+    _backend_arg(p)
+    p.set_defaults(run=cmd_serve)
     return parser
 
 

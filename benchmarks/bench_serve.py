@@ -1,0 +1,221 @@
+"""`dlwp serve` under load, on loopback: throughput and p50/p99 latency at 1, 4 and 16 concurrent
+clients for alexnet and resnet101, with batching (`--max-batch 16 --max-wait-ms 10`) and without
+(`--max-batch 1`: one forward pass per request, as the book's Flask server); then 20 s at 4× the
+measured capacity: only 200 and 503 answers, the server's resident memory, /healthz throughout.
+
+    python benchmarks/bench_serve.py [--seconds 8] [--overload-seconds 20] [--models alexnet,resnet101]
+
+Weights are generated (random values in torchvision's format, served once from 127.0.0.1 and
+fetched through dlwp); photos are random 640×480 JPEGs. Each client is a thread with one keep-alive
+connection, sending its next photo when the previous answer arrives (a closed loop); the overload
+phase sends at a fixed rate from a bounded pool of connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx  # noqa: E402
+
+from _setup import REPO_DIR, Workspace, classifier_state_dict, log, photo, sha256_hex  # noqa: E402
+
+CLIENTS = (1, 4, 16)
+MODES = {"batched": ["--max-batch", "16", "--max-wait-ms", "10"], "unbatched": ["--max-batch", "1"]}
+
+
+def publish(workspace: Workspace, models: list[str]) -> None:
+    """Generated classifier weights served once from 127.0.0.1 and fetched through dlwp (cached)."""
+    import copy
+    import json
+
+    import torch
+    from loopback import LoopbackServer
+
+    bundled = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
+    server = LoopbackServer()
+    try:
+        for model in models:
+            entry = copy.deepcopy(bundled[f"{model}.imagenet1k_v1"])
+            buffer = io.BytesIO()
+            torch.save(classifier_state_dict(model), buffer)
+            data = buffer.getvalue()
+            filename = entry["files"]["state_dict"]["filename"]
+            entry["files"] = {"state_dict": {"filename": filename, "urls": [server.serve(filename, data)],
+                                             "sha256": sha256_hex(data), "size": len(data)}}
+            workspace.entries.append(entry)
+        workspace.manifest.write_text(json.dumps({"schema_version": 1, "weights": workspace.entries}))
+        code = "import sys, dlwp_models as d\nfor m in sys.argv[1:]: d.fetch(d.get_weights('DEFAULT', m), progress=False)"
+        subprocess.run([sys.executable, "-c", code, *models], env=workspace.env(offline=False), check=True,
+                       cwd=REPO_DIR, timeout=600)
+    finally:
+        server.close()
+
+
+def jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    photo(640, 480, seed).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+class Server:
+    def __init__(self, workspace: Workspace, model: str, args: list[str], queue: int = 64) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dlwp_models", "serve", "--models", model, "--port", str(self.port),
+             "--max-queue", str(queue), *args], env=workspace.env(), cwd=REPO_DIR, stdout=subprocess.PIPE, text=True)
+        if "ready" not in self.process.stdout.readline():
+            raise RuntimeError("the server did not start")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        self.process.terminate()
+        code = self.process.wait(30)
+        self.process.stdout.close()
+        return code
+
+
+def closed_loop(server: Server, model: str, clients: int, seconds: float, photos: list[bytes]) -> dict:
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            n = index
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = http.post(f"/v1/classify?model={model}", content=photos[n % len(photos)],
+                                     headers={"Content-Type": "image/jpeg"})
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+                    statuses.append(response.status_code)
+                n += clients
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - started
+    ok = statuses.count(200)
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
+    return {"throughput": ok / elapsed, "p50": quantiles[49], "p99": quantiles[98], "requests": len(statuses),
+            "non_200": len(statuses) - ok}
+
+
+def overload(server: Server, model: str, rate: float, seconds: float, photos: list[bytes]) -> dict:
+    statuses: dict[int, int] = {}
+    health: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    rss_before = server.rss_mb()
+    rss_peak = [rss_before]
+
+    def watch() -> None:
+        with httpx.Client(base_url=server.url, timeout=5) as http:
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    ok = http.get("/healthz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                health.append(time.perf_counter() - started if ok else float("inf"))
+                rss_peak[0] = max(rss_peak[0], server.rss_mb())
+                stop.wait(0.25)
+
+    local = threading.local()
+
+    def send(n: int) -> None:
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(base_url=server.url, timeout=60)
+        try:
+            status = local.http.post(f"/v1/classify?model={model}", content=photos[n % len(photos)],
+                                     headers={"Content-Type": "image/jpeg"}).status_code
+        except httpx.HTTPError:
+            status = -1
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with ThreadPoolExecutor(128) as pool:                 # bounded: at most 128 requests in flight
+        start = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            time.sleep(max(0.0, start + n / rate - time.perf_counter()))
+            pool.submit(send, n)
+    stop.set()
+    watcher.join()
+    return {"statuses": statuses, "rss_growth_mb": rss_peak[0] - rss_before, "healthz_max_s": max(health),
+            "healthz_p50_s": statistics.median(health)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per client level (default 8)")
+    parser.add_argument("--overload-seconds", type=float, default=20.0)
+    parser.add_argument("--models", default="alexnet,resnet101")
+    args = parser.parse_args()
+    models = args.models.split(",")
+    photos = [jpeg(seed) for seed in range(16)]
+    workspace = Workspace.create()
+    try:
+        publish(workspace, models)
+        rows = []
+        for model in models:
+            results = {}
+            for mode, flags in MODES.items():
+                server = Server(workspace, model, flags)
+                try:
+                    closed_loop(server, model, 2, 2.0, photos)                       # warm-up
+                    for clients in CLIENTS:
+                        results[mode, clients] = r = closed_loop(server, model, clients, args.seconds, photos)
+                        log(f"{model} {mode:9} {clients:2} clients: {r['throughput']:.2f} req/s, p50 "
+                            f"{r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms ({r['non_200']} not 200)")
+                    if mode == "batched":
+                        capacity = max(results[mode, c]["throughput"] for c in CLIENTS)
+                        results["overload"] = o = overload(server, model, 4 * capacity, args.overload_seconds, photos)
+                        log(f"{model} overload at {4 * capacity:.1f} req/s: {o}")
+                finally:
+                    log(f"{model} {mode}: server exit status after SIGTERM {server.stop()}")
+            rows.append((model, results))
+        print(report(rows))
+    finally:
+        workspace.close()
+    return 0
+
+
+def report(rows: list) -> str:
+    lines = ["| model | clients | batched req/s | unbatched req/s | ratio | batched p50 / p99 ms | unbatched p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|"]
+    for model, results in rows:
+        for clients in CLIENTS:
+            b, u = results["batched", clients], results["unbatched", clients]
+            lines.append(f"| {model} | {clients} | {b['throughput']:.2f} | {u['throughput']:.2f} | "
+                         f"{b['throughput'] / u['throughput']:.2f}× | {b['p50'] * 1000:.0f} / {b['p99'] * 1000:.0f} | "
+                         f"{u['p50'] * 1000:.0f} / {u['p99'] * 1000:.0f} |")
+        o = results["overload"]
+        lines.append(f"| {model} | overload 4× | answers {o['statuses']} | RSS +{o['rss_growth_mb']:.0f} MB | | "
+                     f"/healthz max {o['healthz_max_s'] * 1000:.0f} ms | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

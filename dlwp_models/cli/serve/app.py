@@ -1,0 +1,209 @@
+"""The FastAPI application: the routes of the HTTP API, JSON errors, the web page.
+
+Handlers stay thin: :func:`_answer` is the one path from a request to a model's answer (find the
+model, read and decode the upload in a worker thread, preprocess it there, queue it for its
+batch, wait for the answer or the client's disconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from ... import __version__
+from ...models.cyclegan import MIN_SIDE
+from .batching import BatcherClosed, QueueFull
+from .metrics import MetricsMiddleware
+from .state import ServerState, ServeSettings
+from .tasks import MAX_BEAM, MAX_SIZE, Task
+from .uploads import ApiError, read_image
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+_UPLOAD_DOC = ("The body is the image file's bytes (any `image/*` or `application/octet-stream` content type), "
+               "or a multipart form with the field `image`.")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
+
+
+def create_app(settings: ServeSettings, state: ServerState | None = None) -> FastAPI:
+    """The application serving ``settings.models``; models load in the background at startup."""
+    state = state or ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start_loading()
+        yield
+        await run_in_threadpool(state.close)
+
+    app = FastAPI(title="dlwp serve", version=__version__, lifespan=lifespan,
+                  description="The models of chapter 2 of *Deep Learning with PyTorch* behind an HTTP API.")
+    app.state.dlwp = state
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Accept"])
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    _add_error_handlers(app)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/healthz", summary="200 while the process serves")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="200 once every model is loaded, 503 before")
+    async def readyz() -> Response:
+        if state.ready:
+            return JSONResponse({"status": "ready", "models": list(state.tasks)})
+        if state.failure is not None:
+            return _error(503, "a model failed to load; see the server's output.")
+        return _error(503, f"loading models: {len(state.tasks)} of {len(settings.models)} ready.",
+                      {"Retry-After": "5"})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", summary="the loaded models: task, weights, size, batching")
+    async def models() -> dict[str, Any]:
+        return {"models": [{"name": name, "task": task.kind, "weights": task.weights, **task.describe(),
+                            "batching": settings.batching()} for name, task in state.tasks.items()]}
+
+    @app.post("/v1/classify", summary="top-k labels of one image", description=_UPLOAD_DOC)
+    async def classify(request: Request, model: str | None = None,
+                       topk: int = Query(5, ge=1, description="how many labels")) -> dict[str, Any]:
+        task, answer = await _answer(state, request, "classify", model, {"topk": topk})
+        return {"model": task.name, "weights": task.weights, "predictions": [
+            {"label": task.categories[i], "index": i, "percent": p} for i, p in zip(answer.indices, answer.percents)]}
+
+    @app.post("/v1/translate", summary="horse → zebra: a PNG (or JPEG) of the resized image's size",
+              description=_UPLOAD_DOC, response_class=Response,
+              responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+    async def translate(request: Request, model: str | None = None,
+                        size: int = Query(256, ge=MIN_SIDE, le=MAX_SIZE, description="shorter side after resizing")
+                        ) -> Response:
+        task, image = await _answer(state, request, "translate", model, {"size": size})
+        jpeg = _wants_jpeg(request.headers.get("accept", ""))
+        data = await run_in_threadpool(_encode, image, "JPEG" if jpeg else "PNG")
+        return Response(data, media_type="image/jpeg" if jpeg else "image/png",
+                        headers={"X-Model": task.name, "X-Weights": task.weights or ""})
+
+    @app.post("/v1/caption", summary="a sentence describing one image", description=_UPLOAD_DOC)
+    async def caption(request: Request, model: str | None = None,
+                      beam_size: int = Query(2, ge=1, le=MAX_BEAM, description="1: greedy")) -> dict[str, Any]:
+        task, sentence = await _answer(state, request, "caption", model, {"beam_size": beam_size})
+        return {"model": task.name, "weights": task.weights, "caption": sentence}
+
+    return app
+
+
+async def _answer(state: ServerState, request: Request, kind: str, model: str | None,
+                  params: dict[str, Any]) -> tuple[Any, Any]:
+    """The one request path: model → parameters → upload → preprocessing → batch → answer."""
+    task, batcher = state.task(kind, model)
+    _check_params(task, params)
+    if batcher.depth() >= batcher.max_queue:        # refuse before spending time on the upload
+        raise _too_busy(state, task.name, batcher.max_queue)
+    try:
+        image = await read_image(request, max_bytes=state.settings.max_upload_bytes,
+                                 max_pixels=state.settings.max_pixels)
+    except ClientDisconnect:
+        state.metrics.disconnects.labels(task.name).inc()
+        raise ApiError(499, "the client closed the connection while sending.") from None
+    key, item = await run_in_threadpool(task.prepare, image, params)
+    try:
+        job = batcher.submit(key, item)
+    except QueueFull:
+        raise _too_busy(state, task.name, batcher.max_queue) from None
+    except BatcherClosed:
+        raise ApiError(503, "the server is shutting down; retry on another instance.", {"Retry-After": "5"}) from None
+    disconnected = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({job.future, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        if not job.future.done():
+            state.metrics.disconnects.labels(task.name).inc()
+            raise ApiError(499, "the client closed the connection.")
+        return task, job.future.result()
+    finally:
+        disconnected.cancel()
+        if not job.future.done():       # the client left, or the handler was cancelled at shutdown
+            batcher.cancel(job)
+
+
+def _too_busy(state: ServerState, model: str, max_queue: int) -> ApiError:
+    state.metrics.rejected.labels(model).inc()
+    return ApiError(503, f"{model} is too busy ({max_queue} requests queued); retry in a moment.",
+                    {"Retry-After": "1"})
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client goes away (the body has been read, so only a disconnect comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _check_params(task: Task, params: dict[str, Any]) -> None:
+    if "topk" in params:
+        task.check_topk(params["topk"])                          # type: ignore[attr-defined]
+    if "beam_size" in params:
+        task.check_beam_size(params["beam_size"])                # type: ignore[attr-defined]
+
+
+def _wants_jpeg(accept: str) -> bool:
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    return "image/jpeg" in kinds and ("image/png" not in kinds or kinds.index("image/jpeg") < kinds.index("image/png"))
+
+
+def _encode(image: Any, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": {"status": N, "message": "..."}}``, never a traceback or a path."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"no such route: {request.method} {request.url.path}; see /docs for the API."
+        elif exc.status_code == 405:
+            message = f"{request.url.path} does not take {request.method}; see /docs for the API."
+        else:
+            message = str(exc.detail)
+        return _error(exc.status_code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+                             for e in exc.errors())
+        return _error(422, f"bad parameters: {problems}.")
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal server error; the server's log has the details.")

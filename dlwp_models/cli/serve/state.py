@@ -1,0 +1,132 @@
+"""What one server holds: its settings, the models (loaded in a background thread, so /healthz
+answers while they load), each model's task and batcher, and the metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from PIL import Image
+from torch import nn
+
+from .batching import Batcher
+from .metrics import Metrics
+from .tasks import Task, task_for
+from .uploads import ApiError
+
+__all__ = ["ServeSettings", "ServerState", "DEFAULT_MODELS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("resnet101", "cyclegan", "neuraltalk2")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The ``serve`` command's options."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    weights: dict[str, str] = field(default_factory=dict)   # model -> weight tag or name
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 16
+    max_wait_ms: float = 10.0
+    max_queue: int = 64
+    max_upload_mb: float = 20.0
+    device: str = "cpu"
+    cors_origins: tuple[str, ...] = ()
+    backend: str = "eager"                                  # classifiers and the generator: --backend
+    max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb limit
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    def batching(self) -> dict[str, float]:
+        return {"max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms, "max_queue": self.max_queue}
+
+
+def build_model(name: str, weights: str | None, device: str) -> nn.Module:
+    """``name`` built through the normal fetch path (cache, DLWP_OFFLINE, mirrors), on ``device``."""
+    from ...hub import build
+
+    model = build(name, pretrained=True, weights=weights, progress=False, map_location="cpu")
+    return model.to(device).eval()
+
+
+class ServerState:
+    """The models, their tasks and batchers. :meth:`start_loading` loads them in a thread;
+    ``loaded`` is set when that ends, ``failure`` then holds the error message if one failed."""
+
+    def __init__(self, settings: ServeSettings, build: Callable[[str, str | None, str], nn.Module] = build_model
+                 ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.tasks: dict[str, Task] = {}
+        self.batchers: dict[str, Batcher] = {}
+        self.loaded = threading.Event()
+        self.failure: str | None = None
+        self._build = build
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded.is_set() and self.failure is None
+
+    def start_loading(self) -> None:
+        threading.Thread(target=self._load_all, name="dlwp-serve-load", daemon=True).start()
+
+    def _load_all(self) -> None:
+        try:
+            for name in self.settings.models:
+                log.info("loading %s", name)
+                task = task_for(name, self._build(name, self.settings.weights.get(name), self.settings.device),
+                                self.settings.backend)
+                with self._lock:
+                    if self._closed:
+                        return
+                    batcher = Batcher(name, task.run, max_batch=self.settings.max_batch,
+                                      max_wait_s=self.settings.max_wait_ms / 1000, max_queue=self.settings.max_queue,
+                                      on_batch=self.metrics.batch_observer(name))
+                    self.metrics.watch_queue(name, batcher.depth)
+                    self.tasks[name], self.batchers[name] = task, batcher
+        except Exception as exc:  # reported by the command, which then stops the server
+            log.debug("loading failed", exc_info=True)
+            self.failure = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+        finally:
+            self.loaded.set()
+
+    def task(self, kind: str, name: str | None) -> tuple[Task, Batcher]:
+        """The model ``name`` (default: the first loaded one of this kind), or a 404 / 503."""
+        if name is None:
+            names = [n for n, t in self.tasks.items() if t.kind == kind]
+            if not names:
+                wanted = [n for n in self.settings.models if n not in self.tasks]
+                if wanted and not self.loaded.is_set():
+                    raise ApiError(503, "the models are still loading; retry in a few seconds.", {"Retry-After": "5"})
+                raise ApiError(404, f"no loaded model does {kind}; this server has {', '.join(self.tasks) or 'none'}.")
+            name = names[0]
+        task = self.tasks.get(name)
+        if task is None:
+            if name in self.settings.models and not self.loaded.is_set():
+                raise ApiError(503, f"{name} is still loading; retry in a few seconds.", {"Retry-After": "5"})
+            raise ApiError(404, f"unknown model {name!r}; this server has {', '.join(self.tasks) or 'none'} "
+                                "(see /v1/models).")
+        if task.kind != kind:
+            raise ApiError(404, f"{name} does not {kind} (it does {task.kind}); use /v1/{task.kind}.")
+        return task, self.batchers[name]
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Take no new requests, finish the queued ones and stop the workers, waiting at most
+        ``timeout`` seconds in all (the workers are daemon threads: a batch still running then
+        ends with the process)."""
+        with self._lock:
+            self._closed = True
+            batchers = list(self.batchers.values())
+        deadline = time.monotonic() + timeout
+        for batcher in batchers:
+            batcher.close(max(0.0, deadline - time.monotonic()))
