@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _setup import BENCH_DIR, Row, Workspace, log, make_photos  # noqa: E402
 
-BENCHES = ("load", "list", "throughput", "onnx", "caption", "download")
+BENCHES = ("load", "list", "throughput", "onnx", "batch", "caption", "download")
 
 
 def _table(rows: list[Row]) -> str:
@@ -99,7 +99,7 @@ def main(default_only: list[str] | None = None) -> int:
     need = set()
     if "load" in only:
         need |= set(models)
-    if "throughput" in only or "onnx" in only:
+    if "throughput" in only or "onnx" in only or "batch" in only:
         need |= {"resnet101", "alexnet"}
     if "caption" in only and not caption_skip:
         need.add("neuraltalk2")
@@ -153,6 +153,12 @@ def main(default_only: list[str] | None = None) -> int:
             import bench_onnx
 
             attempt("onnx", lambda: bench_onnx.run(ws, reps=reps, paths=photos))
+        if "batch" in only:
+            import bench_batch
+
+            many = make_photos(ws.root / "photos_batch", 100 if opts.quick else 500, 1280, 720, seed0=1000)
+            tiny = make_photos(ws.root / "photos_batch_small", 2100, 96, 96, seed0=5000)
+            attempt("batch", lambda: bench_batch.run(ws, paths=many, small=tiny))
         if "caption" in only and not caption_skip:
             import bench_caption
 
