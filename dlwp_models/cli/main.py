@@ -21,6 +21,7 @@ from ..models.onnx_backend import check_backend
 from ..weights.download import fetch
 from ..weights.manifest import WeightSet, get_weights, list_weights
 from ..weights.store import cached_path
+from .arguments import positive_int as _positive_int
 
 log = logging.getLogger("dlwp_models")
 
@@ -260,13 +261,6 @@ def _size_arg(text: str) -> int | None:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
-
-
 def _backend_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("eager", "onnxruntime"), default="eager",
                    help="engine for the network: eager PyTorch, as the book (default), or ONNX Runtime "
@@ -285,6 +279,21 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be a number above 0")
     return value
+
+
+def _image_command(sub: "argparse._SubParsersAction", name: str, help: str, run, *, weights: str,
+                   backend: bool) -> argparse.ArgumentParser:
+    """A subcommand over images (classify, translate, caption): INPUTS, --weights, -q, the batch
+    job options and, for the networks ONNX Runtime can run, --backend."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
+    p.add_argument("--weights", help=weights)
+    if backend:
+        _backend_arg(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_batch_options(p)
+    p.set_defaults(run=run)
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -310,38 +319,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_fetch)
 
-    p = sub.add_parser("classify", help="top-k ImageNet labels for images")
-    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
+    p = _image_command(sub, "classify", "top-k ImageNet labels for images", cmd_classify,
+                       weights="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)", backend=True)
     p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
-    p.add_argument("--weights", help="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)")
     p.add_argument("--topk", type=_positive_int, default=5, help="how many labels per image (default: 5)")
-    _backend_arg(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    add_batch_options(p)
-    p.set_defaults(run=cmd_classify)
 
-    p = sub.add_parser("translate", help="turn horses into zebras (CycleGAN)")
-    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
+    p = _image_command(sub, "translate", "turn horses into zebras (CycleGAN)", cmd_translate,
+                       weights="weight tag or a local generator file (default: horse2zebra)", backend=True)
     p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR",
                    help="folder for <stem>_zebra.png files")
     p.add_argument("--preset", choices=("trained", "book"), default="trained",
                    help="input scaling: as the weights were trained (default) or as the book feeds it")
     p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
-    p.add_argument("--weights", help="weight tag or a local generator file (default: horse2zebra)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing <stem>_zebra.png files (default: refuse before translating)")
-    _backend_arg(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    add_batch_options(p)
-    p.set_defaults(run=cmd_translate)
 
-    p = sub.add_parser("caption", help="describe images in a sentence (NeuralTalk2)")
-    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
+    p = _image_command(sub, "caption", "describe images in a sentence (NeuralTalk2)", cmd_caption,
+                       weights="weight tag (default: coco_fc)", backend=False)
     p.add_argument("--beam-size", type=_positive_int, default=2, help="beam width (default: 2, as the book)")
-    p.add_argument("--weights", help="weight tag (default: coco_fc)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    add_batch_options(p)
-    p.set_defaults(run=cmd_caption)
 
     p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
     p.add_argument("checkpoint", nargs="?", type=Path, metavar="CHECKPOINT",

@@ -9,14 +9,15 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import torch
 from torch import nn
 
 from ..errors import IncompatibleWeightsError
 
-__all__ = ["check_state_dict", "load_into", "build_on_meta"]
+__all__ = ["check_state_dict", "load_into", "build_on_meta", "eval_mode"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -97,3 +98,15 @@ def load_into(module: M, state_dict: Mapping[str, torch.Tensor], *, source: str)
                 f"{source}: {name!r} was not set by the weights, so this architecture cannot be built "
                 "from them. Please report this.")
     return module
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` and its submodules in eval mode, their own modes restored afterwards."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in modes:
+            sub.training = training

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ExportError, MissingDependencyError
+from ..loading.modules import eval_mode
 
 __all__ = ["INSTALL_HINT", "TOLERANCE", "import_onnxruntime", "onnx_versions", "export_graph",
            "relative_difference", "check_graph", "dynamic_samples", "session_for", "run_session", "eval_mode"]
@@ -31,42 +31,30 @@ _DIM_BOUNDS = {0: (1, 4096), 2: (8, 16384), 3: (8, 16384)}   # batch, height, wi
 _DIM_NAMES = {0: "batch", 2: "height", 3: "width"}
 
 
-def import_onnxruntime() -> Any:
-    """The ``onnxruntime`` module, or a :class:`MissingDependencyError` that says how to install it."""
+def _require(*modules: str, needed_for: str) -> list[Any]:
+    """The modules, imported; a :class:`MissingDependencyError` that says how to install them."""
+    import importlib
+
     try:
-        import onnxruntime
+        return [importlib.import_module(name) for name in modules]
     except ImportError as exc:
         raise MissingDependencyError(
-            f"the ONNX Runtime backend and ONNX export need onnxruntime, which cannot be imported ({exc}). "
-            f"Install dlwp's onnx extra: {INSTALL_HINT}") from None
-    return onnxruntime
+            f"{needed_for} uses {' and '.join(modules)}, which cannot be imported here ({exc}). Install "
+            f"dlwp's onnx extra: {INSTALL_HINT}") from None
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, or a :class:`MissingDependencyError` that says how to install it."""
+    return _require("onnxruntime", needed_for="the ONNX Runtime backend and ONNX export")[0]
 
 
 def _require_exporter() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"exporting to ONNX needs onnx and onnxscript, which cannot be imported ({exc}). Install "
-            f"dlwp's onnx extra: {INSTALL_HINT}") from None
+    _require("onnx", "onnxscript", needed_for="exporting to ONNX")
 
 
 def onnx_versions() -> tuple[str, str]:
     """(torch version, onnxruntime version): what a cached graph is keyed by besides the weights."""
     return torch.__version__, import_onnxruntime().__version__
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """``module`` and its submodules in eval mode, their own modes restored afterwards."""
-    modes = [(sub, sub.training) for sub in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for sub, training in modes:
-            sub.training = training
 
 
 def export_graph(module: nn.Module, sample: torch.Tensor, path: Path, *, dynamic: Sequence[int],

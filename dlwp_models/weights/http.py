@@ -32,7 +32,7 @@ MAX_DOWNLOAD_BYTES = 8 << 30    # a weight file without a pinned size; DLWP_MAX_
 STALL_BYTES_PER_S = 1024.0      # slower than this on average ...; DLWP_STALL_BYTES_PER_S overrides
 STALL_SECONDS = 60.0            # ... over this many seconds is a stall; DLWP_STALL_SECONDS overrides
 MAX_REDIRECTS = 10              # hops followed from one URL
-READ_SIZE = 1 << 16             # the most one short read asks for
+READ_SIZE = 1 << 20             # the most one short read asks for (it returns what has arrived)
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from ..errors import WeightsNotFoundError
@@ -24,8 +23,7 @@ __all__ = ["Choice", "resolve"]
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     """What the arguments ask for: a manifest weight set, a one-off file to fetch (a URL pinned
     by sha256), a caller's own local file, or nothing (random weights)."""
 

@@ -10,8 +10,8 @@ import json
 import os
 import stat
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .manifest import FileSpec
 from .store import cached_path, create_exclusive
@@ -19,8 +19,7 @@ from .store import cached_path, create_exclusive
 __all__ = ["Resumable", "resumable", "start_resumable", "drop_resumable"]
 
 
-@dataclass(frozen=True)
-class Resumable:
+class Resumable(NamedTuple):
     """A download of a file left by an earlier run: its bytes so far and the URL they came from."""
 
     path: Path

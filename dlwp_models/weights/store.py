@@ -33,9 +33,8 @@ import os
 import re
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
 
 from ..errors import CacheWriteError, DownloadError
 from .integrity import hash_file, mismatch
@@ -50,8 +49,7 @@ log = logging.getLogger(__name__)
 LOCK_TIMEOUT = 3600.0           # seconds to wait for another process's download; DLWP_LOCK_TIMEOUT overrides
 
 
-@dataclass(frozen=True)
-class CachedFile:
+class CachedFile(NamedTuple):
     """A weight file ready to load: its path, and the sha256 it was verified with (None for a
     caller's own file, which dlwp never verified and never derives copies from)."""
 

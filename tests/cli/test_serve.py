@@ -235,12 +235,12 @@ def concurrently(calls) -> list:
 
 
 def test_concurrent_requests_are_batched_and_answers_are_unchanged(server, python_models):
-    images = [photo(seed=10 + i) for i in range(8)]
+    images = [photo(seed=10 + i) for i in range(6)]              # no more than --max-queue: none may be refused
     before = server.metric("dlwp_batch_size_count", model="cyclegan")
     responses = concurrently([lambda d=d: post(server, "/v1/translate?size=32", d) for d in images])
     passes = server.metric("dlwp_batch_size_count", model="cyclegan") - before
-    assert [r.status_code for r in responses] == [200] * 8
-    assert passes < 8                                             # some requests shared a forward pass
+    assert [r.status_code for r in responses] == [200] * 6
+    assert passes < 6                                             # some requests shared a forward pass
     for data, response in zip(images, responses):
         expected = python_models["cyclegan"].translate(as_image(data), size=32)
         assert np.array_equal(np.asarray(as_image(response.content)), np.asarray(expected))

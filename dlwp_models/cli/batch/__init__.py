@@ -16,19 +16,13 @@ from typing import Any
 
 from .runner import Settings, local_engine, run_job
 from .tasks import Job
+from ..arguments import positive_int as _positive_int
 
 __all__ = ["add_batch_options", "batch_usage_error", "run_batch"]
 
 _BATCH_ONLY = (("resume", False, "--resume"), ("on_error", None, "--on-error"), ("batch_size", None, "--batch-size"),
                ("engine", None, "--engine"), ("ray_address", None, "--ray-address"),
                ("num_workers", None, "--num-workers"), ("device", None, "--device"), ("progress", None, "--progress"))
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
 
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:

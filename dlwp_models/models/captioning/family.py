@@ -5,8 +5,7 @@ checked against each other before the 170 MB encoder is touched."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from torch import nn
 
@@ -58,8 +57,7 @@ _DOC = """NeuralTalk2 image captioning (Karpathy & Fei-Fei 2015), the "FC" model
     """
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     weights: WeightSet
     transforms: CaptionTransform
 

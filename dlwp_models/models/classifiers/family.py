@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -83,8 +82,7 @@ def build_for_state_dict(model: str, state_dict: Mapping[str, torch.Tensor], *, 
 
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     model: str
     weights: WeightSet | None          # None: a one-off checkpoint file
     described: WeightSet               # whose transforms and labels the model gets

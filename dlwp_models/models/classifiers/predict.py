@@ -3,7 +3,6 @@ one-call :meth:`ClassifierMixin.predict`, mixed into the torchvision class (:fun
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from itertools import chain, islice
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -12,6 +11,7 @@ from torch import nn
 
 from ...inputs.predictions import Prediction
 from ...inputs.transforms import ClassifierTransform
+from ...loading.modules import eval_mode
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
 
@@ -80,7 +80,7 @@ class ClassifierMixin:
         pixels = chain.from_iterable(prepared)
         results: list[Prediction] = []
         try:
-            with self._evaluating(), torch.inference_mode():
+            with eval_mode(self), torch.inference_mode():
                 while batch := list(islice(pixels, batch_size)):
                     results += classify(batch)
         finally:
@@ -104,7 +104,7 @@ class ClassifierMixin:
             with torch.inference_mode():
                 return classify(batch)
 
-        with self._evaluating():
+        with eval_mode(self):
             yield from stream_batches(inputs, prepare_one, run, batch_size=batch_size, on_cpu=on_cpu)
 
     def _checked(self, topk: Any, batch_size: Any) -> tuple[list[str], int]:
@@ -158,18 +158,6 @@ class ClassifierMixin:
                     for row_values, row_indices in zip(values.tolist(), indices.tolist())]
 
         return prepare_one, classify, device.type == "cpu"
-
-    @contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        """Eval mode inside, each module's own train/eval mode restored afterwards."""
-        assert isinstance(self, nn.Module)
-        modes = [(module, module.training) for module in self.modules()]
-        self.eval()
-        try:
-            yield
-        finally:
-            for module, training in modes:
-                module.training = training
 
 
 def _stack_normalised(tensors: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -5,8 +5,7 @@ docstring."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -78,8 +77,7 @@ def adapt_cyclegan_state_dict(raw: Any, module: nn.Module, *, source: str) -> di
 
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     weights: WeightSet | None          # None: a one-off generator file
     transforms: CycleGANTransform
 
