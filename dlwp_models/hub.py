@@ -18,29 +18,40 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from importlib import import_module
+
 from .errors import ManifestError
-from .models.captioning import FAMILY as _CAPTIONING
-from .models.classifiers import FAMILY as _CLASSIFIERS
-from .models.cyclegan import FAMILY as _CYCLEGAN
+from .models.captioning import docs as _captioning_docs
+from .models.classifiers import CLASSIFIERS
+from .models.classifiers import docs as _classifier_docs
+from .models.cyclegan import docs as _cyclegan_docs
 from .models.family import Family
 from .weights.download import fetch_file, fetch_files
 from .weights.manifest import WeightSet, bundled_manifest_path, read_manifest_cached
 from .weights.resolve import Choice, resolve
 from .weights.store import CachedFile
 
-__all__ = ["build", "family_of", "FAMILIES", "ENTRYPOINTS"]
+__all__ = ["build", "family_of", "ENTRYPOINTS"]
 
 log = logging.getLogger(__name__)
 
-FAMILIES: tuple[Family, ...] = (_CLASSIFIERS, _CYCLEGAN, _CAPTIONING)
-_BY_MODEL: dict[str, Family] = {model: family for family in FAMILIES for model in family.models}
+#: each family: its models, the module that builds them (imported only when one is built, so
+#: listing the entrypoints costs no network code) and its entrypoints' docstrings
+_FAMILIES: tuple[tuple[tuple[str, ...], str, Callable[[str, list[WeightSet]], str]], ...] = (
+    (CLASSIFIERS, "classifiers", _classifier_docs.docstring),
+    (_cyclegan_docs.MODELS, "cyclegan", lambda model, sets: _cyclegan_docs.DOC),
+    (_captioning_docs.MODELS, "captioning", lambda model, sets: _captioning_docs.DOC),
+)
+_PACKAGE_OF: dict[str, str] = {model: package for models, package, _ in _FAMILIES for model in models}
 
 
 def family_of(model: str) -> Family:
     """The family that builds ``model``; a ValueError listing the models otherwise."""
-    family = _BY_MODEL.get(model)
-    if family is None:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(_BY_MODEL)}.")
+    package = _PACKAGE_OF.get(model)
+    if package is None:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(_PACKAGE_OF)}.")
+    family = import_module(f"{__package__}.models.{package}.family").FAMILY
+    assert model in family.models, (model, package)
     return family
 
 
@@ -89,7 +100,8 @@ def _bundled_sets() -> list[WeightSet]:
         return []
 
 
-def _entrypoint(model: str, family: Family, sets: list[WeightSet]) -> Callable[..., nn.Module]:
+def _entrypoint(model: str, docstring: Callable[[str, list[WeightSet]], str],
+                sets: list[WeightSet]) -> Callable[..., nn.Module]:
     def entrypoint(*, pretrained: bool = False, weights: "str | os.PathLike | None" = None,
                    progress: bool = True, map_location: Any = None, sha256: str | None = None,
                    **kwargs: Any) -> nn.Module:
@@ -98,14 +110,14 @@ def _entrypoint(model: str, family: Family, sets: list[WeightSet]) -> Callable[.
 
     entrypoint.__name__ = entrypoint.__qualname__ = model
     entrypoint.__module__ = __name__
-    entrypoint.__doc__ = family.docstring(model, sets)
+    entrypoint.__doc__ = docstring(model, sets)
     return entrypoint
 
 
 _sets = _bundled_sets()
 #: every entrypoint by name, in the families' order
 ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {
-    model: _entrypoint(model, family, _sets) for family in FAMILIES for model in family.models}
+    model: _entrypoint(model, docstring, _sets) for models, _, docstring in _FAMILIES for model in models}
 globals().update(ENTRYPOINTS)
 __all__ += list(ENTRYPOINTS)
 del _sets

@@ -7,7 +7,7 @@ download), fetches the files, and hands them to :meth:`Family.load`. A family ho
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -46,8 +46,4 @@ class Family:
 
     def load(self, plan: Any, files: Mapping[str, CachedFile], map_location: Any) -> nn.Module:
         """The model built from ``plan`` and the fetched ``files`` (by role), in eval mode."""
-        raise NotImplementedError
-
-    def docstring(self, model: str, sets: Sequence[WeightSet]) -> str:
-        """The entrypoint's docstring (what ``torch.hub.help`` shows), listing ``sets``."""
         raise NotImplementedError

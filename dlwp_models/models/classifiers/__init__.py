@@ -15,9 +15,10 @@ does for ``torch.hub.list``) stays cheap.
 from __future__ import annotations
 
 from .categories import IMAGENET1K, categories_of
-from .family import FAMILY, adapt_torchvision_state_dict, build_for_state_dict
-from .predict import ClassifierMixin, hub_class
 from .registry import CLASS_NAMES, CLASSIFIERS, architecture_kwargs
+
+_LAZY = {"FAMILY": "family", "adapt_torchvision_state_dict": "family", "build_for_state_dict": "family",
+         "ClassifierMixin": "predict", "hub_class": "predict"}
 
 __all__ = ["CLASSIFIERS", "FAMILY", "ClassifierMixin", "IMAGENET1K", "adapt_torchvision_state_dict",
            "architecture_kwargs", "build_for_state_dict", "categories_of", "hub_class"]
@@ -26,9 +27,14 @@ __all__ = ["CLASSIFIERS", "FAMILY", "ClassifierMixin", "IMAGENET1K", "adapt_torc
 def __getattr__(name: str) -> type:
     """Module attribute hook (PEP 562): ``dlwp_models.models.classifiers.ResNet`` etc. are the
     model classes, made on first use, so that unpickling a saved model finds them in a fresh
-    process."""
+    process; the family and predict modules are imported only when one of their names is asked
+    for (listing the hub's entrypoints reads the registry and the docstrings alone)."""
+    from importlib import import_module
+
+    if name in _LAZY:
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
     if name in CLASS_NAMES:
         import torchvision.models
 
-        return hub_class(getattr(torchvision.models, name))
+        return import_module(f"{__name__}.predict").hub_class(getattr(torchvision.models, name))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

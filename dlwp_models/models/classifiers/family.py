@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -20,7 +20,6 @@ from ...weights.manifest import WeightSet, get_weights
 from ...weights.store import CachedFile
 from ..family import Family
 from .categories import categories_of
-from .docs import docstring
 from .predict import hub_class
 from .registry import CLASSIFIERS, arch_of, architecture_kwargs, check_kwargs, weights_kwargs
 
@@ -150,8 +149,6 @@ class ClassifierFamily(Family):
         log.info("loaded %s into %s", source, plan.model)
         return _attach(net.eval(), plan.weights, plan.described, plan.categories, file)
 
-    def docstring(self, model: str, sets: Sequence[WeightSet]) -> str:
-        return docstring(model, sets)
 
 
 def _load_one_off(plan: _Plan, file: CachedFile, map_location: Any) -> nn.Module:

@@ -1,11 +1,11 @@
 """How the one builder builds the CycleGAN generator: the ``cyclegan`` weight format (the book's
-48-key file, or junyanz's 2018 layout whose InstanceNorm statistics are dropped), the entrypoint's
-docstring."""
+48-key file, or junyanz's 2018 layout whose InstanceNorm statistics are dropped); the entrypoint's
+docstring is in :mod:`.docs`."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from ...loading.weight_files import load_weight_file
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
 from ..family import Family
+from .docs import MODELS
 from .network import ResNetGenerator
 
 __all__ = ["CycleGANFamily", "FAMILY", "adapt_cyclegan_state_dict"]
@@ -24,35 +25,6 @@ __all__ = ["CycleGANFamily", "FAMILY", "adapt_cyclegan_state_dict"]
 log = logging.getLogger(__name__)
 
 _INSTANCE_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
-_DOC = """CycleGAN horse→zebra generator (Zhu et al. 2017), as run in chapter 2 of *Deep Learning
-    with PyTorch*: a ResNet generator with 9 residual blocks (11.4 M parameters).
-
-    Weight sets (``weights/manifest.json``):
-        ``cyclegan.horse2zebra`` (default): the book's ``horse2zebra_0.4.0.pth`` (junyanz's
-        pretrained horse2zebra generator), pinned by commit and git blob SHA-1.
-
-    Args:
-        pretrained (bool): load the default weight set (horse2zebra). Default False: random weights.
-        weights (str | PathLike | None): a weight-set tag or name (``"horse2zebra"``,
-            ``"cyclegan.horse2zebra"``, ``"DEFAULT"``), or the path of a local generator file in
-            the book's layout or junyanz's (e.g. his zebra2horse or monet2photo
-            ``latest_net_G.pth``), or an https URL of such a file together with ``sha256=``; a file
-            implies pretrained. Default None.
-        progress (bool): show a download progress bar. Default True.
-        map_location: passed to ``torch.load`` (e.g. ``"cpu"`` or ``"cuda"``). Default None.
-        sha256 (str | None): the full sha256 of the file when ``weights`` is a URL (required
-            then, refused otherwise).
-
-    Returns:
-        the :class:`ResNetGenerator` in eval mode, with ``.weights``, ``.transforms`` and
-        ``.translate(inputs, *, size=256, preset="trained")`` → PIL image (or a list).
-
-    Example::
-
-        model = torch.hub.load("org/dlwp", "cyclegan", pretrained=True)
-        zebra = model.translate("horse.jpg")                 # [-1, 1] input, as trained
-        book = model.translate("horse.jpg", preset="book")   # [0, 1] input, the book's figure
-    """
 
 
 def adapt_cyclegan_state_dict(raw: Any, module: nn.Module, *, source: str) -> dict[str, torch.Tensor]:
@@ -85,7 +57,7 @@ class _Plan(NamedTuple):
 class CycleGANFamily(Family):
     """The CycleGAN horse→zebra generator."""
 
-    models = ("cyclegan",)
+    models = MODELS
     format = "cyclegan"
 
     def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
@@ -106,8 +78,6 @@ class CycleGANFamily(Family):
         log.info("cyclegan: loaded %s", source)
         return model.eval()
 
-    def docstring(self, model: str, sets: Sequence[WeightSet]) -> str:
-        return _DOC
 
 
 FAMILY = CycleGANFamily()
