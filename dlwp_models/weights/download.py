@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # requests and tqdm are imported where a download happens:
     import requests  # a verified cache hit never pays for them
 
 from ..errors import DownloadError, IntegrityError, OfflineError
-from . import http, resume, store
+from . import store
 from .integrity import CHUNK, Digests, mismatch
 from .manifest import FileSpec, WeightSet, get_weights
 from .store import CachedFile
@@ -85,6 +85,7 @@ def _retry_after(response: requests.Response, attempt: int) -> float:
 def _check_scheme(url: str, spec: FileSpec) -> None:
     """Refuse ``url`` (a source, or any hop of its redirects, before it is requested) when its
     scheme is weaker than the file's pin allows."""
+    from . import http   # only a download needs it: a warm load imports nothing of it
     scheme = urlsplit(url).scheme.lower()
     if scheme == "https":
         return
@@ -109,6 +110,7 @@ class _Stream:
     """One download of ``spec`` from ``url`` into its resumable partial file (see :mod:`.resume`)."""
 
     def __init__(self, session: requests.Session, url: str, spec: FileSpec, progress: bool) -> None:
+        from . import http   # only a download needs it: a warm load imports nothing of it
         self.session, self.url, self.spec, self.progress = session, url, spec, progress
         self.budget = spec.size if spec.size is not None else http.max_download_bytes()
         self.rate, self.window = http.stall_limits()
@@ -118,6 +120,7 @@ class _Stream:
         """Stream the file; return the partial's path and sha256 once size and hash match the spec.
         Bytes kept by an earlier run for this URL and pin are continued; if the result then fails
         its check, it is fetched once more from the start."""
+        from . import resume   # only a download needs it: a warm load imports nothing of it
         try:
             kept = resume.resumable(self.spec)
             if kept is not None and kept.url == self.url and 0 < kept.size <= self.budget:
@@ -153,6 +156,7 @@ class _Stream:
         return mismatch(self.spec, size, sha256, blob), partial, sha256
 
     def _transfer(self, out: BinaryIO, have: int, bar: Any) -> Digests:
+        from . import http   # only a download needs it: a warm load imports nothing of it
         import requests
         import urllib3
 
@@ -292,6 +296,7 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> CachedFile:
 
 
 def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
+    from . import resume   # only a download needs it: a warm load imports nothing of it
     hit = store.settle(spec)  # placed by hand, cached by an older layout, or fetched by another process
     if hit is not None:
         return hit
