@@ -5,25 +5,16 @@ format (:mod:`.family`)."""
 
 from __future__ import annotations
 
+from ..lazy import lazy_getattr
+
 __all__ = ["BATCH_PIXELS", "DecoderConfig", "ENCODER_FEATURES", "FAMILY", "FCDecoder", "LSTMCore",
            "NeuralTalk2", "SEQ_LENGTH", "caffe_resnet101", "check_decoder_fits", "encoder_from_state_dict",
            "placeholder_vocabulary", "read_vocabulary"]
 
-_LAZY = {name: module for module, names in {
+__getattr__ = lazy_getattr(__name__, {
     "decoder": ("SEQ_LENGTH", "DecoderConfig", "FCDecoder", "LSTMCore", "check_decoder_fits"),
     "encoder": ("ENCODER_FEATURES", "caffe_resnet101", "encoder_from_state_dict"),
     "family": ("FAMILY",),
     "model": ("BATCH_PIXELS", "NeuralTalk2"),
     "vocabulary": ("placeholder_vocabulary", "read_vocabulary"),
-}.items() for name in names}
-
-
-def __getattr__(name: str):
-    """Import a submodule only when one of its names is asked for (PEP 562): listing the hub's
-    entrypoints reads :mod:`.docs` alone, without the networks."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f"{__name__}.{module}"), name)
+})

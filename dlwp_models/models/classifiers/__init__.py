@@ -15,10 +15,11 @@ does for ``torch.hub.list``) stays cheap.
 from __future__ import annotations
 
 from .categories import IMAGENET1K, categories_of
+from ..lazy import lazy_getattr
 from .registry import CLASS_NAMES, CLASSIFIERS, architecture_kwargs
 
-_LAZY = {"FAMILY": "family", "adapt_torchvision_state_dict": "family", "build_for_state_dict": "family",
-         "ClassifierMixin": "predict", "hub_class": "predict"}
+_lazy = lazy_getattr(__name__, {"family": ("FAMILY", "adapt_torchvision_state_dict", "build_for_state_dict"),
+                                "predict": ("ClassifierMixin", "hub_class")})
 
 __all__ = ["CLASSIFIERS", "FAMILY", "ClassifierMixin", "IMAGENET1K", "adapt_torchvision_state_dict",
            "architecture_kwargs", "build_for_state_dict", "categories_of", "hub_class"]
@@ -29,12 +30,8 @@ def __getattr__(name: str) -> type:
     model classes, made on first use, so that unpickling a saved model finds them in a fresh
     process; the family and predict modules are imported only when one of their names is asked
     for (listing the hub's entrypoints reads the registry and the docstrings alone)."""
-    from importlib import import_module
-
-    if name in _LAZY:
-        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
     if name in CLASS_NAMES:
         import torchvision.models
 
-        return import_module(f"{__name__}.predict").hub_class(getattr(torchvision.models, name))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _lazy("hub_class")(getattr(torchvision.models, name))
+    return _lazy(name)
