@@ -1,8 +1,9 @@
 """The FastAPI application: the routes of the HTTP API, JSON errors, the web page.
 
 Handlers stay thin: :func:`_answer` is the one path from a request to a model's answer (find the
-model, read and decode the upload in a worker thread, preprocess it there, queue it for its
-batch, wait for the answer or the client's disconnect).
+model, read the upload, take a place in the model's queue or answer 503 at once, decode and
+preprocess the upload in a worker thread, at most ``decode_slots`` at a time, queue it for its
+batch, wait for the answer or the client's disconnect). A slow upload holds no place in a queue.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .batching import BatcherClosed, QueueFull
 from .metrics import MetricsMiddleware
 from .state import ServerState, ServeSettings
 from .tasks import MAX_BEAM, MAX_SIZE, Task
-from .uploads import ApiError, read_image
+from .uploads import ApiError, decode_image, read_upload
 
 __all__ = ["create_app"]
 
@@ -122,17 +123,19 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
     """The one request path: model → parameters → upload → preprocessing → batch → answer."""
     task, batcher = state.task(kind, model)
     _check_params(task, params)
-    if batcher.depth() >= batcher.max_queue:        # refuse before spending time on the upload
+    if batcher.pending() >= batcher.max_queue:      # refuse before spending time on the upload
         raise _too_busy(state, task.name, batcher.max_queue)
     try:
-        image = await read_image(request, max_bytes=state.settings.max_upload_bytes,
-                                 max_pixels=state.settings.max_pixels)
+        body = await read_upload(request, max_bytes=state.settings.max_upload_bytes)
     except ClientDisconnect:
         state.metrics.disconnects.labels(task.name).inc()
         raise ApiError(499, "the client closed the connection while sending.") from None
-    key, item = await run_in_threadpool(task.prepare, image, params)
     try:
-        job = batcher.submit(key, item)
+        with batcher.admit() as admission:          # a place in the queue before decoding, or 503
+            async with state.decode_slots:          # decoded photos in memory: at most one per slot
+                key, item = await run_in_threadpool(_prepare, task, body, state.settings.max_pixels, params)
+            del body
+            job = admission.submit(key, item)
     except QueueFull:
         raise _too_busy(state, task.name, batcher.max_queue) from None
     except BatcherClosed:
@@ -148,6 +151,11 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
         disconnected.cancel()
         if not job.future.done():       # the client left, or the handler was cancelled at shutdown
             batcher.cancel(job)
+
+
+def _prepare(task: Task, body: bytes, max_pixels: int, params: dict[str, Any]) -> tuple[Any, Any]:
+    """(batch key, item) from the upload's bytes: decoded, then the model's preprocessing."""
+    return task.prepare(decode_image(body, max_pixels), params)
 
 
 def _too_busy(state: ServerState, model: str, max_queue: int) -> ApiError:

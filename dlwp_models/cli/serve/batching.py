@@ -5,6 +5,10 @@ when that job arrived) for up to ``max_batch - 1`` more jobs with the same key (
 inputs can be stacked: same preprocessed shape, same decoding settings), and runs them as one
 batch. Jobs with other keys keep their place in the queue. The event loop only enqueues and
 awaits; the forward pass runs on the worker thread.
+
+A request takes its place in the queue (:meth:`Batcher.admit`) before its upload is decoded: the
+bound ``max_queue`` counts the requests still being decoded and preprocessed, so under overload
+the surplus is refused at once, costing neither a decode nor the memory of a decoded photo.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import logging
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
-__all__ = ["Batcher", "Job", "QueueFull", "BatcherClosed"]
+__all__ = ["Batcher", "Job", "Admission", "QueueFull", "BatcherClosed"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,20 @@ class Job:
     cancelled: bool = False
 
 
+class Admission:
+    """A place in a model's queue, held from a request's arrival until :meth:`submit` (or until
+    the request fails before that, when the place is given back)."""
+
+    def __init__(self, batcher: "Batcher") -> None:
+        self._batcher = batcher
+        self.submitted = False
+
+    def submit(self, key: Hashable, item: Any) -> Job:
+        """Queue ``item`` in the place held; await ``job.future`` for its result."""
+        self.submitted = True           # the place is used up, whether the job is queued or refused
+        return self._batcher._enqueue(key, item)
+
+
 class Batcher:
     """A bounded queue and one worker thread for one model (see the module docstring).
 
@@ -61,6 +80,7 @@ class Batcher:
         self._on_batch = on_batch
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
+        self._incoming = 0                  # admitted requests not queued yet (reading, decoding)
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"dlwp-serve-{name}", daemon=True)
         self._thread.start()
@@ -70,16 +90,43 @@ class Batcher:
         with self._cond:
             return len(self._queue)
 
-    def submit(self, key: Hashable, item: Any) -> Job:
-        """Queue ``item``; await ``job.future`` for its result. Call from the event loop.
-        Raises :class:`QueueFull` or :class:`BatcherClosed` instead of queueing."""
+    def pending(self) -> int:
+        """Places taken in the queue: the jobs waiting and the admitted requests being prepared."""
+        with self._cond:
+            return len(self._queue) + self._incoming
+
+    @contextmanager
+    def admit(self) -> Iterator[Admission]:
+        """Take a place in the queue for a request whose input is still to be prepared;
+        :meth:`Admission.submit` queues it there. Raises :class:`QueueFull` or
+        :class:`BatcherClosed` at once when there is no place; the place is given back if the
+        block ends without submitting. Call from the event loop."""
+        with self._cond:
+            self._check_room()
+            self._incoming += 1
+        admission = Admission(self)
+        try:
+            yield admission
+        finally:
+            if not admission.submitted:
+                with self._cond:
+                    self._incoming -= 1
+
+    def _check_room(self) -> None:
+        """Raise unless a new request may take a place (call holding the condition's lock)."""
+        if self._closing:
+            raise BatcherClosed(f"the server is shutting down; {self.name} takes no new requests.")
+        if len(self._queue) + self._incoming >= self.max_queue:
+            raise QueueFull(f"{self.name} has {len(self._queue) + self._incoming} requests queued already.")
+
+    def _enqueue(self, key: Hashable, item: Any) -> Job:
+        """Queue an admitted request's ``item`` in the place it holds."""
         loop = asyncio.get_running_loop()
         job = Job(key, item, loop.create_future(), loop)
         with self._cond:
+            self._incoming -= 1
             if self._closing:
                 raise BatcherClosed(f"the server is shutting down; {self.name} takes no new requests.")
-            if len(self._queue) >= self.max_queue:
-                raise QueueFull(f"{self.name} has {len(self._queue)} requests queued already.")
             self._queue.append(job)
             self._cond.notify()
         return job

@@ -3,7 +3,9 @@ answers while they load), each model's task and batcher, and the metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     backend: str = "eager"                                  # classifiers and the generator: --backend
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb limit
+    decode_slots: int = max(2, os.cpu_count() or 1)         # uploads decoded at the same time
 
     @property
     def max_upload_bytes(self) -> int:
@@ -69,6 +72,8 @@ class ServerState:
         self.batchers: dict[str, Batcher] = {}
         self.loaded = threading.Event()
         self.failure: str | None = None
+        #: uploads decoded and preprocessed at the same time (a decoded photo can be 100 MB)
+        self.decode_slots = asyncio.Semaphore(settings.decode_slots)
         self._build = build
         self._lock = threading.Lock()
         self._closed = False

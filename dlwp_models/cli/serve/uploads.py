@@ -1,5 +1,5 @@
-"""The one request-decoding helper: the body's bytes (size-limited, in memory only), the image
-part of a multipart form, and the decoded RGB image, each failure an :class:`ApiError` with the
+"""The one request-decoding helper: the upload's bytes (size-limited, in memory only; the image
+part of a multipart form) and the decoded RGB image, each failure an :class:`ApiError` with the
 status code the API documents (400, 413, 415)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from ...errors import ImageInputError
 from ...inputs.images import load_image
 
-__all__ = ["ApiError", "read_image", "decode_image", "image_from_multipart"]
+__all__ = ["ApiError", "read_upload", "decode_image", "image_from_multipart"]
 
 _ACCEPTED = "send the image file's bytes as image/* or application/octet-stream, or a multipart form with a field 'image'"
 
@@ -29,9 +29,10 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, dict(headers or {})
 
 
-async def read_image(request: Request, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """The request's image, decoded in a worker thread: the body is ``image/*`` or
-    ``application/octet-stream`` bytes, or a multipart form whose field ``image`` holds them."""
+async def read_upload(request: Request, *, max_bytes: int) -> bytes:
+    """The image file's bytes: the body when it is ``image/*`` or ``application/octet-stream``,
+    or the field ``image`` of a multipart form (parsed in a worker thread). Decode them with
+    :func:`decode_image`."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if not (media.startswith("image/") or media in ("application/octet-stream", "multipart/form-data")):
@@ -39,7 +40,7 @@ async def read_image(request: Request, *, max_bytes: int, max_pixels: int) -> Im
     body = await _read_body(request, max_bytes)
     if media == "multipart/form-data":
         body = await run_in_threadpool(image_from_multipart, body, content_type)
-    return await run_in_threadpool(decode_image, body, max_pixels)
+    return body
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:

@@ -1,0 +1,111 @@
+"""The server's memory bound under overload: a model's ``--max-queue`` counts the requests still
+being decoded, the surplus is refused before any decode, and at most ``decode_slots`` uploads are
+decoded at once. In process (the app on httpx's ASGI transport), with a stand-in task whose
+preparation and batches are observable."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the [serve] extra: pip install -e \".[serve]\"")
+
+import httpx  # noqa: E402
+
+from dlwp_models.cli.serve import app as app_module  # noqa: E402
+from dlwp_models.cli.serve.batching import Batcher, BatcherClosed, QueueFull  # noqa: E402
+from dlwp_models.cli.serve.state import ServerState, ServeSettings  # noqa: E402
+from dlwp_models.cli.serve.tasks import ClassifyAnswer  # noqa: E402
+
+
+class SlowTask:
+    """A classify task whose preparation takes 0.2 s and counts how many run at once, and whose
+    batches wait for ``release``."""
+
+    kind, name, weights = "classify", "stand-in", None
+    categories = ["horse", "zebra"]
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.preparing = self.most_preparing = self.prepared = 0
+        self.release = threading.Event()
+
+    def check_topk(self, topk: int) -> None:
+        pass
+
+    def prepare(self, body: bytes) -> tuple[str, bytes]:
+        with self.lock:
+            self.preparing += 1
+            self.prepared += 1
+            self.most_preparing = max(self.most_preparing, self.preparing)
+        time.sleep(0.2)
+        with self.lock:
+            self.preparing -= 1
+        return "key", body
+
+    def run(self, key, items):
+        assert self.release.wait(30)
+        return [ClassifyAnswer([1], [100.0]) for _ in items]
+
+
+def test_surplus_requests_are_refused_undecoded_and_decodes_are_bounded(monkeypatch):
+    settings = ServeSettings(models=("stand-in",), max_batch=2, max_wait_ms=0, max_queue=5, decode_slots=2)
+    state = ServerState(settings)
+    task = SlowTask()
+    state.tasks["stand-in"] = task
+    state.batchers["stand-in"] = Batcher("stand-in", task.run, max_batch=2, max_wait_s=0, max_queue=5)
+    state.loaded.set()
+    monkeypatch.setattr(app_module, "_prepare", lambda task, body, max_pixels, params: task.prepare(body))
+    app = app_module.create_app(settings, state)
+
+    async def requests() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            sent = [client.post("/v1/classify", content=b"photo %d" % i, headers={"Content-Type": "image/jpeg"})
+                    for i in range(12)]
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.5, task.release.set)
+            return await asyncio.gather(*sent)
+
+    try:
+        responses = asyncio.run(requests())
+    finally:
+        task.release.set()
+        state.close()
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 5 + [503] * 7, statuses         # 5 places in the queue, decoding included
+    assert task.prepared == 5                                    # a refused upload is never decoded
+    assert task.most_preparing == 2                              # decode_slots at a time, no more
+    assert state.batchers["stand-in"].pending() == 0             # every place was given back
+
+
+def test_a_place_is_given_back_when_preparation_fails_and_closing_refuses_new_ones():
+    batcher = Batcher("m", lambda key, items: list(items), max_batch=1, max_wait_s=0, max_queue=2)
+
+    async def scenario() -> None:
+        with pytest.raises(ValueError):
+            with batcher.admit():
+                assert batcher.pending() == 1
+                raise ValueError("a damaged upload")
+        assert batcher.pending() == 0
+        with batcher.admit() as first, batcher.admit():
+            assert batcher.pending() == 2
+            with pytest.raises(QueueFull):
+                with batcher.admit():
+                    pass
+            assert batcher.pending() == 2
+            assert await first.submit("k", 7).future == 7
+        assert batcher.pending() == 0
+        with batcher.admit() as late:
+            batcher.close(5)
+            with pytest.raises(BatcherClosed):
+                late.submit("k", 8)
+        assert batcher.pending() == 0
+        with pytest.raises(BatcherClosed):
+            with batcher.admit():
+                pass
+
+    asyncio.run(scenario())
