@@ -517,6 +517,22 @@ def test_predict_runs_in_eval_mode_and_restores_training(small_model):
     assert not small_model.training
 
 
+def test_predict_crops_equals_predict_on_the_original_images(small_model):
+    images = [photo(), photo(300, 200, seed=1), photo(180, 260, seed=2)]
+    crops = [small_model.transforms.crop_pixels(image) for image in images]     # what Ray's decoding tasks make
+    assert {tuple(c.shape) for c in crops} == {(224, 224, 3)}
+    expected = small_model.predict(images, topk=4)
+    got = small_model.predict_crops(crops, topk=4)
+    assert [list(p) for p in got] == [list(p) for p in expected]
+    assert [p.indices for p in got] == [p.indices for p in expected]
+    with pytest.raises(ValueError, match="topk must be between 1 and 1000"):
+        small_model.predict_crops(crops, topk=0)
+    model = copy.deepcopy(small_model)
+    model.transforms = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+    with pytest.raises(TypeError, match="needs model.transforms to be dlwp's ClassifierTransform"):
+        model.predict_crops(crops)
+
+
 def test_model_pickles_and_loads_in_a_fresh_process(small_model, tmp_path):
     path, image_path = tmp_path / "model.pt", tmp_path / "photo.png"
     torch.save(small_model, path)

@@ -1,7 +1,8 @@
 """``--engine ray``: the same batch job on Ray Data (imported only when asked for).
 
 The inputs become a dataset; each is read and decoded by a Ray task (so the cluster's cores do
-the decoding); inference runs in ``map_batches`` on a pool of ``--num-workers`` actors, each
+the decoding, and for classify also the resize and crop of the weights' transform, so that 150 kB
+instead of megabytes travel per image); inference runs in ``map_batches`` on a pool of ``--num-workers`` actors, each
 building the model once through dlwp's normal path (cache, mirrors, ``DLWP_OFFLINE`` and the
 ``DLWP_*`` settings of the driver apply on every node), with one GPU per actor under ``--device
 cuda``. An actor that dies is restarted and its batch retried, so every input gets exactly one
@@ -11,6 +12,7 @@ shared file system, or URLs), and translate's ``-o`` folder writable from every 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ...errors import DlwpError
-from .tasks import Job, error_record, error_text, job_records, load_model
+from .tasks import Job, error_record, error_text, job_records, load_model, outcome_record
 
 __all__ = ["RayNotInstalledError", "ray_engine"]
 
@@ -29,7 +31,10 @@ log = logging.getLogger(__name__)
 #: small machine's CPUs. (Ray then runs the actor's torch on one thread: on CPUs, use about one
 #: worker per core.)
 ACTOR_CPUS = 0.5
-DECODE_CPUS = 0.25
+#: logical CPUs a decoding task asks for: a whole one, so that Ray starts one decoding worker
+#: process per free core (each imports torch and dlwp: a quarter CPU let Ray start four per core,
+#: and on two cores their start-up cost more than the decoding; measured in benchmarks/)
+DECODE_CPUS = 1
 
 
 class RayNotInstalledError(DlwpError, ImportError):
@@ -70,7 +75,7 @@ def _records(ray: Any, job: Job, todo: Iterable[str], num_workers: int) -> Itera
     if not items:
         return
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 1000)))
-    ds = ds.map(_decode_row, num_cpus=DECODE_CPUS)
+    ds = ds.map(_decode_row, fn_kwargs={"job": job}, num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_Answerer, fn_constructor_kwargs={"job": job}, batch_format="numpy",
                         batch_size=job.default_batch_size or 16, concurrency=num_workers,
                         num_cpus=ACTOR_CPUS, num_gpus=1 if job.device == "cuda" else 0)
@@ -79,18 +84,33 @@ def _records(ray: Any, job: Job, todo: Iterable[str], num_workers: int) -> Itera
         yield json.loads(row["record"])
 
 
-def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A Ray task: read and decode one input into RGB pixels (or say why it cannot be)."""
+def _decode_row(row: dict[str, Any], job: Job) -> dict[str, Any]:
+    """A Ray task: read and decode one input into RGB pixels, for classify with a weight set also
+    resized and cropped by its transform (``cropped``), or say why it cannot be."""
     from ...inputs.images import load_image
     from ...inputs.streaming import INPUT_ERRORS
 
     name = str(row["input"])
+    crop = _crop_function(job.model, job.weights) if job.task == "classify" else None
     try:
-        pixels = np.asarray(load_image(name), dtype=np.uint8)          # (H, W, 3)
+        image = load_image(name)
+        pixels = np.asarray(crop(image) if crop is not None else image, dtype=np.uint8)     # (H, W, 3)
     except INPUT_ERRORS as exc:
-        return {"input": name, "error": error_text(exc), "pixels": b"", "height": 0, "width": 0}
+        return {"input": name, "error": error_text(exc), "pixels": b"", "height": 0, "width": 0, "cropped": False}
     return {"input": name, "error": "", "pixels": pixels.tobytes(), "height": pixels.shape[0],
-            "width": pixels.shape[1]}
+            "width": pixels.shape[1], "cropped": crop is not None}
+
+
+@functools.lru_cache(maxsize=4)
+def _crop_function(model: str, weights: str | None) -> Callable[[Any], Any] | None:
+    """The weight set's resize and center crop (``ClassifierTransform.crop_pixels``), read from the
+    manifest alone (a decoding worker loads no model); None for a one-off checkpoint file, whose
+    images the actor prepares itself."""
+    from ...inputs.transforms import ClassifierTransform
+    from ...weights.resolve import resolve
+
+    chosen = resolve(model, pretrained=False, weights=weights or "DEFAULT").weights
+    return None if chosen is None else ClassifierTransform.from_weights(chosen).crop_pixels
 
 
 class _Answerer:
@@ -104,9 +124,19 @@ class _Answerer:
         names = [str(name) for name in batch["input"]]
         failed = {i: str(batch["error"][i]) for i in range(len(names)) if batch["error"][i]}
         ok = [i for i in range(len(names)) if i not in failed]
-        images = (np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["height"][i]),
-                                                                            int(batch["width"][i]), 3) for i in ok)
-        records = {i: record for i, record in zip(ok, job_records(self.job, self.model, images,
-                                                                  names=(names[i] for i in ok)))}
+        pixels = {i: np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["height"][i]),
+                                                                               int(batch["width"][i]), 3) for i in ok}
+        cropped = [i for i in ok if batch["cropped"][i]]
+        whole = [i for i in ok if not batch["cropped"][i]]
+        records: dict[int, dict] = {}
+        if cropped:                                    # classify: the decoding tasks resized and cropped
+            import torch
+
+            crops = [torch.from_numpy(pixels[i].copy()) for i in cropped]
+            predictions = self.model.predict_crops(crops, self.job.topk, backend=self.job.backend)
+            records.update((i, outcome_record(self.job, names[i], p)) for i, p in zip(cropped, predictions))
+        if whole:
+            records.update(zip(whole, job_records(self.job, self.model, (pixels[i] for i in whole),
+                                                  names=(names[i] for i in whole))))
         records.update((i, error_record(names[i], message)) for i, message in failed.items())
         return {"record": [json.dumps(records[i], ensure_ascii=False) for i in range(len(names))]}
