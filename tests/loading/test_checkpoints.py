@@ -116,3 +116,50 @@ def test_strict_loading_names_the_first_offending_key(mutate, fragment):
     with pytest.raises(IncompatibleWeightsError) as info:
         load_into(build_on_meta(lambda: nn.Sequential(nn.Linear(4, 3))), state, source="f.pth")
     assert fragment in str(info.value)
+
+
+# --------------------------------------------------------------------------- the restricted unpickler's words
+
+
+def test_a_global_off_the_allow_list_is_refused_in_full_words(tmp_path):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(RunsCode(tmp_path / "pwned"), protocol=0))
+    module = os.system.__module__                                   # posix on Linux
+    with pytest.raises(UnsafeFileError) as info:
+        restricted_load(path, allowed={})
+    assert str(info.value) == (
+        f"refused to load evil.pkl: it references the global {module}.system, which is not on the allow-list "
+        "for this file, so it was not imported or run. Use the published file, or re-create it without "
+        "custom objects.")
+
+
+def test_a_pickle_with_persistent_ids_is_refused(tmp_path):
+    path = tmp_path / "persistent.pkl"
+    path.write_bytes(b"Pstorage-0\n.")                              # protocol 0: a persistent id
+    with pytest.raises(UnsafeFileError) as info:
+        restricted_load(path, allowed={})
+    assert str(info.value) == ("refused to load persistent.pkl: it uses persistent ids, which this file format "
+                               "never needs. Use the published file.")
+
+
+def test_a_damaged_pickle_is_named_with_pickles_own_reason(tmp_path):
+    data = b"(dp0\nS'vocab'\np1\n"                                 # cut off mid-way
+    with pytest.raises(Exception) as reference:
+        pickle.loads(data)
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(data)
+    with pytest.raises(UnsafeFileError) as info:
+        restricted_load(path, allowed={})
+    assert str(info.value) == (
+        f"cannot read cut.pkl as a pickle ({type(reference.value).__name__}: {reference.value}). The file is "
+        "damaged or not the expected file; delete it from the cache and fetch it again.")
+
+
+def test_python2_byte_strings_are_read_as_ascii_unless_told(tmp_path):
+    path = tmp_path / "py2.pkl"
+    path.write_bytes(b"S'abc'\np0\n.")                              # a Python 2 str, protocol 0
+    assert restricted_load(path, allowed={}) == "abc"
+    path.write_bytes(b"S'caf\\xe9'\np0\n.")
+    assert restricted_load(path, allowed={}, encoding="latin1") == "caf\xe9"
+    with pytest.raises(UnsafeFileError, match=r"cannot read py2.pkl as a pickle \(UnicodeDecodeError: 'ascii'"):
+        restricted_load(path, allowed={})
