@@ -51,7 +51,8 @@ TESTS = {
     # the decoding tests (hand-set toy decoders, upstream's loop): not the end-to-end captions, each
     # of which loads a generated ResNet-101 for its module
     "search": [f"tests/models/test_captioning.py::test_{name}" for name in (
-        "core_step", "greedy", "beam", "first_finished", "unk", "max_length", "sampling", "generate")],
+        "core_step", "greedy", "beam", "first_finished", "unk", "max_length", "sampling", "generate")]
+    + ["tests/models/test_caption_search.py"],
     "unpickler": ["tests/loading/", "tests/models/test_captioning.py", "tests/models/test_cyclegan.py"],
     "cli": ["tests/cli/test_cli.py", "tests/models/test_captioning.py"],
 }
