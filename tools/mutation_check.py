@@ -10,7 +10,8 @@ mutmut's settings are in setup.cfg's [mutmut] section (which modules, which test
 the package and the tests into mutants/ and runs the tests there; this script puts mutants/ first on
 PYTHONPATH too, so that the tests' own subprocesses (the CLI, hub.load in a fresh interpreter)
 import the mutated copy, not a checkout or the editable install. It is a developer's tool, not a CI
-step (about an hour on two cores; see tests/README.md) and pytest never collects it.
+step (hours for every group on two cores; one group at a time fits a session, see tests/README.md)
+and pytest never collects it.
 
 A mutant judged equivalent (no observable difference) is listed in tools/mutation_equivalents.txt
 with the reason; the score is killed / (mutants - equivalent - not run).
@@ -106,19 +107,21 @@ def restrict_tests() -> None:
 
 
 def table(groups: list[str]) -> str:
+    """A markdown table: per module, the mutants by outcome and the score (killed / judged)."""
     accepted = equivalents()
-    rows = ["| group | module | mutants | killed | survived | timed out | suspicious / no tests / not run "
-            "| equivalent (accepted) | score |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| group | module | mutants | killed | survived | timed out | no tests / suspicious | not run "
+            "| equivalent | score |", "|---|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
         for path in GROUPS[group]:
             status = results(path)
             count = Counter(status.values())
-            accepted_here = [n for n, s in status.items() if n in accepted and s == "survived"]
-            other = count["suspicious"] + count["no tests"] + count["not run"] + count["skipped"]
-            judged = len(status) - len(accepted_here) - count["not run"]
+            equivalent = sum(1 for n, s in status.items() if n in accepted and s == "survived")
+            other = count["suspicious"] + count["no tests"] + count["skipped"]
+            judged = len(status) - equivalent - count["not run"]
             score = f"{100 * count['killed'] / judged:.1f} %" if judged else "-"
-            rows.append(f"| {group} | {Path(path).name} | {len(status)} | {count['killed']} | {count['survived']} "
-                        f"| {count['timeout']} | {other} | {len(accepted_here)} | {score} |")
+            rows.append(f"| {group} | {Path(path).name} | {len(status)} | {count['killed']} "
+                        f"| {count['survived'] - equivalent} | {count['timeout']} | {other} | {count['not run']} "
+                        f"| {equivalent} | {score} |")
     return "\n".join(rows)
 
 
@@ -145,6 +148,9 @@ def main() -> int:
         MUTANTS.mkdir(exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DLWP_")}
         env["PYTHONPATH"] = str(MUTANTS)     # the tests' subprocesses import the mutated copy too
+        # every mutant is a pytest session of its own: without this each leaves its temporary folder
+        # (hundreds of MB of generated weights) in /tmp, and a run fills the disk
+        env["PYTEST_ADDOPTS"] = (env.get("PYTEST_ADDOPTS", "") + " -o tmp_path_retention_policy=none").strip()
         mutmut = shutil.which("mutmut") or sys.exit("mutmut is not installed: pip install mutmut")
         # 1. mutants, and which tests call which function (for new tests only after the first time),
         #    running the few argument-handling mutants on the way; 2. narrow the tests per group;

@@ -123,3 +123,36 @@ def test_a_size_that_is_not_a_positive_integer_is_a_manifest_error_naming_it(key
         ClassifierTransform.from_weights(weight_set(**{key: value}))
     assert str(info.value) == (f"test.json: weight set 't.v1'.transforms.{key}: expected a positive number of "
                                f"pixels, got {value!r}. Fix that field of the manifest.")
+
+
+def test_sizes_of_one_pixel_are_allowed():
+    assert ClassifierTransform.from_weights(weight_set(resize=1, crop=1)).crop == 1
+
+
+@pytest.mark.parametrize(("key", "value", "want"), [
+    ("mean", [0.5, 0.5], "a list of 3 numbers"),
+    ("mean", "0.5", "a list of 3 numbers"),
+    ("mean", [0.5, True, 0.5], "a list of 3 numbers"),
+    ("std", [0.2, 0.0, 0.2], "a list of 3 numbers above 0"),
+    ("std", [0.2, "x", 0.2], "a list of 3 numbers above 0"),
+])
+def test_statistics_that_are_not_three_numbers_are_a_manifest_error_naming_them(key, value, want):
+    with pytest.raises(ManifestError) as info:
+        ClassifierTransform.from_weights(weight_set(**{key: value}))
+    assert str(info.value) == (f"test.json: weight set 't.v1'.transforms.{key}: expected {want}, got {value!r}. "
+                               "Fix that field of the manifest.")
+
+
+def test_classifier_preprocess_module_is_the_transform_on_uint8_batches():
+    """What export embeds: uint8 (N, 3, H, W) in, the transform's normalised crops out."""
+    x = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (2, 3, 70, 90), dtype=np.uint8))
+    want = torch.stack([TRANSFORM(image.float() / 255) for image in x])
+    got = TRANSFORM.tensor_module()(x)
+    assert got.shape == (2, 3, 56, 56) and torch.allclose(got, want, atol=1e-6)
+    nearest = ClassifierTransform(64, 56, IMAGENET_MEAN, IMAGENET_STD, "nearest")
+    assert torch.allclose(nearest.tensor_module()(x)[0], nearest(x[0].float() / 255), atol=1e-6)
+
+
+def test_classifier_transform_describes_itself():
+    assert repr(TRANSFORM) == ("ClassifierTransform(resize=64, crop=56, interpolation='bilinear', "
+                               f"mean={list(IMAGENET_MEAN)}, std={list(IMAGENET_STD)})")

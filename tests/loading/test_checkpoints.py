@@ -163,3 +163,30 @@ def test_python2_byte_strings_are_read_as_ascii_unless_told(tmp_path):
     assert restricted_load(path, allowed={}, encoding="latin1") == "caf\xe9"
     with pytest.raises(UnsafeFileError, match=r"cannot read py2.pkl as a pickle \(UnicodeDecodeError: 'ascii'"):
         restricted_load(path, allowed={})
+
+
+# --------------------------------------------------------------------------- finding the state dict
+
+
+def test_a_training_checkpoints_state_dict_is_found_and_dataparallel_prefixes_dropped():
+    from dlwp_models.loading.checkpoints import plain_state_dict
+
+    w, b = torch.ones(2), torch.zeros(2)
+    plain = {"fc.weight": w, "fc.bias": b}
+    for raw in (plain, {"state_dict": plain, "epoch": 3}, {"model": plain, "optimizer": {"lr": 0.1}},
+                {"state_dict": {"module.fc.weight": w, "module.fc.bias": b}}):
+        got = plain_state_dict(raw, source="ckpt.pth")
+        assert list(got) == ["fc.weight", "fc.bias"] and got["fc.weight"] is w and got["fc.bias"] is b
+    mixed = {"module.fc.weight": w, "fc.bias": b}                    # a prefix on only some keys stays
+    assert list(plain_state_dict(mixed, source="ckpt.pth")) == ["module.fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize("raw", [[torch.ones(1)], {}, {"fc.weight": torch.ones(1), "epoch": 3},
+                                 {"state_dict": "not a mapping"}])
+def test_anything_but_a_state_dict_of_tensors_is_refused_saying_how_to_save_one(raw):
+    from dlwp_models.loading.checkpoints import plain_state_dict
+
+    with pytest.raises(IncompatibleWeightsError) as info:
+        plain_state_dict(raw, source="ckpt.pth")
+    assert str(info.value) == ("ckpt.pth: expected a state dict of tensors (or a dict holding one under "
+                               "'state_dict' or 'model'); save it with torch.save(model.state_dict(), path).")

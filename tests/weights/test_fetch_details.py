@@ -160,6 +160,7 @@ def test_a_stream_of_unknown_length_gets_its_blob_sha1_from_the_file(tmp_path):
 def test_messages_name_a_host_without_credentials_path_or_query():
     assert http.url_host("https://user:secret@example.org/a/b.pth?token=x") == "https://example.org"
     assert http.url_host("http://127.0.0.1:8080/files/x") == "http://127.0.0.1:8080"
+    assert http.url_host("file:///tmp/w.pth") == "file://"
 
 
 def test_a_download_budget_of_one_byte_is_allowed(monkeypatch):

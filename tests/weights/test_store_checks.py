@@ -119,3 +119,21 @@ def test_a_derived_copy_waits_only_as_long_as_asked(tmp_path, monkeypatch):
                                  lock_timeout=0.3)
         waited = time.monotonic() - started
     assert got is None and 0.25 <= waited < 3
+
+
+def test_a_sound_derived_copy_is_used_without_its_lock(tmp_path, monkeypatch):
+    """A read-only cache (no lock file can be made) still serves the copy made earlier."""
+    path = tmp_path / "sha256-x" / "net.pth"
+    path.parent.mkdir()
+    path.write_bytes(DATA)
+    sha256 = hashlib.sha256(DATA).hexdigest()
+    store._write_record(path, sha256=sha256, pinned={"sha256": sha256})
+    file = store.CachedFile(path, sha256)
+    made = store.derived_copy(file, store.MAPPABLE, lambda tmp: tmp.write_bytes(b"copy") and {}, lock_timeout=1)
+    assert made is not None and made[0].read_bytes() == b"copy"
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(FileLock, "acquire", read_only)
+    assert store.derived_copy(file, store.MAPPABLE, lambda tmp: None, lock_timeout=1) == made
