@@ -18,7 +18,7 @@ from dlwp_models.inputs.transforms import (IMAGENET_MEAN, IMAGENET_STD, CaptionT
 from dlwp_models.weights.manifest import parse_manifest
 
 MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-         "nearest": InterpolationMode.NEAREST}
+         "nearest": InterpolationMode.NEAREST, "nearest-exact": InterpolationMode.NEAREST_EXACT}
 
 
 def pixels(height: int, width: int, seed: int = 0) -> torch.Tensor:

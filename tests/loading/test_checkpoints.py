@@ -30,8 +30,15 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"weight": torch.zeros(2), "payload": RunsCode(marker)}, path)
-    with pytest.raises(UnsafeFileError, match="refused to load evil.pth"):
+    with pytest.raises(pickle.UnpicklingError) as torchs:       # what torch itself says, first line
+        torch.load(path, weights_only=True)
+    first = str(torchs.value).strip().splitlines()[0]
+    with pytest.raises(UnsafeFileError) as info:
         load_state_dict_file(path)
+    assert str(info.value) == (
+        f"refused to load evil.pth: it holds objects that a weights-only load does not allow ({first}). Only "
+        "tensors and plain containers are loaded; re-save the file as a plain state dict with "
+        "torch.save(model.state_dict(), path).")
     assert not marker.exists()
 
 
@@ -96,6 +103,26 @@ def test_zip_checkpoints_are_memory_mapped_and_load_by_assignment(tmp_path):
     assert isinstance(model[0].weight, nn.Parameter) and model[0].weight.requires_grad
     x = torch.randn(5, 4)
     torch.testing.assert_close(model.eval()(x), source.eval()(x))
+
+
+def test_zip_files_are_mapped_and_legacy_files_read_unless_told(tmp_path, monkeypatch):
+    """torch.load is asked to memory-map exactly the zip-format files (legacy ones cannot be)."""
+    import dlwp_models.loading.checkpoints as checkpoints
+
+    zipped, legacy = tmp_path / "zip.pth", tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(3)}, zipped)
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    asked = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["mmap"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "load", spy)
+    for path, mmap in ((zipped, None), (legacy, None), (zipped, False)):
+        assert torch.equal(load_state_dict_file(path, mmap=mmap)["w"], torch.ones(3))
+    assert asked == [True, False, False]
 
 
 def test_legacy_files_without_batchnorm_counters_load(tmp_path):
