@@ -206,6 +206,24 @@ def test_classify_options_reach_the_library(served_models, photos, capsys):
     assert labels == expected.labels and len(labels) == 7
 
 
+@pytest.mark.parametrize(("option", "value", "problem"), [
+    ("--topk", "0", "must be a positive integer"),
+    ("--topk", "-3", "must be a positive integer"),
+    ("--topk", "two", "invalid positive_int value: 'two'"),
+])
+def test_counts_below_one_are_usage_errors_naming_the_option(option, value, problem, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["classify", "horse.jpg", option, value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: argument {option}: {problem}")
+
+
+def test_a_count_of_one_is_accepted():
+    from dlwp_models.cli.arguments import positive_int
+
+    assert positive_int("1") == 1 and positive_int("16") == 16
+
+
 # ----------------------------------------------------------------------------- output files (issue 14)
 
 

@@ -30,8 +30,15 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"weight": torch.zeros(2), "payload": RunsCode(marker)}, path)
-    with pytest.raises(UnsafeFileError, match="refused to load evil.pth"):
+    with pytest.raises(pickle.UnpicklingError) as torchs:       # what torch itself says, first line
+        torch.load(path, weights_only=True)
+    first = str(torchs.value).strip().splitlines()[0]
+    with pytest.raises(UnsafeFileError) as info:
         load_state_dict_file(path)
+    assert str(info.value) == (
+        f"refused to load evil.pth: it holds objects that a weights-only load does not allow ({first}). Only "
+        "tensors and plain containers are loaded; re-save the file as a plain state dict with "
+        "torch.save(model.state_dict(), path).")
     assert not marker.exists()
 
 
@@ -98,6 +105,26 @@ def test_zip_checkpoints_are_memory_mapped_and_load_by_assignment(tmp_path):
     torch.testing.assert_close(model.eval()(x), source.eval()(x))
 
 
+def test_zip_files_are_mapped_and_legacy_files_read_unless_told(tmp_path, monkeypatch):
+    """torch.load is asked to memory-map exactly the zip-format files (legacy ones cannot be)."""
+    import dlwp_models.loading.checkpoints as checkpoints
+
+    zipped, legacy = tmp_path / "zip.pth", tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(3)}, zipped)
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    asked = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["mmap"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "load", spy)
+    for path, mmap in ((zipped, None), (legacy, None), (zipped, False)):
+        assert torch.equal(load_state_dict_file(path, mmap=mmap)["w"], torch.ones(3))
+    assert asked == [True, False, False]
+
+
 def test_legacy_files_without_batchnorm_counters_load(tmp_path):
     source = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -116,3 +143,77 @@ def test_strict_loading_names_the_first_offending_key(mutate, fragment):
     with pytest.raises(IncompatibleWeightsError) as info:
         load_into(build_on_meta(lambda: nn.Sequential(nn.Linear(4, 3))), state, source="f.pth")
     assert fragment in str(info.value)
+
+
+# --------------------------------------------------------------------------- the restricted unpickler's words
+
+
+def test_a_global_off_the_allow_list_is_refused_in_full_words(tmp_path):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(RunsCode(tmp_path / "pwned"), protocol=0))
+    module = os.system.__module__                                   # posix on Linux
+    with pytest.raises(UnsafeFileError) as info:
+        restricted_load(path, allowed={})
+    assert str(info.value) == (
+        f"refused to load evil.pkl: it references the global {module}.system, which is not on the allow-list "
+        "for this file, so it was not imported or run. Use the published file, or re-create it without "
+        "custom objects.")
+
+
+def test_a_pickle_with_persistent_ids_is_refused(tmp_path):
+    path = tmp_path / "persistent.pkl"
+    path.write_bytes(b"Pstorage-0\n.")                              # protocol 0: a persistent id
+    with pytest.raises(UnsafeFileError) as info:
+        restricted_load(path, allowed={})
+    assert str(info.value) == ("refused to load persistent.pkl: it uses persistent ids, which this file format "
+                               "never needs. Use the published file.")
+
+
+def test_a_damaged_pickle_is_named_with_pickles_own_reason(tmp_path):
+    data = b"(dp0\nS'vocab'\np1\n"                                 # cut off mid-way
+    with pytest.raises(Exception) as reference:
+        pickle.loads(data)
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(data)
+    with pytest.raises(UnsafeFileError) as info:
+        restricted_load(path, allowed={})
+    assert str(info.value) == (
+        f"cannot read cut.pkl as a pickle ({type(reference.value).__name__}: {reference.value}). The file is "
+        "damaged or not the expected file; delete it from the cache and fetch it again.")
+
+
+def test_python2_byte_strings_are_read_as_ascii_unless_told(tmp_path):
+    path = tmp_path / "py2.pkl"
+    path.write_bytes(b"S'abc'\np0\n.")                              # a Python 2 str, protocol 0
+    assert restricted_load(path, allowed={}) == "abc"
+    path.write_bytes(b"S'caf\\xe9'\np0\n.")
+    assert restricted_load(path, allowed={}, encoding="latin1") == "caf\xe9"
+    with pytest.raises(UnsafeFileError, match=r"cannot read py2.pkl as a pickle \(UnicodeDecodeError: 'ascii'"):
+        restricted_load(path, allowed={})
+
+
+# --------------------------------------------------------------------------- finding the state dict
+
+
+def test_a_training_checkpoints_state_dict_is_found_and_dataparallel_prefixes_dropped():
+    from dlwp_models.loading.checkpoints import plain_state_dict
+
+    w, b = torch.ones(2), torch.zeros(2)
+    plain = {"fc.weight": w, "fc.bias": b}
+    for raw in (plain, {"state_dict": plain, "epoch": 3}, {"model": plain, "optimizer": {"lr": 0.1}},
+                {"state_dict": {"module.fc.weight": w, "module.fc.bias": b}}):
+        got = plain_state_dict(raw, source="ckpt.pth")
+        assert list(got) == ["fc.weight", "fc.bias"] and got["fc.weight"] is w and got["fc.bias"] is b
+    mixed = {"module.fc.weight": w, "fc.bias": b}                    # a prefix on only some keys stays
+    assert list(plain_state_dict(mixed, source="ckpt.pth")) == ["module.fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize("raw", [[torch.ones(1)], {}, {"fc.weight": torch.ones(1), "epoch": 3},
+                                 {"state_dict": "not a mapping"}])
+def test_anything_but_a_state_dict_of_tensors_is_refused_saying_how_to_save_one(raw):
+    from dlwp_models.loading.checkpoints import plain_state_dict
+
+    with pytest.raises(IncompatibleWeightsError) as info:
+        plain_state_dict(raw, source="ckpt.pth")
+    assert str(info.value) == ("ckpt.pth: expected a state dict of tensors (or a dict holding one under "
+                               "'state_dict' or 'model'); save it with torch.save(model.state_dict(), path).")

@@ -428,17 +428,11 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 # =========================================================================== the published files
 
-def test_generated_files_have_the_upstream_formats(upstream_files):
-    assert zipfile.is_zipfile(io.BytesIO(upstream_files.encoder))
-    assert not zipfile.is_zipfile(io.BytesIO(upstream_files.decoder))          # legacy torch.save
-    assert b"ctorch.cuda\nFloatStorage\n" in upstream_files.decoder and b"cuda:0" in upstream_files.decoder
-    assert pickle_globals(upstream_files.vocab) == FIVE_GLOBALS                 # exactly those five
-    assert upstream_files.vocab.startswith(b"(dp1\n") and b"\\xe9" in upstream_files.vocab  # text, latin-1
-    assert "fc.weight" in upstream_files.encoder_state
-    assert not any(k.endswith("num_batches_tracked") for k in upstream_files.encoder_state)
-
-
 def test_hub_load_pretrained_captions_with_the_served_files(captioner, upstream_files, weight_server, tmp_path):
+    # the vocabulary served is a Python 2 protocol-0 text pickle (latin-1 strings) resolving exactly
+    # upstream's five globals, which the restricted unpickler allows and nothing else
+    assert pickle_globals(upstream_files.vocab) == FIVE_GLOBALS
+    assert upstream_files.vocab.startswith(b"(dp1\n") and b"\\xe9" in upstream_files.vocab
     path = tmp_path / "horse.jpg"
     Image.fromarray(random_image(90, 120)).save(path)
     assert captioner.caption(str(path)) == SENTENCE                        # default: beam 2, first
@@ -453,6 +447,12 @@ def test_hub_load_pretrained_captions_with_the_served_files(captioner, upstream_
 
 
 def test_loaded_tensors_equal_the_files_and_sit_on_the_cpu(captioner, upstream_files):
+    # what was served: the encoder in torch.save's zip format, with its ImageNet head and without
+    # batch counters; the decoder a legacy (non-zip) save of CUDA storages, as a 2017 GPU run wrote it
+    assert zipfile.is_zipfile(io.BytesIO(upstream_files.encoder)) and "fc.weight" in upstream_files.encoder_state
+    assert not any(k.endswith("num_batches_tracked") for k in upstream_files.encoder_state)
+    assert not zipfile.is_zipfile(io.BytesIO(upstream_files.decoder))
+    assert b"ctorch.cuda\nFloatStorage\n" in upstream_files.decoder and b"cuda:0" in upstream_files.decoder
     encoder = captioner.encoder.state_dict()
     expected = {k: v for k, v in upstream_files.encoder_state.items() if not k.startswith("fc.")}
     assert set(expected) - set(encoder) == set()

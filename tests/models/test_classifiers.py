@@ -13,6 +13,7 @@ import pickle
 import re
 import subprocess
 import sys
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -300,16 +301,6 @@ def test_weights_are_loaded_without_a_wasted_random_initialisation(serve_weights
 # --------------------------------------------------------------------------- densenet's key names
 
 
-def test_generated_densenet_files_have_torchvisions_old_layout(tmp_path):
-    path = tmp_path / "d.pth"
-    write_upstream_file("densenet121", generate_state_dict("densenet121"), path)
-    keys = list(torch.load(path, weights_only=True))
-    assert "features.denseblock1.denselayer1.norm.1.weight" in keys
-    assert "features.denseblock1.denselayer1.norm1.weight" not in keys
-    assert not any(key.endswith("num_batches_tracked") for key in keys)
-    assert not path.read_bytes().startswith(b"PK")  # legacy serialisation, not zip
-
-
 def test_densenet_file_with_current_key_names_loads_too(serve_weights):
     state_dict = serve_weights("densenet121.imagenet1k_v1",
                          writer=lambda name, sd, path: torch.save(sd, path))
@@ -317,11 +308,28 @@ def test_densenet_file_with_current_key_names_loads_too(serve_weights):
     assert all(torch.equal(model.state_dict()[key], value) for key, value in state_dict.items())
 
 
-def test_densenet_old_keys_get_zero_batch_counters_like_torchvision(serve_weights):
-    serve_weights("densenet121.imagenet1k_v1")
+def test_densenet_file_in_torchvisions_old_layout_loads_with_zero_batch_counters(serve_weights):
+    """torchvision's DenseNet files are legacy (non-zip) pickles with pre-0.4 key names (``norm.1``)
+    and no batch counters: the hub model takes every value from such a file, counters 0."""
+    served = []
+
+    def writer(name, state_dict, path):
+        write_upstream_file(name, state_dict, path)
+        served.append((zipfile.is_zipfile(path), list(torch.load(path, weights_only=True))))
+
+    state_dict = serve_weights("densenet121.imagenet1k_v1", writer=writer)
+    (is_zip, keys), = served                              # the file is what the test says it is
+    assert not is_zip and "features.denseblock1.denselayer1.norm.1.weight" in keys
+    assert "features.denseblock1.denselayer1.norm1.weight" not in keys
+    assert not any(key.endswith("num_batches_tracked") for key in keys)
     model = hub_load("densenet121", pretrained=True, progress=False)
-    counters = {k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
-    assert counters and all(int(v) == 0 for v in counters.values())
+    loaded = model.state_dict()
+    assert list(loaded) == list(state_dict)
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked"):
+            assert int(loaded[key]) == 0 and int(value) > 0, key
+        else:
+            assert torch.equal(loaded[key], value), key
 
 
 @pytest.mark.parametrize("device", [
