@@ -1,7 +1,9 @@
 """`dlwp serve` under load, on loopback: throughput and p50/p99 latency at 1, 4 and 16 concurrent
 clients for alexnet and resnet101, with batching (`--max-batch 16 --max-wait-ms 10`) and without
 (`--max-batch 1`: one forward pass per request, as the book's Flask server); then 20 s at 4× the
-measured capacity: only 200 and 503 answers, the server's resident memory, /healthz throughout.
+measured capacity: only 200 and 503 answers, the server's resident memory (its peak during the
+overload against its peak at capacity, the 16-client run, whose full batches set the working set
+of the forward pass; and against its idle value before the overload), /healthz throughout.
 
     python benchmarks/bench_serve.py [--seconds 8] [--overload-seconds 20] [--models alexnet,resnet101]
 
@@ -111,17 +113,29 @@ def closed_loop(server: Server, model: str, clients: int, seconds: float, photos
                     statuses.append(response.status_code)
                 n += clients
 
+    peak = [server.rss_mb()]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], server.rss_mb())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     elapsed = time.perf_counter() - started
+    done.set()
+    watcher.join()
     ok = statuses.count(200)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
     return {"throughput": ok / elapsed, "p50": quantiles[49], "p99": quantiles[98], "requests": len(statuses),
-            "non_200": len(statuses) - ok}
+            "non_200": len(statuses) - ok, "rss_peak_mb": peak[0]}
 
 
-def overload(server: Server, model: str, rate: float, seconds: float, photos: list[bytes]) -> dict:
+def overload(server: Server, model: str, rate: float, seconds: float, photos: list[bytes],
+             capacity_peak_mb: float) -> dict:
     statuses: dict[int, int] = {}
     health: list[float] = []
     lock = threading.Lock()
@@ -163,7 +177,8 @@ def overload(server: Server, model: str, rate: float, seconds: float, photos: li
             pool.submit(send, n)
     stop.set()
     watcher.join()
-    return {"statuses": statuses, "rss_growth_mb": rss_peak[0] - rss_before, "healthz_max_s": max(health),
+    return {"statuses": statuses, "rss_growth_mb": rss_peak[0] - capacity_peak_mb,
+            "rss_over_idle_mb": rss_peak[0] - rss_before, "healthz_max_s": max(health),
             "healthz_p50_s": statistics.median(health)}
 
 
@@ -191,7 +206,8 @@ def main() -> int:
                             f"{r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms ({r['non_200']} not 200)")
                     if mode == "batched":
                         capacity = max(results[mode, c]["throughput"] for c in CLIENTS)
-                        results["overload"] = o = overload(server, model, 4 * capacity, args.overload_seconds, photos)
+                        results["overload"] = o = overload(server, model, 4 * capacity, args.overload_seconds, photos,
+                                                           results[mode, CLIENTS[-1]]["rss_peak_mb"])
                         log(f"{model} overload at {4 * capacity:.1f} req/s: {o}")
                 finally:
                     log(f"{model} {mode}: server exit status after SIGTERM {server.stop()}")
@@ -212,7 +228,8 @@ def report(rows: list) -> str:
                          f"{b['throughput'] / u['throughput']:.2f}× | {b['p50'] * 1000:.0f} / {b['p99'] * 1000:.0f} | "
                          f"{u['p50'] * 1000:.0f} / {u['p99'] * 1000:.0f} |")
         o = results["overload"]
-        lines.append(f"| {model} | overload 4× | answers {o['statuses']} | RSS +{o['rss_growth_mb']:.0f} MB | | "
+        lines.append(f"| {model} | overload 4× | answers {o['statuses']} | RSS peak {o['rss_growth_mb']:+.0f} MB vs "
+                     f"at capacity ({o['rss_over_idle_mb']:+.0f} MB vs idle) | | "
                      f"/healthz max {o['healthz_max_s'] * 1000:.0f} ms | |")
     return "\n".join(lines)
 

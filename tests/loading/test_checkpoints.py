@@ -106,7 +106,9 @@ def test_zip_checkpoints_are_memory_mapped_and_load_by_assignment(tmp_path):
 
 
 def test_zip_files_are_mapped_and_legacy_files_read_unless_told(tmp_path, monkeypatch):
-    """torch.load is asked to memory-map exactly the zip-format files (legacy ones cannot be)."""
+    """torch.load is asked to memory-map exactly the zip-format files (legacy ones cannot be), and
+    always for a weights-only load: explicitly, because torch before 2.6 (which setup.cfg allows)
+    defaults to a full unpickling that can run a checkpoint's code."""
     import dlwp_models.loading.checkpoints as checkpoints
 
     zipped, legacy = tmp_path / "zip.pth", tmp_path / "legacy.pth"
@@ -117,6 +119,7 @@ def test_zip_files_are_mapped_and_legacy_files_read_unless_told(tmp_path, monkey
 
     def spy(*args, **kwargs):
         asked.append(kwargs["mmap"])
+        assert kwargs.get("weights_only") is True, kwargs
         return real(*args, **kwargs)
 
     monkeypatch.setattr(checkpoints.torch, "load", spy)
