@@ -42,7 +42,7 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     backend: str = "eager"                                  # classifiers and the generator: --backend
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb limit
-    decode_slots: int = max(2, os.cpu_count() or 1)         # uploads decoded at the same time
+    decode_slots: int = 2 * (os.cpu_count() or 1)           # uploads decoded at the same time: 2 per core
 
     @property
     def max_upload_bytes(self) -> int:
