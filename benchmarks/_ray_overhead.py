@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 
 class _Nothing:
@@ -35,7 +36,7 @@ def main() -> None:
     import ray
     import ray.data
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # the checkout's dlwp_models
     from dlwp_models.cli.batch.ray_engine import ACTOR_CPUS, DECODE_CPUS
 
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 4000

@@ -93,7 +93,11 @@ class Batcher:
     def pending(self) -> int:
         """Places taken in the queue: the jobs waiting and the admitted requests being prepared."""
         with self._cond:
-            return len(self._queue) + self._incoming
+            return self._taken()
+
+    def _taken(self) -> int:
+        """Places taken (call holding the condition's lock)."""
+        return len(self._queue) + self._incoming
 
     @contextmanager
     def admit(self) -> Iterator[Admission]:
@@ -116,8 +120,8 @@ class Batcher:
         """Raise unless a new request may take a place (call holding the condition's lock)."""
         if self._closing:
             raise BatcherClosed(f"the server is shutting down; {self.name} takes no new requests.")
-        if len(self._queue) + self._incoming >= self.max_queue:
-            raise QueueFull(f"{self.name} has {len(self._queue) + self._incoming} requests queued already.")
+        if (taken := self._taken()) >= self.max_queue:
+            raise QueueFull(f"{self.name} has {taken} requests queued already.")
 
     def _enqueue(self, key: Hashable, item: Any) -> Job:
         """Queue an admitted request's ``item`` in the place it holds."""
