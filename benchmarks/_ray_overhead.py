@@ -48,7 +48,8 @@ def main() -> None:
     def run(blocks: int, batch_size: int) -> tuple[float, float]:
         ds = ray.data.from_items([{"input": i} for i in range(rows)], override_num_blocks=blocks)
         ds = ds.map(_same, num_cpus=DECODE_CPUS).map_batches(
-            _Nothing, batch_format="numpy", batch_size=batch_size, concurrency=2, num_cpus=ACTOR_CPUS)
+            _Nothing, batch_format="numpy", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=2),
+            num_cpus=ACTOR_CPUS)
         t0 = time.perf_counter()
         first = None
         count = 0

@@ -108,19 +108,6 @@ def _bundled() -> dict[str, dict]:
     return {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())["weights"]}
 
 
-def _randomise_batchnorm(net) -> None:
-    import torch
-    from torch import nn
-
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
-
-
 def _calibration_batch(count: int = 8):
     """Generated photos (not the benchmark's), through the book's transform: (count, 3, 224, 224)."""
     import torch
@@ -148,7 +135,8 @@ def classifier_state_dict(name: str, seed: int = 0, *, calibrate: bool = True) -
 
     torch.manual_seed(seed)
     net = getattr(torchvision.models, name)(weights=None)
-    _randomise_batchnorm(net)
+    from random_weights import randomise_batchnorm   # tests/random_weights.py
+    randomise_batchnorm(net)
     if calibrate:
         x = _calibration_batch()
         norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -196,7 +184,8 @@ def caffe_encoder_state_dict(seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     net = upstream_caffe_resnet101()
-    _randomise_batchnorm(net)
+    from random_weights import randomise_batchnorm   # tests/random_weights.py
+    randomise_batchnorm(net)
     return {k: v.clone() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 

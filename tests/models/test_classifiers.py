@@ -28,6 +28,7 @@ from torchvision import transforms as T
 
 from dlwp_models import IncompatibleWeightsError, WeightsNotFoundError, list_weights
 from dlwp_models.weights.manifest import bundled_manifest_path
+from random_weights import randomise_batchnorm
 from dlwp_models import Prediction
 from dlwp_models.inputs.transforms import ClassifierTransform
 from dlwp_models.models.classifiers import CLASSIFIERS
@@ -59,14 +60,7 @@ def generate_state_dict(name: str, seed: int = 0) -> "OrderedDict[str, torch.Ten
     torch.manual_seed(seed)
     kwargs = {"init_weights": True} if name == "inception_v3" else {}
     net = getattr(torchvision.models, name)(weights=None, **kwargs)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.num_batches_tracked.fill_(int(torch.randint(1, 1000, ())))
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
+    randomise_batchnorm(net, batches_tracked=True)
     return net.state_dict()
 
 

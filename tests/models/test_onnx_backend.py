@@ -25,6 +25,7 @@ from torch import nn
 from dlwp_models.errors import MissingDependencyError
 from dlwp_models.models import onnx_backend
 from dlwp_models.weights.manifest import bundled_manifest_path
+from random_weights import randomise_batchnorm
 
 BUNDLED = {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())["weights"]}
 
@@ -32,13 +33,7 @@ BUNDLED = {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())
 def random_state_dict(net: nn.Module, seed: int) -> dict:
     """``net``'s state dict with random values, batch-norm statistics included."""
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
+    randomise_batchnorm(net)
     return net.state_dict()
 
 

@@ -77,7 +77,8 @@ def _records(ray: Any, job: Job, todo: Iterable[str], num_workers: int) -> Itera
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 1000)))
     ds = ds.map(_decode_row, fn_kwargs={"job": job}, num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_Answerer, fn_constructor_kwargs={"job": job}, batch_format="numpy",
-                        batch_size=job.default_batch_size or 16, concurrency=num_workers,
+                        batch_size=job.default_batch_size or 16,
+                        compute=ray.data.ActorPoolStrategy(size=num_workers),
                         num_cpus=ACTOR_CPUS, num_gpus=1 if job.device == "cuda" else 0)
     # Ray Data restarts a dead actor and retries its batch (max_restarts = max_task_retries = -1)
     for row in ds.iter_rows():
