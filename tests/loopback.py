@@ -69,6 +69,7 @@ class Hit:
     range: str | None
     status: int
     body_bytes: int
+    headers: dict[str, str] = field(default_factory=dict)      # the request's
 
 
 class LoopbackServer:
@@ -132,11 +133,11 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0]
             match = re.fullmatch(r"/(files|release)/([^/]+)", path)
             if not match:
-                server._record(Hit(self.path, self.headers.get("Range"), 404, 0))
+                server._record(Hit(self.path, self.headers.get("Range"), 404, 0, dict(self.headers)))
                 return self._plain(404, b"not found")
             kind, name = match.groups()
             if kind == "release":
-                server._record(Hit(self.path, None, 302, 0))
+                server._record(Hit(self.path, None, 302, 0, dict(self.headers)))
                 self.send_response(302)
                 self.send_header("Location", f"/files/{name}?sig={time.monotonic_ns()}")
                 self.send_header("Content-Length", "0")
@@ -150,20 +151,20 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(fault.seconds)
                 fault = None
             if fault is not None and fault.kind == "status":
-                server._record(Hit(self.path, self.headers.get("Range"), fault.status, 0))
+                server._record(Hit(self.path, self.headers.get("Range"), fault.status, 0, dict(self.headers)))
                 return self._plain(fault.status, b"injected", fault.headers)
             if fault is not None and fault.kind == "html":
-                server._record(Hit(self.path, None, 200, 0))
+                server._record(Hit(self.path, None, 200, 0, dict(self.headers)))
                 return self._plain(200, b"<html><body>a web page</body></html>", {}, "text/html; charset=utf-8")
             if fault is not None and fault.kind == "body":
-                server._record(Hit(self.path, self.headers.get("Range"), fault.status, len(fault.body)))
+                server._record(Hit(self.path, self.headers.get("Range"), fault.status, len(fault.body), dict(self.headers)))
                 extra = {k: v for k, v in fault.headers.items() if k.lower() != "content-type"}
                 return self._plain(fault.status, fault.body, extra,
                                    fault.headers.get("Content-Type", "application/octet-stream"))
             if fault is not None and fault.kind in ("drip", "flood"):
                 return self._trickle(name, fault)
             if name not in server.files:
-                server._record(Hit(self.path, self.headers.get("Range"), 404, 0))
+                server._record(Hit(self.path, self.headers.get("Range"), 404, 0, dict(self.headers)))
                 return self._plain(404, b"no such file")
             data = server.files[name]
             start, status = 0, 200
@@ -171,7 +172,7 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             if range_header:
                 m = re.fullmatch(r"bytes=(\d+)-", range_header.strip())
                 if not m or int(m.group(1)) >= len(data):
-                    server._record(Hit(self.path, range_header, 416, 0))
+                    server._record(Hit(self.path, range_header, 416, 0, dict(self.headers)))
                     return self._plain(416, b"bad range", {"Content-Range": f"bytes */{len(data)}"})
                 start, status = int(m.group(1)), 206
             body = data[start:]
@@ -195,7 +196,7 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            server._record(Hit(self.path, range_header, status, sent))
+            server._record(Hit(self.path, range_header, status, sent, dict(self.headers)))
             if sent < len(body):
                 self.close_connection = True
                 try:
@@ -230,7 +231,7 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                         sent += len(block)
             except (BrokenPipeError, ConnectionResetError, OSError):
                 pass
-            server._record(Hit(self.path, self.headers.get("Range"), 200, sent))
+            server._record(Hit(self.path, self.headers.get("Range"), 200, sent, dict(self.headers)))
             self.close_connection = True
 
         def _plain(self, status: int, body: bytes, headers: dict[str, str] | None = None,

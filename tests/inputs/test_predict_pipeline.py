@@ -83,6 +83,21 @@ def test_collate_equals_the_per_image_transform_bit_for_bit():
     assert torch.equal(uint8_only, expected[:3])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_collate_gives_the_dtype_asked_for(dtype):
+    """The forward pass's dtype: a half-precision model gets half-precision inputs, the same
+    numbers as the float32 batch rounded once."""
+    transform = ClassifierTransform(64, 56, **IMAGENET)
+    uint8 = [transform.crop_pixels(picture(90, 70, seed=s)) for s in range(2)]
+    floats = [transform.crop_pixels(torch.rand(3, 60, 80))]
+    for pixels in (uint8, uint8 + floats):
+        scaled = [p.permute(2, 0, 1).float().div(255) if p.dtype == torch.uint8 else p for p in pixels]
+        want = torch.stack([F.normalize(x, IMAGENET["mean"], IMAGENET["std"]) for x in scaled])
+        batch = transform.collate(pixels, torch.device("cpu"), dtype)
+        assert batch.dtype == dtype and batch.shape == (len(pixels), 3, 56, 56)
+        assert torch.equal(batch, want.to(dtype))
+
+
 # --------------------------------------------------------------------------- ordered_map
 
 
@@ -316,3 +331,35 @@ def test_resized_pixel_limit_can_be_raised(monkeypatch):
     monkeypatch.delenv("DLWP_MAX_RESIZED_PIXELS")
     with pytest.raises(ImageInputError, match="would be resized"):   # tensors are checked too
         transform.crop_pixels(torch.rand(3, 10, 4000))
+
+
+def test_the_limit_is_checked_on_the_images_own_height_and_width(monkeypatch):
+    """A tall (3, 200, 20) tensor and the same PIL image are resized to 32x320 = 10,240 pixels: over
+    a limit of 8,000, whichever form they come in (its channels are not its height)."""
+    monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", "8000")
+    transform = ClassifierTransform(32, 32, **IMAGENET)
+    message = ("an image of 20x200 pixels (width x height) would be resized to 32x320 = 10,240 pixels before the "
+               "center crop, over the classifiers' limit of 8,000 resized pixels (memory guard). Crop it to a "
+               "less extreme aspect ratio first, or raise the limit with DLWP_MAX_RESIZED_PIXELS if this machine "
+               "has the memory.")
+    for item in (torch.rand(3, 200, 20), Image.new("RGB", (20, 200))):
+        with pytest.raises(ImageInputError) as info:
+            transform.crop_pixels(item)
+        assert str(info.value) == message
+    monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", " 10240 ")              # exactly enough, spaces allowed
+    assert tuple(transform.crop_pixels(torch.rand(3, 200, 20)).shape) == (3, 32, 32)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1e6", "lots"])
+def test_a_limit_that_is_not_a_positive_number_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", value)
+    with pytest.raises(ImageInputError) as info:
+        ClassifierTransform(32, 32, **IMAGENET).crop_pixels(torch.rand(3, 40, 40))
+    assert str(info.value) == (f"DLWP_MAX_RESIZED_PIXELS must be a positive number of pixels, got {value!r}; "
+                               "fix or unset it.")
+
+
+def test_a_limit_of_one_pixel_is_a_limit_not_an_error(monkeypatch):
+    monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", "1")
+    with pytest.raises(ImageInputError, match="over the classifiers' limit of 1 resized pixels"):
+        ClassifierTransform(32, 32, **IMAGENET).crop_pixels(torch.rand(3, 40, 40))

@@ -125,6 +125,19 @@ def test_a_size_that_is_not_a_positive_integer_is_a_manifest_error_naming_it(key
                                f"pixels, got {value!r}. Fix that field of the manifest.")
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_each_interpolation_mode_is_read_from_the_manifest(mode):
+    assert ClassifierTransform.from_weights(weight_set(interpolation=mode)).interpolation == mode
+
+
+@pytest.mark.parametrize("value", ["Bilinear", "area", None])
+def test_an_unknown_interpolation_is_a_manifest_error_listing_the_modes(value):
+    with pytest.raises(ManifestError) as info:
+        ClassifierTransform.from_weights(weight_set(interpolation=value))
+    assert str(info.value) == ("test.json: weight set 't.v1'.transforms.interpolation: expected one of 'nearest', "
+                               f"'nearest-exact', 'bilinear', 'bicubic', got {value!r}. Fix that field of the manifest.")
+
+
 def test_sizes_of_one_pixel_are_allowed():
     assert ClassifierTransform.from_weights(weight_set(resize=1, crop=1)).crop == 1
 
@@ -156,3 +169,52 @@ def test_classifier_preprocess_module_is_the_transform_on_uint8_batches():
 def test_classifier_transform_describes_itself():
     assert repr(TRANSFORM) == ("ClassifierTransform(resize=64, crop=56, interpolation='bilinear', "
                                f"mean={list(IMAGENET_MEAN)}, std={list(IMAGENET_STD)})")
+
+
+def test_an_unknown_cyclegan_preset_is_refused_naming_the_presets():
+    with pytest.raises(ValueError) as info:
+        CycleGANTransform().configured(size=64, preset="zebra")
+    assert str(info.value) == "preset must be one of ['trained', 'book'], got 'zebra'"
+    trained = CycleGANTransform(resize=256).configured(size=64, preset="trained")
+    assert trained == CycleGANTransform(resize=64) and trained.mean == (0.5, 0.5, 0.5)
+
+
+def test_cyclegan_transform_takes_what_translate_takes_as_the_same_rgb_photo(tmp_path):
+    """A path, a numpy array, a grey or palette PIL image: each is the RGB photo it shows."""
+    rgb = Image.fromarray(np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    transform = CycleGANTransform(resize=24)
+    want = transform(rgb)
+    assert want.shape == (3, 24, 32)
+    rgb.save(tmp_path / "photo.png")
+    assert torch.equal(transform(str(tmp_path / "photo.png")), want)
+    assert torch.equal(transform(tmp_path / "photo.png"), want)
+    assert torch.equal(transform(np.asarray(rgb)), want)
+    for mode in ("L", "P"):
+        other = rgb.convert(mode)
+        got = transform(other)
+        assert got.shape == (3, 24, 32)
+        assert torch.equal(got, transform(other.convert("RGB")))
+
+
+@pytest.mark.parametrize("resize", [0, -1, True, 2.5, "64"])
+def test_a_cyclegan_resize_that_is_not_a_positive_integer_is_refused(resize):
+    with pytest.raises(ValueError) as info:
+        CycleGANTransform(resize=resize)
+    assert str(info.value) == f"resize must be None or a positive integer, got {resize!r}"
+
+
+def test_cyclegan_statistics_come_in_pairs_and_are_kept_as_tuples_of_floats():
+    with pytest.raises(ValueError) as info:
+        CycleGANTransform(mean=(0.5, 0.5, 0.5), std=None)
+    assert str(info.value) == "mean and std must both be given or both be None, got mean=(0.5, 0.5, 0.5), std=None"
+    listed = CycleGANTransform(resize=1, mean=[1, 0.5, 0.5], std=[0.5, 2, 0.5])
+    assert listed.mean == (1.0, 0.5, 0.5) and listed.std == (0.5, 2.0, 0.5)
+    assert all(type(v) is float for v in listed.mean + listed.std)
+    assert CycleGANTransform(resize=None, mean=None, std=None).output_size(5, 7) == (5, 7)
+
+
+def test_cyclegan_transform_of_a_tensor_is_its_preprocessing_module():
+    x = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(9))
+    transform = CycleGANTransform(resize=24)
+    assert torch.equal(transform(x), transform.tensor_module()(x[None])[0])
+    assert transform(x).shape == (3, 24, 32)

@@ -51,6 +51,15 @@ def test_happy_path_downloads_verifies_and_records(one_file, weight_server, hub_
     assert len(weight_server.hits_for(one_file)) == 1
 
 
+def test_the_fetched_file_carries_its_verified_sha256_fresh_and_from_the_cache(one_file, weight_server):
+    """What derived copies (the memory-mappable copy, ONNX graphs) are keyed on."""
+    spec = get_weights("testnet.v1").files["state_dict"]
+    fresh = _fetch.fetch_file(spec, progress=False)
+    cached = _fetch.fetch_file(spec, progress=False)
+    assert fresh.sha256 == cached.sha256 == sha256_of(PAYLOAD)
+    assert fresh.path == cached.path and len(weight_server.hits_for(one_file)) == 1
+
+
 def test_verified_cache_hit_makes_no_request(one_file, weight_server):
     dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
     before = len(weight_server.hits_for(one_file))
@@ -130,8 +139,9 @@ def test_every_failed_url_is_listed_with_its_reason(make_manifest, weight_server
     with pytest.raises(DownloadError) as info:
         dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
     message = str(info.value)
-    assert "gone.pth: HTTP 404" in message
-    assert "bad-size.pth: size mismatch" in message
+    assert "gone.pth: HTTP 404 Not Found\n  - " in message      # one line per source
+    # the size the server announced is refused before its body is read (not the size found after)
+    assert f"bad-size.pth: size mismatch: server announces {len(PAYLOAD)} bytes, expected {len(PAYLOAD) + 1}" in message
 
 
 def test_truncated_cached_file_is_fetched_again(one_file, weight_server):
@@ -320,7 +330,8 @@ def test_offline_join_without_its_record_is_kept_and_explained(make_manifest, fi
     path = dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["encoder"]
     path.with_name(path.name + ".verified").unlink()
     monkeypatch.setenv("DLWP_OFFLINE", "1")
-    with pytest.raises(OfflineError, match="Copy the .verified files"):
+    with pytest.raises(OfflineError, match=r"record is missing\. Copy the \.verified files along with the cache "
+                                           r"folder, or unset DLWP_OFFLINE to join the parts again\.$"):
         dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
     assert path.read_bytes() == PAYLOAD                          # nothing deleted
 

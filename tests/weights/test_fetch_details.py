@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import os
 import time
 
@@ -122,6 +123,17 @@ def test_a_progress_bar_is_shown_by_default_and_never_when_turned_off(make_manif
     assert "bar-a.pth" in err and "bar-b.pth" in err
 
 
+def test_the_progress_bar_counts_bytes_in_binary_units_and_is_cleared_when_done(make_manifest, file_entry,
+                                                                                 capsys):
+    make_manifest([entry({"state_dict": file_entry("shown.pth", PAYLOAD)})])
+    fetch(progress=True)
+    err = capsys.readouterr().err
+    first, answered = err.split("\r")[1:3]               # drawn before the server answers, and once it has
+    assert first.startswith("shown.pth:") and "0.00/2.00M [" in first and "B/s]" in first   # 2 MiB + 777, by 1024s
+    assert "0.00/2.00M [" in answered                     # the total the server announced
+    assert err.endswith("\r") and err.split("\r")[-2].strip() == ""     # wiped at the end (leave=False)
+
+
 # --------------------------------------------------------------------------- a stalled source
 
 
@@ -131,7 +143,7 @@ def test_a_stalled_source_leaves_its_bytes_for_the_next_run(make_manifest, weigh
     weight_server.inject("stalled.pth", Fault("drip", seconds=0.1, after=40))
     make_manifest([entry({"state_dict": {"filename": "stalled.pth", "sha256": sha256_of(PAYLOAD),
                                          "urls": [weight_server.url("stalled.pth")]}})])
-    with pytest.raises(DownloadError, match="stalled"):
+    with pytest.raises(DownloadError, match=r"stalled.*\(DLWP_STALL_BYTES_PER_S and DLWP_STALL_SECONDS set the limit\)"):
         fetch(progress=False)
     kept = hub_home / "hub" / "checkpoints" / "dlwp" / f"sha256-{sha256_of(PAYLOAD)}" / "stalled.pth.resume"
     assert 0 < kept.stat().st_size <= 40 and PAYLOAD.startswith(kept.read_bytes())
@@ -166,3 +178,133 @@ def test_messages_name_a_host_without_credentials_path_or_query():
 def test_a_download_budget_of_one_byte_is_allowed(monkeypatch):
     monkeypatch.setenv("DLWP_MAX_DOWNLOAD_BYTES", "1")
     assert http.max_download_bytes() == 1
+
+
+# --------------------------------------------------------------------------- sources, each on its own
+
+
+def test_mirror_bases_lose_only_their_trailing_slashes(monkeypatch):
+    monkeypatch.setenv("DLWP_MIRROR", " https://mirror.test/dlwp-X/ ,, https://other.test/files// ")
+    assert download._mirror_bases() == ["https://mirror.test/dlwp-X", "https://other.test/files"]
+
+
+def _spec(**pins) -> FileSpec:
+    from dlwp_models.weights.manifest import parse_manifest
+
+    files = {"state_dict": {"filename": "net.pth", "urls": ["https://a.test/net.pth"], **pins}}
+    entry_ = {"name": "t.v1", "model": "t", "default": True, "format": "torchvision", "files": files}
+    return parse_manifest({"schema_version": 1, "weights": [entry_]}, "test.json")[0].files["state_dict"]
+
+
+def test_each_scheme_is_refused_with_its_reason_unless_the_pin_allows_it():
+    weak, strong = _spec(sha256_prefix="abcdef12"), _spec(sha256="ab" * 32)
+    download._check_scheme("https://a.test/net.pth", weak)
+    download._check_scheme("HTTP://a.test/net.pth", strong)             # a full hash makes plain http safe
+    with pytest.raises(download._SourceFailed) as info:
+        download._check_scheme("http://user:pw@a.test:8080/net.pth?t=1", weak)
+    assert str(info.value) == ("plain http:// is refused for a file pinned only by sha256_prefix "
+                               "(http://a.test:8080); serve it over https or pin it by full sha256 or git_blob_sha1")
+    with pytest.raises(download._SourceFailed) as info:
+        download._check_scheme("ftp://a.test/net.pth", strong)
+    assert str(info.value) == "unsupported URL scheme 'ftp'; only https (or http with a full hash) is fetched"
+
+
+def test_the_read_timeout_never_outlasts_the_stall_window(monkeypatch):
+    import requests
+
+    monkeypatch.setenv("DLWP_STALL_SECONDS", "7")
+    stream = download._Stream(requests.Session(), "https://a.test/net.pth", _spec(sha256="ab" * 32), False)
+    assert stream.timeout == (download.TIMEOUT[0], 7.0)
+    monkeypatch.setenv("DLWP_STALL_SECONDS", "600")
+    stream = download._Stream(requests.Session(), "https://a.test/net.pth", _spec(sha256="ab" * 32), False)
+    assert stream.timeout == download.TIMEOUT
+
+
+def test_a_source_is_tried_max_attempts_times_and_no_more(make_manifest, file_entry, weight_server):
+    busy = Fault("status", 503, headers={"Retry-After": "0"})
+    make_manifest([entry({"state_dict": file_entry("busy.pth", PAYLOAD)})])
+    weight_server.inject("busy.pth", *[busy] * (download.MAX_ATTEMPTS - 1))
+    fetch(progress=False)                                               # the last attempt gets it
+    assert [h.status for h in weight_server.hits_for("busy.pth")] == [503] * (download.MAX_ATTEMPTS - 1) + [200]
+    make_manifest([entry({"state_dict": file_entry("busier.pth", PAYLOAD)})])
+    weight_server.inject("busier.pth", *[busy] * download.MAX_ATTEMPTS)
+    with pytest.raises(DownloadError, match=f"HTTP 503 after {download.MAX_ATTEMPTS} attempts"):
+        fetch(progress=False)
+
+
+@pytest.mark.parametrize("damage", ["not a dict", "other pins", "url not text", "a link", "no record", "bad json"])
+def test_a_kept_partial_is_continued_only_with_its_own_sound_record(hub_home, damage):
+    from dlwp_models.weights import resume
+
+    spec = _spec(sha256="ab" * 32)
+    store.cached_path(spec).parent.mkdir(parents=True)       # made by the lock in a download
+    path = resume.start_resumable(spec, "https://a.test/net.pth")
+    path.write_bytes(b"kept bytes")
+    kept = resume.resumable(spec)
+    assert (kept.path, kept.url, kept.size) == (path, "https://a.test/net.pth", 10)
+    record = path.with_name(path.name + ".json")
+    sound = json.loads(record.read_text())
+    if damage == "not a dict":
+        record.write_text(json.dumps([sound]))
+    elif damage == "other pins":
+        record.write_text(json.dumps({**sound, "pinned": {"sha256": "cd" * 32}}))
+    elif damage == "url not text":
+        record.write_text(json.dumps({**sound, "url": ["https://a.test/net.pth"]}))
+    elif damage == "a link":
+        elsewhere = path.with_name("elsewhere")
+        path.rename(elsewhere)
+        path.symlink_to(elsewhere)
+    elif damage == "no record":
+        record.unlink()
+    else:
+        record.write_text("{not json")
+    assert resume.resumable(spec) is None
+
+
+@pytest.mark.parametrize(("kept", "first_range"), [(1, "bytes=1-"), (len(PAYLOAD), f"bytes={len(PAYLOAD)}-")])
+def test_kept_bytes_from_one_to_the_whole_file_are_continued(make_manifest, file_entry, weight_server, kept,
+                                                              first_range):
+    """One kept byte is asked on from byte 1; a whole file kept (a run killed before its check) is
+    asked on from its end (the server's 416 then restarts it), never thrown away unasked."""
+    from dlwp_models.weights import resume
+
+    name = f"kept-{kept}.pth"
+    spec_entry = file_entry(name, PAYLOAD)
+    make_manifest([entry({"state_dict": spec_entry})])
+    spec = get_weights("details.v1").files["state_dict"]
+    store.cached_path(spec).parent.mkdir(parents=True, exist_ok=True)
+    resume.start_resumable(spec, spec_entry["urls"][0]).write_bytes(PAYLOAD[:kept])
+    fetch(progress=False)
+    hits = weight_server.hits_for(name)
+    assert hits[0].range == first_range
+    if kept == len(PAYLOAD):                       # nothing left to send: 416, then the whole file afresh
+        assert [(h.status, h.range) for h in hits] == [(416, first_range), (200, None)]
+    assert store.verified(spec) is not None
+
+
+def test_a_disk_that_fails_as_a_download_starts_names_that_step(make_manifest, file_entry, monkeypatch):
+    from dlwp_models.weights import resume
+
+    def full(spec, url):
+        raise OSError(28, "No space left on device")
+
+    make_manifest([entry({"state_dict": file_entry("nostart.pth", PAYLOAD)})])
+    monkeypatch.setattr(resume, "start_resumable", full)
+    with pytest.raises(store.CacheWriteError, match=r"could not start the download of nostart\.pth \(.*nostart\.pth\): "
+                                                    r"No space left on device; the disk holding .* is full"):
+        fetch(progress=False)
+
+
+def test_a_partial_download_that_cannot_be_opened_names_that_step(make_manifest, file_entry, monkeypatch):
+    real_open = os.open
+
+    def refuse_reopening(path, flags, *args):
+        if str(path).endswith(".resume") and not flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    make_manifest([entry({"state_dict": file_entry("noopen.pth", PAYLOAD)})])
+    monkeypatch.setattr(download.os, "open", refuse_reopening)
+    with pytest.raises(store.CacheWriteError, match=r"could not open the partial download of noopen\.pth \(.*\): "
+                                                    r"Permission denied; the cache folder .* cannot be written"):
+        fetch(progress=False)

@@ -114,6 +114,9 @@ def test_stall_limits_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DLWP_STALL_SECONDS", "5")
     monkeypatch.setenv("DLWP_STALL_BYTES_PER_S", "10")
     assert http.stall_limits() == (10.0, 5.0)
+    monkeypatch.setenv("DLWP_STALL_SECONDS", "0.5")             # any positive window, any rate from 0
+    monkeypatch.setenv("DLWP_STALL_BYTES_PER_S", "0")
+    assert http.stall_limits() == (0.0, 0.5)
     monkeypatch.setenv("DLWP_STALL_SECONDS", "soon")
     with pytest.raises(DownloadError, match="DLWP_STALL_SECONDS must be a number"):
         http.stall_limits()
