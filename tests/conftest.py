@@ -71,6 +71,34 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def one_weight_set(transforms: dict | None = None, **file: object):
+    """Weight set 't.v1' (model 't') parsed from an in-memory manifest named test.json: one file
+    'net.pth' from https://a.test/net.pth (no URL when it has ``parts``), with ``file``'s fields
+    (its pins) and, when given, ``transforms``."""
+    from dlwp_models.weights.manifest import parse_manifest
+
+    fields = {"filename": "net.pth", **({} if "parts" in file else {"urls": ["https://a.test/net.pth"]}), **file}
+    entry = {"name": "t.v1", "model": "t", "default": True, "format": "torchvision", "files": {"state_dict": fields}}
+    if transforms is not None:
+        entry["transforms"] = transforms
+    return parse_manifest({"schema_version": 1, "weights": [entry]}, "test.json")[0]
+
+
+def one_file_spec(**file: object):
+    """The FileSpec of :func:`one_weight_set`'s file."""
+    return one_weight_set(**file).files["state_dict"]
+
+
+def kept_partial(spec, url: str, data: bytes) -> Path:
+    """Bytes an earlier run left for ``spec`` from ``url`` (a resumable partial and its record)."""
+    from dlwp_models.weights import resume, store
+
+    store.cached_path(spec).parent.mkdir(parents=True, exist_ok=True)      # made by the lock in a download
+    path = resume.start_resumable(spec, url)
+    path.write_bytes(data)
+    return path
+
+
 @pytest.fixture
 def file_entry(weight_server: LoopbackServer) -> Callable[..., dict]:
     """Serve ``data`` as ``name`` and return a file spec pinned by sha256 and size."""

@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from dlwp_models.inputs.transforms import IMAGENET_MEAN, IMAGENET_STD, CaptionTransform, fit_side
+from conftest import one_weight_set
 
 MEAN, STD = (0.5, 0.25, 0.125), (0.25, 0.5, 2.0)
 
@@ -103,12 +104,7 @@ def test_fit_side_downscales_a_tensor_with_antialiasing_like_torchvision():
 
 
 def caption_weight_set(**transforms):
-    from dlwp_models.weights.manifest import parse_manifest
-
-    return parse_manifest({"schema_version": 1, "weights": [{
-        "name": "c.v1", "model": "c", "default": True, "format": "torchvision", "transforms": transforms,
-        "files": {"state_dict": {"filename": "c.pth", "sha256": "0" * 64, "urls": ["https://127.0.0.1:9/c.pth"]}}}]},
-        "test.json")[0]
+    return one_weight_set(transforms, sha256="0" * 64)
 
 
 def test_the_settings_are_read_from_the_manifest_and_checked_there():
@@ -118,7 +114,7 @@ def test_the_settings_are_read_from_the_manifest_and_checked_there():
     assert CaptionTransform.from_weights(weights) == CaptionTransform(MEAN, STD, 512)
     assert CaptionTransform.from_weights(caption_weight_set(max_side=None)) == CaptionTransform(max_side=None)
     assert CaptionTransform.from_weights(caption_weight_set()) == CaptionTransform()
-    with pytest.raises(ManifestError, match="weight set 'c.v1': max_side must be None or a positive integer, got 0"):
+    with pytest.raises(ManifestError, match="weight set 't.v1': max_side must be None or a positive integer, got 0"):
         CaptionTransform.from_weights(caption_weight_set(max_side=0))
     with pytest.raises(ManifestError, match="unknown transform setting 'crop'; expected only"):
         CaptionTransform.from_weights(caption_weight_set(crop=224))

@@ -15,7 +15,7 @@ from torchvision.transforms import functional as TF
 from dlwp_models import ManifestError
 from dlwp_models.inputs.transforms import (IMAGENET_MEAN, IMAGENET_STD, CaptionTransform, ClassifierTransform,
                                            CycleGANTransform, resize_and_crop, resize_shorter_side)
-from dlwp_models.weights.manifest import parse_manifest
+from conftest import one_weight_set
 
 MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
          "nearest": InterpolationMode.NEAREST, "nearest-exact": InterpolationMode.NEAREST_EXACT}
@@ -106,10 +106,7 @@ def test_caption_transform_without_weights_has_the_imagenet_defaults():
 
 def weight_set(**transforms):
     settings = {"resize": 256, "crop": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **transforms}
-    return parse_manifest({"schema_version": 1, "weights": [{
-        "name": "t.v1", "model": "t", "default": True, "format": "torchvision", "transforms": settings,
-        "files": {"state_dict": {"filename": "t.pth", "sha256": "0" * 64, "urls": ["https://127.0.0.1:9/t.pth"]}}}]},
-        "test.json")[0]
+    return one_weight_set(settings, sha256="0" * 64)
 
 
 def test_classifier_settings_are_read_from_the_manifest():

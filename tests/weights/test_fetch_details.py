@@ -16,7 +16,7 @@ import dlwp_models
 from dlwp_models import DownloadError, get_weights
 from dlwp_models.weights import download, http, integrity, store
 from dlwp_models.weights.manifest import FileSpec
-from conftest import git_blob_sha1, sha256_of
+from conftest import git_blob_sha1, kept_partial, one_file_spec, sha256_of
 from loopback import Fault
 
 PAYLOAD = os.urandom(2 * (1 << 20) + 777)
@@ -188,16 +188,8 @@ def test_mirror_bases_lose_only_their_trailing_slashes(monkeypatch):
     assert download._mirror_bases() == ["https://mirror.test/dlwp-X", "https://other.test/files"]
 
 
-def _spec(**pins) -> FileSpec:
-    from dlwp_models.weights.manifest import parse_manifest
-
-    files = {"state_dict": {"filename": "net.pth", "urls": ["https://a.test/net.pth"], **pins}}
-    entry_ = {"name": "t.v1", "model": "t", "default": True, "format": "torchvision", "files": files}
-    return parse_manifest({"schema_version": 1, "weights": [entry_]}, "test.json")[0].files["state_dict"]
-
-
 def test_each_scheme_is_refused_with_its_reason_unless_the_pin_allows_it():
-    weak, strong = _spec(sha256_prefix="abcdef12"), _spec(sha256="ab" * 32)
+    weak, strong = one_file_spec(sha256_prefix="abcdef12"), one_file_spec(sha256="ab" * 32)
     download._check_scheme("https://a.test/net.pth", weak)
     download._check_scheme("HTTP://a.test/net.pth", strong)             # a full hash makes plain http safe
     with pytest.raises(download._SourceFailed) as info:
@@ -213,10 +205,10 @@ def test_the_read_timeout_never_outlasts_the_stall_window(monkeypatch):
     import requests
 
     monkeypatch.setenv("DLWP_STALL_SECONDS", "7")
-    stream = download._Stream(requests.Session(), "https://a.test/net.pth", _spec(sha256="ab" * 32), False)
+    stream = download._Stream(requests.Session(), "https://a.test/net.pth", one_file_spec(sha256="ab" * 32), False)
     assert stream.timeout == (download.TIMEOUT[0], 7.0)
     monkeypatch.setenv("DLWP_STALL_SECONDS", "600")
-    stream = download._Stream(requests.Session(), "https://a.test/net.pth", _spec(sha256="ab" * 32), False)
+    stream = download._Stream(requests.Session(), "https://a.test/net.pth", one_file_spec(sha256="ab" * 32), False)
     assert stream.timeout == download.TIMEOUT
 
 
@@ -236,10 +228,8 @@ def test_a_source_is_tried_max_attempts_times_and_no_more(make_manifest, file_en
 def test_a_kept_partial_is_continued_only_with_its_own_sound_record(hub_home, damage):
     from dlwp_models.weights import resume
 
-    spec = _spec(sha256="ab" * 32)
-    store.cached_path(spec).parent.mkdir(parents=True)       # made by the lock in a download
-    path = resume.start_resumable(spec, "https://a.test/net.pth")
-    path.write_bytes(b"kept bytes")
+    spec = one_file_spec(sha256="ab" * 32)
+    path = kept_partial(spec, "https://a.test/net.pth", b"kept bytes")
     kept = resume.resumable(spec)
     assert (kept.path, kept.url, kept.size) == (path, "https://a.test/net.pth", 10)
     record = path.with_name(path.name + ".json")
@@ -266,14 +256,11 @@ def test_kept_bytes_from_one_to_the_whole_file_are_continued(make_manifest, file
                                                               first_range):
     """One kept byte is asked on from byte 1; a whole file kept (a run killed before its check) is
     asked on from its end (the server's 416 then restarts it), never thrown away unasked."""
-    from dlwp_models.weights import resume
-
     name = f"kept-{kept}.pth"
     spec_entry = file_entry(name, PAYLOAD)
     make_manifest([entry({"state_dict": spec_entry})])
     spec = get_weights("details.v1").files["state_dict"]
-    store.cached_path(spec).parent.mkdir(parents=True, exist_ok=True)
-    resume.start_resumable(spec, spec_entry["urls"][0]).write_bytes(PAYLOAD[:kept])
+    kept_partial(spec, spec_entry["urls"][0], PAYLOAD[:kept])
     fetch(progress=False)
     hits = weight_server.hits_for(name)
     assert hits[0].range == first_range

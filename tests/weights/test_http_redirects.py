@@ -11,7 +11,7 @@ import pytest
 from requests.structures import CaseInsensitiveDict
 
 from dlwp_models.weights import download, http, store
-from dlwp_models.weights.manifest import parse_manifest
+from conftest import one_file_spec
 
 
 class Answer:
@@ -82,21 +82,15 @@ def test_a_redirect_without_a_location_is_refused():
     assert str(info.value) == "HTTP 302 redirect without a Location"
 
 
-def spec():
-    entry = {"name": "t.v1", "model": "t", "default": True, "format": "torchvision",
-             "files": {"state_dict": {"filename": "net.pth", "sha256": "ab" * 32, "urls": ["https://a.test/net.pth"]}}}
-    return parse_manifest({"schema_version": 1, "weights": [entry]}, "test.json")[0].files["state_dict"]
-
-
 def test_a_disk_failing_while_a_download_is_written_names_the_step_the_file_and_what_to_do(hub_home):
     def full():
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(store.CacheWriteError) as info:
-        download._cache_write(full, spec(), "write the download")
-    path = store.cached_path(spec())
+        download._cache_write(full, one_file_spec(sha256="ab" * 32), "write the download")
+    path = store.cached_path(one_file_spec(sha256="ab" * 32))
     assert str(info.value) == (
         f"could not write the download of net.pth ({path}): No space left on device; the disk holding "
         f"{path.parent} is full. Free some space there, or set TORCH_HOME to a folder on a disk with room, and "
         "run again (a download resumes where it stopped).")
-    assert download._cache_write(lambda: 42, spec(), "write the download") == 42
+    assert download._cache_write(lambda: 42, one_file_spec(sha256="ab" * 32), "write the download") == 42

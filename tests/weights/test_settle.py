@@ -11,18 +11,9 @@ import os
 import pytest
 
 from dlwp_models.weights import store
-from dlwp_models.weights.manifest import parse_manifest
-from conftest import git_blob_sha1, sha256_of
+from conftest import git_blob_sha1, one_file_spec as spec, sha256_of
 
 DATA = b"weights " * 1000
-
-
-def spec(**pins):
-    files = {"state_dict": {"filename": "net.pth", "urls": ["https://a.test/net.pth"], **pins}}
-    if "parts" in pins:
-        files["state_dict"].pop("urls")
-    entry = {"name": "t.v1", "model": "t", "default": True, "format": "torchvision", "files": files}
-    return parse_manifest({"schema_version": 1, "weights": [entry]}, "test.json")[0].files["state_dict"]
 
 
 def placed(file_spec, data: bytes = DATA):

@@ -12,7 +12,7 @@ import pytest
 import dlwp_models
 from dlwp_models import DownloadError, get_weights
 from dlwp_models.weights import download, resume, store
-from conftest import sha256_of
+from conftest import kept_partial, sha256_of
 from loopback import Fault
 
 PAYLOAD = os.urandom((1 << 20) + 4321)
@@ -39,12 +39,6 @@ def served(make_manifest, file_entry, name: str, **pins):
     spec_entry.update(pins)
     make_manifest([entry({"state_dict": spec_entry})])
     return get_weights("transfer.v1").files["state_dict"]
-
-
-def keep(spec, url: str, data: bytes) -> None:
-    """Bytes an earlier run left for ``spec`` from ``url``."""
-    store.cached_path(spec).parent.mkdir(parents=True, exist_ok=True)
-    resume.start_resumable(spec, url).write_bytes(data)
 
 
 def test_busy_answers_without_retry_after_wait_twice_as_long_each_time(make_manifest, file_entry, weight_server,
@@ -86,7 +80,7 @@ def test_a_partial_answer_to_a_whole_file_request_is_refused(make_manifest, file
 @pytest.mark.parametrize("content_range", ["bytes 0-9/{n}", None])
 def test_a_range_answer_for_other_bytes_is_refused(make_manifest, file_entry, weight_server, content_range):
     spec = served(make_manifest, file_entry, f"ranged-{content_range is None}.pth")
-    keep(spec, spec.urls[0], PAYLOAD[:100])
+    kept_partial(spec, spec.urls[0], PAYLOAD[:100])
     headers = {} if content_range is None else {"Content-Range": content_range.format(n=len(PAYLOAD))}
     weight_server.inject(spec.filename, Fault("body", 206, headers=headers, body=PAYLOAD[:10]))
     with pytest.raises(DownloadError) as info:
@@ -98,7 +92,7 @@ def test_a_range_answer_for_other_bytes_is_refused(make_manifest, file_entry, we
 def test_a_server_that_ignores_the_range_gives_the_whole_file_from_its_start(make_manifest, file_entry,
                                                                              weight_server):
     spec = served(make_manifest, file_entry, "norange.pth")
-    keep(spec, spec.urls[0], PAYLOAD[:100])
+    kept_partial(spec, spec.urls[0], PAYLOAD[:100])
     weight_server.inject("norange.pth", Fault("body", 200, headers={"Content-Length": str(len(PAYLOAD))},
                                               body=PAYLOAD))
     path = fetch()["state_dict"]
