@@ -5,6 +5,7 @@
     python3 tools/mutation_check.py fetcher search   # only these groups
     python3 tools/mutation_check.py --fresh          # forget earlier results and start over
     python3 tools/mutation_check.py --report         # only print the table of the last run
+    python3 tools/mutation_check.py --rerun-survivors unpickler   # its survivors again, after new tests
 
 mutmut's settings are in setup.cfg's [mutmut] section (which modules, which tests). mutmut copies
 the package and the tests into mutants/ and runs the tests there; this script puts mutants/ first on
@@ -20,11 +21,15 @@ with the reason; the score is killed / (mutants - equivalent - not run).
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -59,6 +64,10 @@ TESTS = {
     "cli": ["tests/cli/test_cli.py", "tests/models/test_captioning.py"],
 }
 GROUP_OF_MODULE = {path[:-3].replace("/", "."): group for group, paths in GROUPS.items() for path in paths}
+
+# below this much free disk the script does not start, and stops a run that gets there: each mutant's
+# pytest session writes generated weights (up to 2.2 GB for the captioning tests) to its temp folder
+MIN_FREE_GB = 15
 
 # mutmut's exit codes -> the columns of the table
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
@@ -132,11 +141,87 @@ def survivors(groups: list[str]) -> list[str]:
             if s == "survived" and name not in accepted]
 
 
+def check_tests_are_selected() -> None:
+    """Every test file of TESTS must be in setup.cfg's selection: mutmut never runs the others, and a
+    group's own test file missing there leaves its mutants alive without a word (it happened)."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg", encoding="utf-8")
+    selected = parser["mutmut"]["pytest_add_cli_args_test_selection"].split()
+    missing = [path for tests in TESTS.values() for path in (test.split("::")[0] for test in tests)
+               if not path.startswith(tuple(selected))]
+    if missing:
+        sys.exit(f"setup.cfg's [mutmut] pytest_add_cli_args_test_selection lacks {', '.join(sorted(set(missing)))}: "
+                 "mutmut would never run them; add them there")
+
+
+def forget_lost_results() -> None:
+    """A mutated copy in mutants/ whose results file is gone (a run that died writing it) makes
+    mutmut find no mutants there, and drop the module's entries from its test map as stale. Remove
+    the copy and the test map, so that mutmut makes both again."""
+    for path in (p for paths in GROUPS.values() for p in paths):
+        copy = MUTANTS / path
+        if copy.exists() and not (MUTANTS / (path + ".meta")).exists():
+            print(f"{copy} has no results file: making its mutants and the test map again", file=sys.stderr)
+            copy.unlink()
+            (MUTANTS / (path + ".spans")).unlink(missing_ok=True)
+            (MUTANTS / "mutmut-stats.json").unlink(missing_ok=True)
+
+
+def run_until_done_or_low_disk(command: list[str], env: dict[str, str], scratch: Path) -> int:
+    """Run mutmut; stop it (and say so) if free disk under the temp folder drops below MIN_FREE_GB."""
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        while process.poll() is None:
+            time.sleep(5)
+            if (free := shutil.disk_usage(scratch).free / 1e9) < MIN_FREE_GB:
+                print(f"stopping mutmut: only {free:.0f} GB left on the disk of {scratch}; results so far "
+                      "are kept in mutants/, run the script again to go on", file=sys.stderr)
+                stop(process)
+                return 1
+    except BaseException:        # Ctrl-C: mutmut runs in a session of its own, so stop it here
+        stop(process)
+        raise
+    return process.returncode
+
+
+def stop(process: subprocess.Popen) -> None:
+    """mutmut and its workers, before their temp folder is removed."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run_mutmut(mutmut: str, args: argparse.Namespace, env: dict[str, str], scratch: Path) -> int:
+    """1. mutants, and which tests call which function (for new tests only after the first time),
+    running the few argument-handling mutants on the way; 2. narrow the tests per group; 3. the
+    mutants: of the groups named (again from scratch), or every one without a result yet."""
+    phases = [[f"{module_name(p)}.*" for p in GROUPS["cli"]],
+              [f"{module_name(p)}.*" for g in args.groups for p in GROUPS[g]]]
+    for number, names in enumerate(phases):
+        if number == 1:
+            restrict_tests()
+            if args.rerun_survivors:
+                names = survivors(args.groups or list(GROUPS))
+                if not names:
+                    break
+        command = [mutmut, "run", "--max-children", str(args.max_children), *names]
+        code = run_until_done_or_low_disk(command, env, scratch)
+        if code != 0:
+            print(f"mutmut run failed (exit {code}); see its output above", file=sys.stderr)
+            return code
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", metavar="GROUP", help=f"any of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--fresh", action="store_true", help="delete mutants/ first (all results)")
     parser.add_argument("--report", action="store_true", help="print the table of the last run only")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="run only the survivors (not judged equivalent) of the groups again, after new tests")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     if unknown := [g for g in args.groups if g not in GROUPS]:
@@ -147,25 +232,33 @@ def main() -> int:
             shutil.rmtree(MUTANTS, ignore_errors=True)
         # mutants/ must exist before mutmut starts: a PYTHONPATH entry missing at start-up is never searched
         MUTANTS.mkdir(exist_ok=True)
+        check_tests_are_selected()
+        forget_lost_results()
         env = {k: v for k, v in os.environ.items() if not k.startswith("DLWP_")}
-        env["PYTHONPATH"] = str(MUTANTS)     # the tests' subprocesses import the mutated copy too
-        # every mutant is a pytest session of its own: without this each leaves its temporary folder
-        # (hundreds of MB of generated weights) in /tmp, and a run fills the disk
-        env["PYTEST_ADDOPTS"] = (env.get("PYTEST_ADDOPTS", "") + " -o tmp_path_retention_policy=none").strip()
+        # the tests' subprocesses import the mutated copy too; tools/ holds the pytest plugin below
+        env["PYTHONPATH"] = os.pathsep.join([str(MUTANTS), str(ROOT / "tools")])
+        # every mutant is a pytest session of its own: without these each leaves its temporary folder
+        # (up to 2.2 GB of generated weights) behind, and a run fills the disk
+        env["PYTEST_ADDOPTS"] = (env.get("PYTEST_ADDOPTS", "")
+                                 + " -o tmp_path_retention_policy=none -p mutation_pytest_plugin").strip()
         mutmut = shutil.which("mutmut") or sys.exit("mutmut is not installed: pip install mutmut")
-        # 1. mutants, and which tests call which function (for new tests only after the first time),
-        #    running the few argument-handling mutants on the way; 2. narrow the tests per group;
-        # 3. the mutants: of the groups named (again from scratch), or every one without a result yet
-        phases = [[f"{module_name(p)}.*" for p in GROUPS["cli"]],
-                  [f"{module_name(p)}.*" for g in args.groups for p in GROUPS[g]]]
-        for number, names in enumerate(phases):
-            if number == 1:
-                restrict_tests()
-            command = [mutmut, "run", "--max-children", str(args.max_children), *names]
-            done = subprocess.run(command, cwd=ROOT, env=env)
-            if done.returncode != 0:
-                print(f"mutmut run failed (exit {done.returncode}); see its output above", file=sys.stderr)
-                return done.returncode
+        # every pytest session of this run (one per mutant) gets its numbered folder under one temp
+        # folder of the run's own, removed at exit: the plugin above does not run in a session that
+        # is killed (a timed-out mutant, a stopped run)
+        scratch = Path(tempfile.mkdtemp(prefix="dlwp-mutation-"))
+        # a `kill` (SIGTERM) of this script unwinds like Ctrl-C does: mutmut stopped, folder removed
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        env["TMPDIR"] = str(scratch)
+        try:
+            if (free := shutil.disk_usage(scratch).free / 1e9) < MIN_FREE_GB:
+                print(f"only {free:.0f} GB free under {scratch.parent}; the mutation check needs "
+                      f"{MIN_FREE_GB} GB: free some space and run it again", file=sys.stderr)
+                return 1
+            return_code = run_mutmut(mutmut, args, env, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if return_code != 0:
+            return return_code
     print(table(groups))
     left = survivors(groups)
     if left:
