@@ -52,7 +52,8 @@ class Fault:
     then cut the connection), "html" (200 with a web page), "stall" (sleep ``seconds`` first),
     "drip" (200 with the file's length, then one byte of it every ``seconds``, ``after`` bytes at
     most when set), "flood" (200 without a length, then zeros until ``after`` bytes or the client
-    hangs up), "body" (answer ``status`` with ``headers`` and exactly ``body``, e.g. gzip-encoded).
+    hangs up), "unsized" (200 with the file but no length: its end is where the connection closes),
+    "body" (answer ``status`` with ``headers`` and exactly ``body``, e.g. gzip-encoded).
     """
 
     kind: str
@@ -161,7 +162,7 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 extra = {k: v for k, v in fault.headers.items() if k.lower() != "content-type"}
                 return self._plain(fault.status, fault.body, extra,
                                    fault.headers.get("Content-Type", "application/octet-stream"))
-            if fault is not None and fault.kind in ("drip", "flood"):
+            if fault is not None and fault.kind in ("drip", "flood", "unsized"):
                 return self._trickle(name, fault)
             if name not in server.files:
                 server._record(Hit(self.path, self.headers.get("Range"), 404, 0, dict(self.headers)))
@@ -224,6 +225,9 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                         self.wfile.flush()
                         sent += 1
                         time.sleep(fault.seconds)
+                elif fault.kind == "unsized":
+                    self.wfile.write(data)
+                    sent = len(data)
                 else:
                     block = b"\0" * (1 << 16)
                     while not fault.after or sent < fault.after:

@@ -200,6 +200,27 @@ def test_git_blob_sha1_pin_is_checked(make_manifest, weight_server):
         dlwp_models.fetch(get_weights("testnet.v2"), progress=False)
 
 
+def test_git_blob_sha1_pin_of_unknown_size_is_checked_from_a_server_without_a_length(
+        make_manifest, weight_server):
+    # neither the manifest nor the server says the size, so the blob's "blob <size>\0" header cannot
+    # be hashed while streaming: the downloaded file is hashed after the download instead
+    weight_server.serve("blob-unsized-ok.pth", PAYLOAD)
+    weight_server.serve("blob-unsized-bad.pth", PAYLOAD + b"x")
+    for name in ("blob-unsized-ok.pth", "blob-unsized-bad.pth"):
+        weight_server.inject(name, Fault("unsized"))
+    make_manifest([
+        entry("v1", {"state_dict": {"filename": "blob-unsized-ok.pth", "git_blob_sha1": git_blob_sha1(PAYLOAD),
+                                    "urls": [weight_server.url("blob-unsized-ok.pth")]}}),
+        entry("v2", {"state_dict": {"filename": "blob-unsized-bad.pth", "git_blob_sha1": git_blob_sha1(PAYLOAD),
+                                    "urls": [weight_server.url("blob-unsized-bad.pth")]}})])
+    assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["state_dict"].read_bytes() == PAYLOAD
+    assert not weight_server.faults["blob-unsized-ok.pth"]        # the answer without a length was the one taken
+    with pytest.raises(DownloadError, match=f"git blob sha1 mismatch: expected {git_blob_sha1(PAYLOAD)}, "
+                                            f"got {git_blob_sha1(PAYLOAD + b'x')}"):
+        dlwp_models.fetch(get_weights("testnet.v2"), progress=False)
+    assert [h.status for h in weight_server.hits_for("blob-unsized-bad.pth")] == [200]
+
+
 def test_sha256_prefix_pin_is_checked_over_https(make_manifest, https_server, trust_https):
     https_server.serve("prefix-ok.pth", PAYLOAD)
     https_server.serve("prefix-bad.pth", PAYLOAD + b"x")
@@ -297,14 +318,16 @@ def test_malformed_retry_after_falls_back_to_backoff(one_file, weight_server, mo
     assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["state_dict"].read_bytes() == PAYLOAD
 
 
-def test_parts_only_file_is_never_taken_whole_from_a_mirror(make_manifest, file_entry, weight_server, monkeypatch):
+def test_parts_only_file_is_never_taken_whole_from_a_mirror(make_manifest, file_entry, https_server, trust_https,
+                                                            monkeypatch):
+    # over https, where nothing else would refuse the mirror: only the parts-only rule keeps it out
     a, b = PAYLOAD[:7], PAYLOAD[7:]
-    weight_server.serve("mirror-bait.pth", b"attacker bytes, not the join")
+    https_server.serve("mirror-bait.pth", b"attacker bytes, not the join")
     make_manifest([entry("v1", {"encoder": {"filename": "mirror-bait.pth", "parts": [
         file_entry("bait-a.pth", a), file_entry("bait-b.pth", b)]}})])
-    monkeypatch.setenv("DLWP_MIRROR", f"{weight_server.base}/files")
+    monkeypatch.setenv("DLWP_MIRROR", f"{https_server.base}/files")
     assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["encoder"].read_bytes() == PAYLOAD
-    assert weight_server.hits_for("mirror-bait.pth") == []
+    assert https_server.hits_for("mirror-bait.pth") == []
 
 
 def test_copied_cache_works_offline_even_with_new_times(make_manifest, file_entry, weight_server, hub_home,
