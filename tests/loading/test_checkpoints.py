@@ -42,6 +42,46 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
+REFUSED = ("refused to load w.pth: it holds objects that a weights-only load does not allow ({}). Only "
+           "tensors and plain containers are loaded; re-save the file as a plain state dict with "
+           "torch.save(model.state_dict(), path).")
+NO_DEVICE = "cannot load w.pth onto this machine's devices ({}). Pass map_location='cpu' (or another available device)."
+DAMAGED = ("cannot read w.pth as a PyTorch checkpoint ({}). The file is damaged or not a checkpoint; delete it "
+           "from the cache and fetch it again.")
+
+
+@pytest.mark.parametrize("raised, expected", [
+    (pickle.UnpicklingError("Weights only load failed.\nmore lines"), REFUSED.format("Weights only load failed.")),
+    (pickle.UnpicklingError("  "), REFUSED.format("UnpicklingError")),
+    # torch's words for a GPU file on a machine without one, and for a device it was not built for
+    (RuntimeError("Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is "
+                  "False.\nIf you are running on a CPU-only machine, ..."),
+     NO_DEVICE.format("Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False.")),
+    (RuntimeError("CUDA error: no kernel image is available for execution"),
+     NO_DEVICE.format("CUDA error: no kernel image is available for execution")),
+    (RuntimeError("PyTorch is not linked with support for xpu Devices"),
+     NO_DEVICE.format("PyTorch is not linked with support for xpu Devices")),
+    (RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory"),
+     DAMAGED.format("RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory")),
+    (RuntimeError(""), DAMAGED.format("RuntimeError: RuntimeError")),
+    (EOFError("Ran out of input\nsecond line"), DAMAGED.format("EOFError: Ran out of input")),
+    (ValueError(""), DAMAGED.format("ValueError: ")),
+])
+def test_each_failure_of_torch_load_gets_its_own_message(tmp_path, monkeypatch, raised, expected):
+    # the message is built from the first line of torch's reason, or the exception's type without one
+    path = tmp_path / "w.pth"
+    torch.save({"w": torch.zeros(1)}, path)
+
+    def load(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(UnsafeFileError) as info:
+        load_state_dict_file(path)
+    assert str(info.value) == expected
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
 def test_legacy_format_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil-legacy.pth"
