@@ -51,13 +51,19 @@ class SlowTask:
         return [ClassifyAnswer([1], [100.0]) for _ in items]
 
 
-def test_surplus_requests_are_refused_undecoded_and_decodes_are_bounded(monkeypatch):
+def stand_in() -> tuple[ServeSettings, ServerState, SlowTask]:
+    """A server's state with the stand-in model loaded: batches of 2, 5 places, 2 decode slots."""
     settings = ServeSettings(models=("stand-in",), max_batch=2, max_wait_ms=0, max_queue=5, decode_slots=2)
     state = ServerState(settings)
     task = SlowTask()
     state.tasks["stand-in"] = task
     state.batchers["stand-in"] = Batcher("stand-in", task.run, max_batch=2, max_wait_s=0, max_queue=5)
     state.loaded.set()
+    return settings, state, task
+
+
+def test_surplus_requests_are_refused_undecoded_and_decodes_are_bounded(monkeypatch):
+    settings, state, task = stand_in()
     monkeypatch.setattr(app_module, "_prepare", lambda task, body, max_pixels, params: task.prepare(body))
     app = app_module.create_app(settings, state)
 
@@ -96,8 +102,12 @@ def test_a_place_is_given_back_when_preparation_fails_and_closing_refuses_new_on
             with pytest.raises(QueueFull):
                 with batcher.admit():
                     pass
+            with pytest.raises(QueueFull):
+                batcher.check_room()                 # the same answer, asked before an upload is read
             assert batcher.pending() == 2
             assert await first.submit("k", 7).future == 7
+        assert batcher.pending() == 0
+        batcher.check_room()                         # room: no exception, and no place taken
         assert batcher.pending() == 0
         with batcher.admit() as late:
             batcher.close(5)
@@ -107,5 +117,32 @@ def test_a_place_is_given_back_when_preparation_fails_and_closing_refuses_new_on
         with pytest.raises(BatcherClosed):
             with batcher.admit():
                 pass
+        with pytest.raises(BatcherClosed):
+            batcher.check_room()
 
     asyncio.run(scenario())
+
+
+def test_a_request_during_shutdown_is_refused_before_its_upload_is_read(monkeypatch):
+    settings, state, task = stand_in()
+    read = []
+
+    async def read_upload(request, max_bytes):
+        read.append(max_bytes)
+        return b"photo"
+
+    monkeypatch.setattr(app_module, "read_upload", read_upload)
+    app = app_module.create_app(settings, state)
+    state.batchers["stand-in"].close(5)
+
+    async def request() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/v1/classify", content=b"photo", headers={"Content-Type": "image/jpeg"})
+
+    try:
+        response = asyncio.run(request())
+    finally:
+        state.close()
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "5")
+    assert "the server is shutting down; retry on another instance." in response.text
+    assert read == [] and task.prepared == 0

@@ -123,8 +123,10 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
     """The one request path: model → parameters → upload → preprocessing → batch → answer."""
     task, batcher = state.task(kind, model)
     _check_params(task, params)
-    if batcher.pending() >= batcher.max_queue:      # refuse before spending time on the upload
-        raise _too_busy(state, task.name, batcher.max_queue)
+    try:
+        batcher.check_room()                        # refuse before spending time on the upload
+    except (QueueFull, BatcherClosed) as exc:
+        raise _refused(state, task.name, batcher.max_queue, exc) from None
     try:
         body = await read_upload(request, max_bytes=state.settings.max_upload_bytes)
     except ClientDisconnect:
@@ -136,10 +138,8 @@ async def _answer(state: ServerState, request: Request, kind: str, model: str | 
                 key, item = await run_in_threadpool(_prepare, task, body, state.settings.max_pixels, params)
             del body
             job = admission.submit(key, item)
-    except QueueFull:
-        raise _too_busy(state, task.name, batcher.max_queue) from None
-    except BatcherClosed:
-        raise ApiError(503, "the server is shutting down; retry on another instance.", {"Retry-After": "5"}) from None
+    except (QueueFull, BatcherClosed) as exc:       # the queue filled (or closed) during the upload
+        raise _refused(state, task.name, batcher.max_queue, exc) from None
     disconnected = asyncio.ensure_future(_disconnect(request))
     try:
         await asyncio.wait({job.future, disconnected}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,7 +158,10 @@ def _prepare(task: Task, body: bytes, max_pixels: int, params: dict[str, Any]) -
     return task.prepare(decode_image(body, max_pixels), params)
 
 
-def _too_busy(state: ServerState, model: str, max_queue: int) -> ApiError:
+def _refused(state: ServerState, model: str, max_queue: int, exc: QueueFull | BatcherClosed) -> ApiError:
+    """The 503 for a request the model's queue has no place for, or that came during shutdown."""
+    if isinstance(exc, BatcherClosed):
+        return ApiError(503, "the server is shutting down; retry on another instance.", {"Retry-After": "5"})
     state.metrics.rejected.labels(model).inc()
     return ApiError(503, f"{model} is too busy ({max_queue} requests queued); retry in a moment.",
                     {"Retry-After": "1"})

@@ -99,6 +99,12 @@ class Batcher:
         """Places taken (call holding the condition's lock)."""
         return len(self._queue) + self._incoming
 
+    def check_room(self) -> None:
+        """Raise :class:`QueueFull` or :class:`BatcherClosed` as :meth:`admit` would now, without
+        taking a place: for refusing a request before its upload is read."""
+        with self._cond:
+            self._check_room()
+
     @contextmanager
     def admit(self) -> Iterator[Admission]:
         """Take a place in the queue for a request whose input is still to be prepared;
