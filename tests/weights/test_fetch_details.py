@@ -123,6 +123,27 @@ def test_a_progress_bar_is_shown_by_default_and_never_when_turned_off(make_manif
     assert "bar-a.pth" in err and "bar-b.pth" in err
 
 
+def test_fetch_file_and_fetch_files_show_the_bar_by_default_too(make_manifest, file_entry, capsys):
+    # the library's own callers always say; a direct caller of the weights layer gets the bar
+    make_manifest([entry({"state_dict": file_entry("default-bar.pth", PAYLOAD[:5000]),
+                          "encoder": file_entry("default-bar-2.pth", PAYLOAD[5000:9000])})])
+    weights = get_weights("details.v1")
+    download.fetch_file(weights.files["state_dict"])
+    assert "default-bar.pth" in capsys.readouterr().err
+    download.fetch_files(weights)                         # the first is cached now: only the second's bar
+    err = capsys.readouterr().err
+    assert "default-bar-2.pth" in err and "default-bar.pth:" not in err
+
+
+def test_a_file_spec_without_any_source_says_so(hub_home):
+    # the manifest refuses such a file; a FileSpec made in Python can still have no URL and no parts
+    spec = FileSpec("nowhere.pth", sha256=sha256_of(b"x"))
+    with pytest.raises(DownloadError) as info:
+        download.fetch_file(spec, progress=False)
+    assert str(info.value).startswith("could not fetch nowhere.pth; every source failed:\n  (no sources listed)\n"
+                                      "Check the network (or DLWP_MIRROR)")
+
+
 def test_the_progress_bar_counts_bytes_in_binary_units_and_is_cleared_when_done(make_manifest, file_entry,
                                                                                  capsys):
     make_manifest([entry({"state_dict": file_entry("shown.pth", PAYLOAD)})])
