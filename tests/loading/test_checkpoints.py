@@ -63,9 +63,10 @@ DAMAGED = ("cannot read w.pth as a PyTorch checkpoint ({}). The file is damaged 
      NO_DEVICE.format("PyTorch is not linked with support for xpu Devices")),
     (RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory"),
      DAMAGED.format("RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory")),
-    (RuntimeError(""), DAMAGED.format("RuntimeError: RuntimeError")),
+    (RuntimeError(""), DAMAGED.format("RuntimeError")),
     (EOFError("Ran out of input\nsecond line"), DAMAGED.format("EOFError: Ran out of input")),
-    (ValueError(""), DAMAGED.format("ValueError: ")),
+    (ValueError(""), DAMAGED.format("ValueError")),
+    (OSError(" \n "), DAMAGED.format("OSError")),
 ])
 def test_each_failure_of_torch_load_gets_its_own_message(tmp_path, monkeypatch, raised, expected):
     # the message is built from the first line of torch's reason, or the exception's type without one
