@@ -102,3 +102,15 @@ class ImagesTooSmallError(ImageInputError):
 
 class OutputExistsError(DlwpError, FileExistsError):
     """An output file exists and ``--overwrite`` was not given."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for quoting it in one of ours; "" when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def reason(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, or the type alone when it has no message."""
+    first = first_line(exc)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

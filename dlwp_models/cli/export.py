@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 from ..hub import build
 from ..models.classifiers import CLASSIFIERS
 from ..models.onnx_graphs import check_graph, dynamic_samples, export_graph, session_for
@@ -113,7 +113,7 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
         raise
     except Exception as exc:  # noqa: BLE001 - torch's exporters raise many types; report one clearly
         raise ExportError(f"exporting {name} as {format} failed ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}). Try the other --format.") from None
+                          f"{first_line(exc)}). Try the other --format.") from None
     finally:
         tmp.unlink(missing_ok=True)
 

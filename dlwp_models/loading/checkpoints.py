@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from ..errors import IncompatibleWeightsError, UnsafeFileError
+from ..errors import IncompatibleWeightsError, UnsafeFileError, first_line, reason
 
 __all__ = ["load_state_dict_file", "restricted_load", "plain_state_dict"]
 
@@ -36,33 +36,21 @@ def load_state_dict_file(path: str | Path, map_location: Any = None, *, mmap: bo
     except pickle.UnpicklingError as exc:
         raise UnsafeFileError(
             f"refused to load {path.name}: it holds objects that a weights-only load does not allow "
-            f"({_first_line(exc) or type(exc).__name__}). Only tensors and plain containers are loaded; "
+            f"({first_line(exc) or type(exc).__name__}). Only tensors and plain containers are loaded; "
             "re-save the file as a plain state dict with torch.save(model.state_dict(), path).") from None
     except RuntimeError as exc:
-        message = _first_line(exc)
+        message = first_line(exc)
         if "CUDA" in message or "device" in message.lower():
             raise UnsafeFileError(
                 f"cannot load {path.name} onto this machine's devices ({message}). Pass "
                 "map_location='cpu' (or another available device).") from None
         raise UnsafeFileError(
-            f"cannot read {path.name} as a PyTorch checkpoint ({_reason(exc)}). The file is "
+            f"cannot read {path.name} as a PyTorch checkpoint ({reason(exc)}). The file is "
             "damaged or not a checkpoint; delete it from the cache and fetch it again.") from None
     except (EOFError, OSError, ValueError) as exc:
         raise UnsafeFileError(
-            f"cannot read {path.name} as a PyTorch checkpoint ({_reason(exc)}). The file is damaged "
+            f"cannot read {path.name} as a PyTorch checkpoint ({reason(exc)}). The file is damaged "
             "or not a checkpoint; delete it from the cache and fetch it again.") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message; "" when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _reason(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, or the type alone when it has no message."""
-    first = _first_line(exc)
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def plain_state_dict(raw: Any, *, source: str) -> "OrderedDict[str, torch.Tensor]":
@@ -115,5 +103,5 @@ def restricted_load(path: str | Path, allowed: Mapping[tuple[str, str], Any], *,
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                 IndexError, KeyError, UnicodeDecodeError) as exc:
             raise UnsafeFileError(
-                f"cannot read {path.name} as a pickle ({_reason(exc)}). The file is "
+                f"cannot read {path.name} as a pickle ({reason(exc)}). The file is "
                 "damaged or not the expected file; delete it from the cache and fetch it again.") from None

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..errors import ExportError, MissingDependencyError
+from ..errors import ExportError, MissingDependencyError, first_line
 from ..loading.modules import eval_mode
 
 __all__ = ["INSTALL_HINT", "TOLERANCE", "import_onnxruntime", "onnx_versions", "export_graph",
@@ -71,9 +71,9 @@ def export_graph(module: nn.Module, sample: torch.Tensor, path: Path, *, dynamic
                               input_names=[input_name], output_names=[output_name], external_data=False,
                               verbose=False)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; report one clearly
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportError(f"torch.onnx.export failed for {type(module).__name__} ({type(exc).__name__}: "
-                          f"{first}). Use the eager backend or another --format, and please report this.") from None
+                          f"{first_line(exc)}). Use the eager backend or another --format, and please "
+                          "report this.") from None
 
 
 def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
 
-from ..errors import CacheWriteError, DownloadError
+from ..errors import CacheWriteError, DownloadError, first_line
 from .integrity import hash_file, mismatch
 from .manifest import FileSpec
 
@@ -427,7 +427,7 @@ def remove_derived(path: Path, suffix: str) -> None:
 
 
 def _cannot_copy(path: Path, suffix: str, exc: BaseException) -> None:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = first_line(exc) or type(exc).__name__
     if suffix == MAPPABLE:
         log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
                     path.name, reason)
