@@ -187,38 +187,27 @@ def test_mirror_is_tried_first(make_manifest, weight_server, monkeypatch):
     assert [(h.path, h.status) for h in hits] == [("/nowhere/mirrored.pth", 404), ("/files/mirrored.pth", 200)]
 
 
-def test_git_blob_sha1_pin_is_checked(make_manifest, weight_server):
-    weight_server.serve("blob-ok.pth", PAYLOAD)
-    weight_server.serve("blob-bad.pth", PAYLOAD + b"x")
+@pytest.mark.parametrize("answer", ["sized", "unsized"])
+def test_git_blob_sha1_pin_is_checked(make_manifest, weight_server, answer):
+    # unsized: neither the manifest nor the server says the size, so the blob's "blob <size>\0"
+    # header cannot be hashed while streaming: the downloaded file is hashed after the download
+    ok, bad = f"blob-{answer}-ok.pth", f"blob-{answer}-bad.pth"
+    weight_server.serve(ok, PAYLOAD)
+    weight_server.serve(bad, PAYLOAD + b"x")
+    if answer == "unsized":
+        for name in (ok, bad):
+            weight_server.inject(name, Fault("unsized"))
     make_manifest([
-        entry("v1", {"state_dict": {"filename": "blob-ok.pth", "git_blob_sha1": git_blob_sha1(PAYLOAD),
-                                    "urls": [weight_server.url("blob-ok.pth")]}}),
-        entry("v2", {"state_dict": {"filename": "blob-bad.pth", "git_blob_sha1": git_blob_sha1(PAYLOAD),
-                                    "urls": [weight_server.url("blob-bad.pth")]}})])
+        entry("v1", {"state_dict": {"filename": ok, "git_blob_sha1": git_blob_sha1(PAYLOAD),
+                                    "urls": [weight_server.url(ok)]}}),
+        entry("v2", {"state_dict": {"filename": bad, "git_blob_sha1": git_blob_sha1(PAYLOAD),
+                                    "urls": [weight_server.url(bad)]}})])
     assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["state_dict"].read_bytes() == PAYLOAD
-    with pytest.raises(DownloadError, match="git blob sha1 mismatch"):
-        dlwp_models.fetch(get_weights("testnet.v2"), progress=False)
-
-
-def test_git_blob_sha1_pin_of_unknown_size_is_checked_from_a_server_without_a_length(
-        make_manifest, weight_server):
-    # neither the manifest nor the server says the size, so the blob's "blob <size>\0" header cannot
-    # be hashed while streaming: the downloaded file is hashed after the download instead
-    weight_server.serve("blob-unsized-ok.pth", PAYLOAD)
-    weight_server.serve("blob-unsized-bad.pth", PAYLOAD + b"x")
-    for name in ("blob-unsized-ok.pth", "blob-unsized-bad.pth"):
-        weight_server.inject(name, Fault("unsized"))
-    make_manifest([
-        entry("v1", {"state_dict": {"filename": "blob-unsized-ok.pth", "git_blob_sha1": git_blob_sha1(PAYLOAD),
-                                    "urls": [weight_server.url("blob-unsized-ok.pth")]}}),
-        entry("v2", {"state_dict": {"filename": "blob-unsized-bad.pth", "git_blob_sha1": git_blob_sha1(PAYLOAD),
-                                    "urls": [weight_server.url("blob-unsized-bad.pth")]}})])
-    assert dlwp_models.fetch(get_weights("testnet.v1"), progress=False)["state_dict"].read_bytes() == PAYLOAD
-    assert not weight_server.faults["blob-unsized-ok.pth"]        # the answer without a length was the one taken
+    assert not weight_server.faults.get(ok)              # the answer without a length was the one taken
     with pytest.raises(DownloadError, match=f"git blob sha1 mismatch: expected {git_blob_sha1(PAYLOAD)}, "
                                             f"got {git_blob_sha1(PAYLOAD + b'x')}"):
         dlwp_models.fetch(get_weights("testnet.v2"), progress=False)
-    assert [h.status for h in weight_server.hits_for("blob-unsized-bad.pth")] == [200]
+    assert [h.status for h in weight_server.hits_for(bad)] == [200]
 
 
 def test_sha256_prefix_pin_is_checked_over_https(make_manifest, https_server, trust_https):
