@@ -37,7 +37,7 @@ def main() -> None:
     import ray.data
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # the checkout's dlwp_models
-    from dlwp_models.cli.batch.ray_engine import ACTOR_CPUS, DECODE_CPUS
+    from dlwp_models.batch.ray_engine import ACTOR_CPUS, DECODE_CPUS
 
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
     started = time.perf_counter()

@@ -167,9 +167,3 @@ def cluster_estimate(per_core_ips: float, per_block_ms: float, per_batch_ms: flo
     ``per_batch_ms``. See benchmarks/README.md."""
     driver_ips = 1000 / (per_block_ms / images_per_block + per_batch_ms / batch_size)
     return {nodes: min(nodes * cores * per_core_ips, driver_ips) for nodes in (8, 64)}
-
-
-if __name__ == "__main__":
-    import run as runner
-
-    runner.main(default_only=["batch"])

@@ -47,9 +47,3 @@ def run(ws, *, reps: int, paths: list[str], size_label: str) -> tuple[list[Row],
     log(f"[caption] batch {cps_batch:.2f} cap/s vs loop {cps_loop:.2f} cap/s = {ratio:.2f}×; {split}; "
         f"identical: {res['identical']}")
     return rows, res
-
-
-if __name__ == "__main__":
-    import run as runner
-
-    runner.main(default_only=["caption"])

@@ -69,9 +69,3 @@ def run(ws, *, runs: int, size_mb: int = 200) -> tuple[list[Row], dict]:
     log(f"[download] ours {mbps_o:.0f} MB/s vs torch {mbps_b:.0f} MB/s = {ratio:.2f}×; resume {total_o / size:.3f}× "
         f"(torch {total_b / size:.3f}×)")
     return rows, {"secs": secs, "resume_ours": total_o, "resume_torch": total_b, "size": size}
-
-
-if __name__ == "__main__":
-    import run as runner
-
-    runner.main(default_only=["download"])

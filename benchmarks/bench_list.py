@@ -54,9 +54,3 @@ def run(ws, *, runs: int) -> tuple[list[Row], dict]:
                 fmt_s(t_list), fmt_s(t_torch), f"+{extra:.3f} s ({t_list / t_torch:.2f}×)",
                 f"≤ +{LIMIT_S} s", yes_no(extra <= LIMIT_S))]
     return rows, {"times": times, "entrypoints": int(count), "torchvision_imported": imported_tv}
-
-
-if __name__ == "__main__":
-    import run as runner
-
-    runner.main(default_only=["list"])

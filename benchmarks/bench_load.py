@@ -65,9 +65,3 @@ def run(ws, *, runs: int, models=MODELS, images: dict[str, str]) -> tuple[list[R
             f"{cold_b:.2f}s; peak RSS {peak_o / MB:.0f} MB vs {peak_b / MB:.0f} MB (file {size / MB:.0f} MB); "
             f"identical: {same}")
     return rows, raw
-
-
-if __name__ == "__main__":
-    import run as runner
-
-    runner.main(default_only=["load"])

@@ -47,9 +47,3 @@ def run(ws, *, reps: int, paths: list[str], models=("resnet101", "alexnet")) -> 
         log(f"[onnx] {model}: backend {ips['backend']:.2f}, predict {ips['predict']:.2f}, book {ips['book']:.2f}, "
             f"by hand {ips['by_hand']:.2f} img/s; first call {res['first_backend_call_s']:.1f} s; equal: {cmp}")
     return rows, raw
-
-
-if __name__ == "__main__":
-    import run as runner
-
-    runner.main(default_only=["onnx"])

@@ -73,9 +73,3 @@ def run(ws, *, reps: int, paths: list[str], models=("resnet101", "alexnet")) -> 
         log(f"[throughput] {model}: predict {ips['predict']:.2f} img/s vs book {ips['book']:.2f} img/s = {ratio:.2f}× "
             f"(target {target}×); " + ", ".join(f"{p} {ips[p]:.2f}" for p in PROTOTYPES) + f"; equal: {cmp}")
     return rows, raw
-
-
-if __name__ == "__main__":
-    import run as runner
-
-    runner.main(default_only=["throughput"])

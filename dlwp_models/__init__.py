@@ -5,8 +5,11 @@ Weight sets live in ``weights/manifest.json`` (plus any manifests named in ``DLW
 their files into ``torch.hub.get_dir()/checkpoints/dlwp``. The models are built by the
 entrypoints of :mod:`dlwp_models.hub` (what ``hubconf.py`` exposes).
 
-The package is layered; each folder imports only from the ones listed before it:
-``errors`` → ``weights`` → ``loading`` → ``inputs`` → ``models`` → ``hub`` → ``cli``.
+The package is layered; each folder imports only from the ones listed before it (design.md §2):
+``errors`` and ``safe_write`` → ``weights`` → ``loading`` → ``inputs`` → ``models`` → ``hub`` →
+``tasks`` → the applications (``batch``, ``serve``, ``export``, ``publish``) → ``cli``.
+Importing the package registers every model family (:mod:`.models.registry`), so a manifest can
+name their weight formats.
 """
 
 from .errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWeightsError,
@@ -15,6 +18,9 @@ from .errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWeig
 from .inputs.predictions import Prediction
 from .weights.download import fetch
 from .weights.manifest import FileSpec, WeightSet, get_weights, list_weights
+from .models.registry import families as _families
+
+_families()   # each family registers itself, and its weight format, on import
 
 __all__ = [
     "list_weights", "get_weights", "fetch", "WeightSet", "FileSpec", "Prediction",

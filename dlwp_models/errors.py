@@ -1,6 +1,9 @@
-"""The exceptions dlwp raises: one small hierarchy, each also a built-in exception.
+"""The exceptions dlwp raises: one small hierarchy, each also a built-in exception, and the few
+signals its layers pass to each other (a byte budget broken, a queue full, an HTTP answer).
 
-Every message says what went wrong and ends with what to do about it.
+Every exception class of the package is defined here (a module may keep a private one,
+``_Name``, that never leaves it). Every message says what went wrong and ends with what to do
+about it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,22 @@ __all__ = [
     "PublishError",
     "ExportError",
     "MissingDependencyError",
+    "CacheWriteError",
+    "ImagesTooSmallError",
+    "ImageTooLargeError",
+    "OutputExistsError",
+    "UsageError",
+    "InputListError",
+    "ResultsFileError",
+    "RayNotInstalledError",
+    "HttpLimitError",
+    "StallError",
+    "BudgetExceededError",
+    "ApiError",
+    "QueueFull",
+    "BatcherClosed",
+    "first_line",
+    "reason",
 ]
 
 
@@ -100,8 +119,60 @@ class ImagesTooSmallError(ImageInputError):
         self.indices = indices
 
 
+class ImageTooLargeError(ImageInputError):
+    """An image is too large to process within a memory guard (pixels after resizing)."""
+
+
 class OutputExistsError(DlwpError, FileExistsError):
     """An output file exists and ``--overwrite`` was not given."""
+
+
+class UsageError(DlwpError, ValueError):
+    """Command-line arguments that do not fit together (the command exits 2, as argparse does)."""
+
+
+class InputListError(DlwpError, ValueError):
+    """A batch job's list of inputs (``@list.txt``, ``-``) cannot be read."""
+
+
+class ResultsFileError(DlwpError, ValueError):
+    """A batch job's records file cannot be written, or read back for ``--resume``."""
+
+
+class RayNotInstalledError(MissingDependencyError):
+    """``--engine ray`` was asked for, and Ray Data cannot be imported."""
+
+
+# --------------------------------------------------------------------------- signals between layers
+
+
+class HttpLimitError(Exception):
+    """A response broke a limit (redirect, status, encoding): that source cannot be used."""
+
+
+class StallError(HttpLimitError):
+    """A transfer went too slowly for too long, or past its wall-clock deadline."""
+
+
+class BudgetExceededError(HttpLimitError):
+    """A response sent more bytes than its budget allows."""
+
+
+class ApiError(Exception):
+    """A server answer other than 200: ``status``, a message in plain words (no paths, no
+    traceback) and extra headers (e.g. ``Retry-After``)."""
+
+    def __init__(self, status: int, message: str, headers: "dict[str, str] | None" = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, dict(headers or {})
+
+
+class QueueFull(Exception):
+    """A model's queue of requests is full; the client should retry later."""
+
+
+class BatcherClosed(Exception):
+    """The server is shutting down and takes no new requests."""
 
 
 def first_line(exc: BaseException) -> str:

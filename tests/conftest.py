@@ -129,8 +129,8 @@ def make_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[
 @pytest.fixture(scope="session")
 def batch_env(weight_server: LoopbackServer, tmp_path_factory: pytest.TempPathFactory):
     """squeezenet1_1, cyclegan and neuraltalk2 with generated weights, fetched once into a TORCH_HOME
-    of their own (the batch-job tests of tests/cli share it)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "cli"))
+    of their own (the batch-job tests of tests/batch share it)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "batch"))
     from batch_files import make_batch_env
 
     return make_batch_env(weight_server, tmp_path_factory.mktemp("batch"))

@@ -13,10 +13,18 @@ import torch
 
 from conftest import REPO_DIR
 
-HUBCONF_NAMES = sorted(
-    alias.asname or alias.name
-    for node in ast.parse((REPO_DIR / "hubconf.py").read_text()).body if isinstance(node, ast.ImportFrom)
-    for alias in node.names)
+def _hubconf_entrypoints() -> list[tuple[str, str]]:
+    """(name, model) of each ``name = _entrypoint("model")`` line of hubconf.py, in order."""
+    found = []
+    for node in ast.parse((REPO_DIR / "hubconf.py").read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            (target,) = node.targets
+            (argument,) = node.value.args
+            found.append((target.id, argument.value))
+    return found
+
+
+HUBCONF_NAMES = sorted(name for name, _ in _hubconf_entrypoints())
 
 
 @pytest.fixture
@@ -26,12 +34,31 @@ def linked_repo(hub_home):
     return "org/dlwp:main"
 
 
-def test_hub_list_returns_exactly_the_entrypoints(linked_repo):
-    from dlwp_models.hub import ENTRYPOINTS
+def test_hubconf_the_registry_and_hub_list_agree(linked_repo):
+    """Each model is named once in hubconf.py, by its own name, and the names are exactly the
+    registered families' models and what torch.hub.list shows."""
+    from dlwp_models.models import registry
     from dlwp_models.models.classifiers import CLASSIFIERS
 
+    entrypoints = _hubconf_entrypoints()
+    assert all(name == model for name, model in entrypoints)
+    assert len(HUBCONF_NAMES) == len(set(HUBCONF_NAMES))
     names = torch.hub.list(linked_repo, verbose=False)
-    assert sorted(names) == HUBCONF_NAMES == sorted(ENTRYPOINTS) == sorted([*CLASSIFIERS, "cyclegan", "neuraltalk2"])
+    assert sorted(names) == HUBCONF_NAMES == sorted(registry.models())
+    assert sorted(registry.models()) == sorted([*CLASSIFIERS, "cyclegan", "neuraltalk2"])
+
+
+def test_every_family_registers_a_known_task_and_its_format():
+    from dlwp_models.models import registry
+    from dlwp_models.tasks import tasks
+    from dlwp_models.weights.manifest import formats
+
+    for info in registry.families():
+        assert info.task in tasks() and info.format in formats()
+        assert set(info.heads) <= set(info.models)
+        assert registry.load_family(info.models[0]) is not None       # its builder imports
+    with pytest.raises(ValueError, match="unknown model 'resnet9000'; choose one of"):
+        registry.family_info("resnet9000")
 
 
 @pytest.mark.parametrize("name", ["resnet101", "alexnet", "cyclegan", "neuraltalk2"])

@@ -86,7 +86,7 @@ def test_ctrl_c_while_predict_fetches_slow_image_urls_exits_at_once(weight_serve
         name = f"interrupted-{i}.png"
         urls.append(weight_server.serve(name, buffer.getvalue(), "image/png"))
         weight_server.delay_per_chunk[name] = DRIP_SECONDS
-    code = ("import sys\nfrom dlwp_models.hub import squeezenet1_1\n"
+    code = ("import sys\nfrom hubconf import squeezenet1_1\n"
             "model = squeezenet1_1()\nprint('ready', flush=True)\nmodel.predict(sys.argv[1:])\n")
     process = start(["-c", code, *urls], {"TORCH_HOME": str(tmp_path)})
     assert process.stdout.readline().strip() == "ready"

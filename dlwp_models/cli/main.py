@@ -1,6 +1,9 @@
 """Command line: ``python -m dlwp_models {list,info,fetch,classify,translate,caption,publish,export,serve}``.
 
-Failures print one paragraph (what failed, what to do) and exit non-zero, without a traceback.
+Argument parsing, printing and exit codes only: the tasks' subcommands are in
+:mod:`.task_commands`, the work is done by the layers below. Failures print one paragraph (what
+failed, what to do) and exit non-zero, without a traceback: 2 for arguments that do not fit
+together (as argparse), 1 for everything else.
 """
 
 from __future__ import annotations
@@ -10,21 +13,25 @@ import json
 import logging
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Sequence
 
 from .. import __version__
-from .batch import add_batch_options, batch_usage_error, run_batch
-from ..errors import DlwpError
-from ..models.classifiers import CLASSIFIERS
-from ..models.onnx_backend import check_backend
+from ..errors import DlwpError, UsageError
+from ..export import FORMATS as EXPORT_FORMATS
+from ..inputs.transforms import PRESETS
+from ..models.cyclegan import MIN_SIDE
+from ..models.onnx_backend import BACKENDS
+from ..models.registry import family_info
+from ..tasks.caption import Caption
+from ..tasks.classify import Classify
+from ..tasks.translate import Translate
 from ..weights.download import fetch
 from ..weights.manifest import WeightSet, get_weights, list_weights
 from ..weights.store import cached_path
-from .arguments import positive_int as _positive_int
+from .arguments import non_negative_float, positive_float, positive_int
+from .task_commands import add_task_command, batch_usage_error
 
 log = logging.getLogger("dlwp_models")
-
 
 
 def _weights_by_name_or_model(name: str) -> WeightSet:
@@ -86,7 +93,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     if args.all == bool(args.names):
-        raise _UsageError("give weight-set names (or model names) to fetch, or --all, not both")
+        raise UsageError("give weight-set names (or model names) to fetch, or --all, not both")
     chosen = list_weights() if args.all else [_weights_by_name_or_model(n) for n in args.names]
     for ws in chosen:
         for role, path in fetch(ws, progress=not args.quiet).items():
@@ -94,96 +101,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_classify(args: argparse.Namespace) -> int:
-    from ..hub import build
-    from ..inputs.images import image_sources
-
-    if args.model not in CLASSIFIERS:
-        raise _UsageError(f"unknown model {args.model!r}; choose one of {', '.join(CLASSIFIERS)}")
-    if args.records is not None:
-        return run_batch(args, "classify")
-    image_sources(args.images)          # missing files, folders, bad URLs fail before any download
-    check_backend(args.backend)         # so does a backend that is not installed
-    model = build(args.model, weights=args.weights or "DEFAULT", progress=not args.quiet)
-    results = model.predict(args.images, topk=args.topk, backend=args.backend)   # threaded decode, batches
-    for path, result in zip(args.images, results):
-        print(f"{path}:")
-        print(result)
-    return 0
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    from ..hub import build
-
-    from .outputs import check_free, write_output
-
-    if args.records is not None:
-        return run_batch(args, "translate")
-    outputs = [args.output_dir / f"{_stem(path)}_zebra.png" for path in args.images]
-    clash = next((out for i, out in enumerate(outputs) if out in outputs[:i]), None)
-    if clash is not None:
-        raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
-                         "them into different folders.")
-    for out in outputs:                             # refuse before any work, not after it
-        check_free(out, args.overwrite)
-    check_backend(args.backend)
-    images = _load_inputs(args.images)
-    model = build("cyclegan", weights=args.weights or "DEFAULT", progress=not args.quiet)
-    translated = model.translate(images, size=args.size, preset=args.preset, backend=args.backend)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    for path, image, out in zip(args.images, translated, outputs):
-        # a new temporary file of ours (never through a planted link), moved into place whole
-        write_output(out, lambda fh: image.save(fh, format="PNG"), overwrite=args.overwrite)
-        print(f"{path} -> {out}")
-    return 0
-
-
-def _stem(path: str) -> str:
-    """The file name stem of a path or of a URL's path."""
-    return Path(urlsplit(path).path if "://" in path else path).stem or "image"
-
-
-def _load_inputs(paths: list[str]) -> list:
-    from ..inputs.images import load_images
-
-    return load_images(paths)[0]
-
-
-def cmd_caption(args: argparse.Namespace) -> int:
-    from ..hub import build
-
-    from ..models.captioning.model import MIN_SIDE, ImagesTooSmallError
-
-    if args.records is not None:
-        return run_batch(args, "caption")
-    images = _load_inputs(args.images)
-    model = build("neuraltalk2", weights=args.weights or "DEFAULT", progress=not args.quiet)
-    failed: dict[int, str] = {}
-    try:
-        captions = model.caption(images, beam_size=args.beam_size)
-    except ImagesTooSmallError as exc:         # a bad image fails alone: caption the others
-        failed = {i: (f"too small to caption: the encoder needs at least {MIN_SIDE} pixels on each side "
-                      "(after any downscaling); upscale it. The other images are captioned.")
-                  for i in exc.indices}
-        good = [i for i in range(len(images)) if i not in failed]
-        captions = [""] * len(images)
-        if good:
-            for i, caption in zip(good, model.caption([images[i] for i in good], beam_size=args.beam_size)):
-                captions[i] = caption
-    for i, (path, caption) in enumerate(zip(args.images, captions)):
-        if i in failed:
-            print(f"dlwp: error: {path}: {failed[i]}", file=sys.stderr)
-        else:
-            print(f"{path}: {caption}")
-    return 1 if failed else 0
-
-
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .publish import mirror_manifest, publish_checkpoint
+    from ..publish import mirror_manifest, publish_checkpoint
 
     if args.mirror_manifest:
         if args.checkpoint or args.model or args.tag or args.categories or args.dry_run:
-            raise _UsageError("--mirror-manifest takes only --repo, --release and --manifest")
+            raise UsageError("--mirror-manifest takes only --repo, --release and --manifest")
         names = mirror_manifest(repo=args.repo, release=args.release, manifest=args.manifest,
                                 progress=not args.quiet)
         print(f"{len(names)} files now served first from release {args.release} of {args.repo}:")
@@ -193,7 +116,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("CHECKPOINT", args.checkpoint), ("--model", args.model),
                                         ("--tag", args.tag)) if not value]
     if missing:
-        raise _UsageError(f"publishing a checkpoint needs {', '.join(missing)}")
+        raise UsageError(f"publishing a checkpoint needs {', '.join(missing)}")
     entry = publish_checkpoint(args.checkpoint, model=args.model, tag=args.tag, repo=args.repo,
                                release=args.release, manifest=args.manifest, categories=args.categories,
                                dry_run=args.dry_run)
@@ -208,7 +131,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from ..export import export_model
 
     path = export_model(args.name, output=args.output, format=args.format, weights=args.weights,
                         input_size=tuple(args.input_size))
@@ -218,82 +141,37 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .serve import ServeSettings, serve
+        from ..serve import ServeSettings, serve
     except ImportError as exc:
-        raise _UsageError(f"serve needs the [serve] extra ({exc.name} is missing); install it with "
-                          "pip install -e \".[serve]\".") from None
+        raise UsageError(f"serve needs the [serve] extra ({exc.name} is missing); install it with "
+                         "pip install -e \".[serve]\".") from None
+    from ..models.onnx_backend import check_backend
+
     weights = {}
     for item in args.weights:
         model, sep, tag = item.partition("=")
         if not sep or not model or not tag:
-            raise _UsageError(f"--weights takes MODEL=TAG (e.g. resnet101=IMAGENET1K_V2), got {item!r}")
+            raise UsageError(f"--weights takes MODEL=TAG (e.g. resnet101=IMAGENET1K_V2), got {item!r}")
         weights[model.strip()] = tag.strip()
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    from ..hub import family_of
-
     for model in (*models, *weights):
-        family_of(model)                                     # ValueError listing the models
+        family_info(model)                                   # ValueError listing the models
     check_backend(args.backend)                              # onnxruntime missing: say so before loading
     if unused := sorted(set(weights) - set(models)):
-        raise _UsageError(f"--weights names {', '.join(unused)}, which --models does not serve")
+        raise UsageError(f"--weights names {', '.join(unused)}, which --models does not serve")
     return serve(ServeSettings(models=models, weights=weights, host=args.host, port=args.port,
                                max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                                max_upload_mb=args.max_upload_mb, device=args.device,
                                cors_origins=tuple(args.cors_origin), backend=args.backend))
 
 
-class _UsageError(Exception):
-    pass
-
-
-_INPUTS_HELP = ("image files or http(s) URLs; with --output also folders, quoted globs, @list.txt or - "
-                "(a list on standard input)")
-
-
 def _size_arg(text: str) -> int | None:
-    from ..models.cyclegan import MIN_SIDE
-
     if text.lower() == "none":
         return None
     value = int(text)
     if value < MIN_SIDE:
         raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, or 'none'")
     return value
-
-
-def _backend_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("eager", "onnxruntime"), default="eager",
-                   help="engine for the network: eager PyTorch, as the book (default), or ONNX Runtime "
-                        "(faster; needs pip install -e \".[onnx]\"; last-digit differences)")
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be a number of at least 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be a number above 0")
-    return value
-
-
-def _image_command(sub: "argparse._SubParsersAction", name: str, help: str, run, *, weights: str,
-                   backend: bool) -> argparse.ArgumentParser:
-    """A subcommand over images (classify, translate, caption): INPUTS, --weights, -q, the batch
-    job options and, for the networks ONNX Runtime can run, --backend."""
-    p = sub.add_parser(name, help=help)
-    p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
-    p.add_argument("--weights", help=weights)
-    if backend:
-        _backend_arg(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    add_batch_options(p)
-    p.set_defaults(run=run)
-    return p
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -319,24 +197,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_fetch)
 
-    p = _image_command(sub, "classify", "top-k ImageNet labels for images", cmd_classify,
-                       weights="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)", backend=True)
-    p.add_argument("--model", default="resnet101", help="classifier (default: resnet101)")
-    p.add_argument("--topk", type=_positive_int, default=5, help="how many labels per image (default: 5)")
+    p = add_task_command(sub, "classify", "top-k ImageNet labels for images", lambda a: Classify(topk=a.topk),
+                         weights="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)", backend=True)
+    p.add_argument("--model", default=Classify.default_model, help=f"classifier (default: {Classify.default_model})")
+    p.add_argument("--topk", type=positive_int, default=5, help="how many labels per image (default: 5)")
 
-    p = _image_command(sub, "translate", "turn horses into zebras (CycleGAN)", cmd_translate,
-                       weights="weight tag or a local generator file (default: horse2zebra)", backend=True)
+    p = add_task_command(sub, "translate", "turn horses into zebras (CycleGAN)",
+                         lambda a: Translate(size=a.size, preset=a.preset, output_dir=str(a.output_dir),
+                                             overwrite=a.overwrite or a.resume),
+                         weights="weight tag or a local generator file (default: horse2zebra)", backend=True)
     p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR",
                    help="folder for <stem>_zebra.png files")
-    p.add_argument("--preset", choices=("trained", "book"), default="trained",
+    p.add_argument("--preset", choices=PRESETS, default="trained",
                    help="input scaling: as the weights were trained (default) or as the book feeds it")
     p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing <stem>_zebra.png files (default: refuse before translating)")
 
-    p = _image_command(sub, "caption", "describe images in a sentence (NeuralTalk2)", cmd_caption,
-                       weights="weight tag (default: coco_fc)", backend=False)
-    p.add_argument("--beam-size", type=_positive_int, default=2, help="beam width (default: 2, as the book)")
+    p = add_task_command(sub, "caption", "describe images in a sentence (NeuralTalk2)",
+                         lambda a: Caption(beam_size=a.beam_size), weights="weight tag (default: coco_fc)",
+                         backend=False)
+    p.add_argument("--beam-size", type=positive_int, default=2, help="beam width (default: 2, as the book)")
 
     p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
     p.add_argument("checkpoint", nargs="?", type=Path, metavar="CHECKPOINT",
@@ -356,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a deployable TorchScript / torch.export / ONNX artefact")
     p.add_argument("name", help="model: a classifier or cyclegan")
     p.add_argument("--weights", help="weight tag (default: the model's default)")
-    p.add_argument("--format", required=True, choices=("torchscript", "exported", "onnx"))
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     p.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
                    help="image size to check at; torch.export and onnx artefacts are specialised to it "
@@ -370,16 +251,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight set per model, e.g. resnet101=IMAGENET1K_V2 (repeatable; default: each model's)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-batch", type=_positive_int, default=16, help="most requests per forward pass (default 16)")
-    p.add_argument("--max-wait-ms", type=_non_negative_float, default=10.0,
+    p.add_argument("--max-batch", type=positive_int, default=16, help="most requests per forward pass (default 16)")
+    p.add_argument("--max-wait-ms", type=non_negative_float, default=10.0,
                    help="longest wait for a batch to fill after its first request (default 10)")
-    p.add_argument("--max-queue", type=_positive_int, default=64,
+    p.add_argument("--max-queue", type=positive_int, default=64,
                    help="requests queued per model before answering 503 (default 64)")
-    p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, help="largest upload in MiB (default 20)")
+    p.add_argument("--max-upload-mb", type=positive_float, default=20.0, help="largest upload in MiB (default 20)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the models run (default cpu)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from this origin to call the API (repeatable; default none)")
-    _backend_arg(p)
+    p.add_argument("--backend", choices=BACKENDS, default="eager",
+                   help="engine for the classifiers' and the generator's network: eager PyTorch (default) or "
+                        "ONNX Runtime (needs pip install -e \".[onnx]\")")
     p.set_defaults(run=cmd_serve)
     return parser
 
@@ -395,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.run(args)
-    except _UsageError as exc:
+    except UsageError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
         print("dlwp: interrupted", file=sys.stderr)
@@ -404,7 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc) if not isinstance(exc, KeyError) or isinstance(exc, DlwpError) else str(exc.args[0])
         print(f"dlwp: error: {message}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageFetchError, ImageInputError, ImageNotFoundError
+from ..errors import (BudgetExceededError, HttpLimitError, ImageFetchError, ImageInputError, ImageNotFoundError,
+                      StallError)
 
 __all__ = ["ImageItem", "ImageSource", "image_sources", "load_images", "load_image", "to_float_tensor", "image_hw",
            "resized_hw", "same_size_chunks"]
@@ -143,7 +144,7 @@ def _loaded(img: Image.Image) -> Image.Image:
     try:
         img.load()
     except ValueError as exc:
-        if "closed image" in str(exc):
+        if _is_closed(img):
             raise ImageInputError("the PIL image was closed before it was passed (its pixels are gone); "
                                   "pass it before closing it, or pass img.copy().") from None
         raise ImageInputError(f"the PIL image could not be decoded ({exc}).") from None
@@ -151,6 +152,17 @@ def _loaded(img: Image.Image) -> Image.Image:
         raise ImageInputError(f"the PIL image could not be decoded ({exc}); its file is damaged or "
                               "truncated. Re-save or re-download it.") from None
     return img
+
+
+def _is_closed(img: Image.Image) -> bool:
+    """Whether ``img`` was closed: its pixel store then refuses access (Pillow >= 10)."""
+    try:
+        img.im
+    except ValueError:
+        return True
+    except Exception:  # noqa: BLE001 - any other state (e.g. never loaded) is not "closed"
+        return False
+    return False
 
 
 def _decode(open_arg: Any, what: str) -> Image.Image:
@@ -226,17 +238,17 @@ def _from_url(url: str) -> Image.Image:
             # a wall-clock deadline checked after every read, however small: a drip cannot hang us
             watch = http.Stopwatch(deadline=URL_DEADLINE)
             data = b"".join(http.read_limited(resp, budget=URL_MAX_BYTES, watch=watch))
-    except (http.StallError, requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
-        if not isinstance(exc, http.StallError) and time.monotonic() - started < URL_DEADLINE:
+    except (StallError, requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
+        if not isinstance(exc, StallError) and time.monotonic() - started < URL_DEADLINE:
             raise ImageFetchError(f"fetching image {url!r} timed out (limits {timeout[0]:.0f}s to connect, "
                                   f"{timeout[1]:.0f}s between bytes); try again or download it "
                                   "first.") from None
         raise ImageFetchError(f"fetching image {url!r} took longer than {URL_DEADLINE:.0f}s; "
                               "download it first and pass the file.") from None
-    except http.HttpLimitError as exc:
-        if "budget" in str(exc):
-            raise ImageFetchError(f"{url!r} is larger than {URL_MAX_BYTES >> 20} MiB; download it "
-                                  "and pass the file instead.") from None
+    except BudgetExceededError:
+        raise ImageFetchError(f"{url!r} is larger than {URL_MAX_BYTES >> 20} MiB; download it "
+                              "and pass the file instead.") from None
+    except HttpLimitError as exc:
         raise ImageFetchError(f"fetching image {url!r} failed: {exc}; download it and pass the file.") from None
     except requests.RequestException as exc:
         raise ImageFetchError(f"fetching image {url!r} failed ({type(exc).__name__}: {exc}); check the URL "

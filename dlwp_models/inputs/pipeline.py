@@ -15,19 +15,23 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-__all__ = ["default_workers", "ordered_map"]
+__all__ = ["usable_cores", "default_workers", "ordered_map"]
 
 S = TypeVar("S")
 T = TypeVar("T")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else all)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Worker threads for image preparation: the number of usable cores, between 1 and 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 class _DaemonPool:

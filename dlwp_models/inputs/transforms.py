@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights.manifest import WeightSet
-from ..errors import ImageInputError, ManifestError
+from ..errors import ImageInputError, ImageTooLargeError, ManifestError
 from .transform_settings import from_weight_set, mean_std
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def check_resized_pixels(height: int, width: int, short: int) -> None:
     new_h, new_w = resized_hw(height, width, short)
     limit = _max_resized_pixels()
     if new_h * new_w > limit:
-        raise ImageInputError(
+        raise ImageTooLargeError(
             f"an image of {width}x{height} pixels (width x height) would be resized to {new_w}x{new_h} = "
             f"{new_h * new_w:,} pixels before the center crop, over the classifiers' limit of {limit:,} "
             "resized pixels (memory guard). Crop it to a less extreme aspect ratio first, or raise the "

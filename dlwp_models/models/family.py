@@ -1,4 +1,5 @@
-"""What the one builder (:func:`dlwp_models.hub.build`) needs to know about a model family.
+"""What the one builder (:func:`dlwp_models.hub.build`) needs from a model family besides its
+registration (:class:`~.registry.FamilyInfo`): the hooks that build and load its models.
 
 The builder resolves the arguments (:func:`dlwp_models.weights.resolve.resolve`), asks the family
 for a :meth:`Family.plan` (every check that needs no weight file, so a mistake costs no
@@ -7,8 +8,9 @@ download), fetches the files, and hands them to :meth:`Family.load`. A family ho
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import torch
 from torch import nn
 
 from ..weights.manifest import WeightSet
@@ -18,16 +20,7 @@ __all__ = ["Family"]
 
 
 class Family:
-    """One model family: its models, the weight format and file roles it reads, and its hooks."""
-
-    #: the entrypoint names of this family, each written once
-    models: tuple[str, ...] = ()
-    #: the manifest ``format`` of its weight sets
-    format: str = ""
-    #: the file roles a weight set of this format has (a one-off file is ``state_dict``)
-    roles: tuple[str, ...] = ("state_dict",)
-    #: whether a one-off checkpoint (a path, or a URL with sha256=) can stand in for a weight set
-    accepts_files: bool = True
+    """One model family's hooks (its models, format and roles are in its registration)."""
 
     def check_arguments(self, model: str, kwargs: Mapping[str, Any]) -> None:
         """Refuse keyword arguments the model does not take (TypeError), before anything else."""
@@ -46,4 +39,9 @@ class Family:
 
     def load(self, plan: Any, files: Mapping[str, CachedFile], map_location: Any) -> nn.Module:
         """The model built from ``plan`` and the fetched ``files`` (by role), in eval mode."""
+        raise NotImplementedError
+
+    def export_pipeline(self, model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        """For a family registered as exportable: the built ``model`` with its preprocessing, as a
+        module of uint8 (N, 3, H, W) images, and an eager reference function of the same images."""
         raise NotImplementedError

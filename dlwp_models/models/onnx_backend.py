@@ -34,12 +34,12 @@ from .onnx_graphs import (check_graph, dynamic_samples, eval_mode, export_graph,
                           onnx_versions, session_for)
 from .pipelines import plain_module
 
-__all__ = ["BACKENDS", "SUPPORTED", "check_backend", "OnnxRunner"]
+__all__ = ["BACKENDS", "check_backend", "OnnxRunner"]
 
 log = logging.getLogger(__name__)
 
+#: the engines that can run a network: eager PyTorch (the book's numbers), or ONNX Runtime
 BACKENDS = ("eager", "onnxruntime")
-SUPPORTED = "the classifiers' predict and cyclegan's translate"
 LOCK_TIMEOUT = 900.0     # seconds to wait for another process exporting the same graph; then export our own
 _SESSIONS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
 
@@ -55,22 +55,21 @@ def check_backend(backend: Any) -> str:
 
 
 class OnnxRunner:
-    """Calls ``model``'s network through ONNX Runtime: ``runner(x)`` for a float (N, 3, H, W) batch
-    on the model's device gives what ``model(x)`` gives, to :data:`~.onnx_graphs.TOLERANCE`.
-    ``any_size``: the graph takes any height and width (the generator); otherwise one graph per
-    input size (a classifier's crop)."""
+    """Calls a module's network through ONNX Runtime: ``runner(x)`` for a float (N, 3, H, W) batch
+    on the module's device gives what ``module(x)`` gives, to :data:`~.onnx_graphs.TOLERANCE`.
+    ``weight_file`` is the verified file its weights came from (its graph is cached beside it;
+    None: exported for this process only). ``any_size``: the graph takes any height and width (the
+    generator); otherwise one graph per input size (a classifier's crop). It knows no model family:
+    the families whose registration says ``onnx`` call it."""
 
-    def __init__(self, model: nn.Module, *, any_size: bool) -> None:
+    def __init__(self, model: nn.Module, weight_file: "store.CachedFile | None", *, any_size: bool) -> None:
         import_onnxruntime()
-        if not _is_supported(model):
-            raise ValueError(f"the onnxruntime backend supports {SUPPORTED}, not a {type(model).__name__}. "
-                             "Use backend='eager' for this model.")
         param = next(model.parameters(), None)
         if param is None or param.dtype != torch.float32:
             raise ValueError(f"the onnxruntime backend runs float32 models; this one holds "
                              f"{None if param is None else param.dtype}. Call model.float() first or use "
                              "backend='eager'.")
-        self.model, self.device, self.any_size = model, param.device, any_size
+        self.model, self.weight_file, self.device, self.any_size = model, weight_file, param.device, any_size
         self.dynamic = (0, 2, 3) if any_size else (0,)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +99,7 @@ class OnnxRunner:
             torch_version, ort_version = onnx_versions()
             return {"onnx_sha256": sha256_file(tmp), "torch": torch_version, "onnxruntime": ort_version}
 
-        file = getattr(self.model, "weight_file", None)
+        file = self.weight_file
         found = None
         if isinstance(file, store.CachedFile) and file.sha256 is not None and file.path.is_file():
             torch_version, ort_version = onnx_versions()
@@ -140,10 +139,3 @@ class OnnxRunner:
 def _intact(copy: Path, record: dict) -> bool:
     """A cached graph is loaded only when its bytes are those that were checked."""
     return isinstance(record.get("onnx_sha256"), str) and sha256_file(copy) == record["onnx_sha256"]
-
-
-def _is_supported(model: nn.Module) -> bool:
-    from .classifiers.predict import ClassifierMixin
-    from .cyclegan.network import ResNetGenerator
-
-    return isinstance(model, (ClassifierMixin, ResNetGenerator))

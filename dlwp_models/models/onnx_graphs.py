@@ -9,7 +9,6 @@ runs the graph at a second size of every dynamic dimension as well."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, MissingDependencyError, first_line
+from ..inputs.pipeline import usable_cores
 from ..loading.modules import eval_mode
 
 __all__ = ["INSTALL_HINT", "TOLERANCE", "import_onnxruntime", "onnx_versions", "export_graph",
@@ -102,13 +102,6 @@ def check_graph(session: Any, samples: Sequence[torch.Tensor], reference: Any, *
     return worst
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:               # not on Linux
-        return os.cpu_count() or 1
-
-
 def session_for(source: "Path | bytes", device: torch.device) -> Any:
     """An ONNX Runtime session for a graph (a file or its bytes): CUDA's execution provider when
     ``device`` is a CUDA device and onnxruntime has it, else the CPU one with this machine's cores."""
@@ -121,7 +114,7 @@ def session_for(source: "Path | bytes", device: torch.device) -> Any:
         if device.type == "cuda":
             log.warning("onnxruntime has no CUDA execution provider here (install onnxruntime-gpu); "
                         "the ONNX graph runs on the CPU")
-        options.intra_op_num_threads = _cores()
+        options.intra_op_num_threads = usable_cores()
         # no busy-waiting between runs: predict's decoding threads need the cores then (measured on
         # the shared 2-core machine: ResNet-101 batches 10-20 % faster per image without spinning)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

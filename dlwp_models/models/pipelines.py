@@ -26,6 +26,9 @@ class ClassifierPipeline(nn.Module):
     (:class:`~dlwp_models.inputs.transforms.ClassifierPreprocess`, the same operations eager
     tensors go through), then the network."""
 
+    #: the name of its output in an exported graph
+    output_name = "logits"
+
     def __init__(self, net: nn.Module, transform: ClassifierTransform) -> None:
         super().__init__()
         self.preprocess = transform.tensor_module()
@@ -39,6 +42,9 @@ class CycleGANPipeline(nn.Module):
     """uint8 images (N, 3, H, W) → translated images (N, 3, H', W') in [0, 1], H'×W' the resized
     size: the transform (:class:`~dlwp_models.inputs.transforms.CycleGANPreprocess`), the
     generator at the input's own size, ``(y + 1) / 2``."""
+
+    #: the name of its output in an exported graph
+    output_name = "translated"
 
     def __init__(self, generator: nn.Module, transform: CycleGANTransform) -> None:
         super().__init__()

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:  # requests and tqdm are imported where a download happens:
     import requests  # a verified cache hit never pays for them
 
-from ..errors import DownloadError, IntegrityError, OfflineError
+from ..errors import BudgetExceededError, DownloadError, HttpLimitError, IntegrityError, OfflineError, StallError
 from . import store
 from .integrity import CHUNK, Digests, mismatch
 from .manifest import FileSpec, WeightSet, get_weights
@@ -32,7 +32,6 @@ __all__ = ["fetch", "fetch_files", "fetch_file", "is_offline"]
 
 log = logging.getLogger(__name__)
 
-NET_CHUNK = 1 << 20             # a dropped connection loses at most this much (reads are shorter)
 TIMEOUT = (10.0, 60.0)          # connect, read (seconds)
 MAX_ATTEMPTS = 5                # per source, counting resumes after dropped connections
 BACKOFF = 0.5                   # seconds, doubled per attempt
@@ -212,11 +211,11 @@ class _Stream:
                     if total is not None and have < total:
                         raise requests.ConnectionError(f"body ended at {have} of {total} bytes")
                     return digests
-            except http.StallError as exc:
+            except StallError as exc:
                 raise _SourceFailed(f"{exc} ({_STALL_HINT})", keep=True) from None
-            except http.HttpLimitError as exc:
-                if "budget" in str(exc):
-                    raise _SourceFailed(f"sent {exc} ({_BUDGET_HINT})") from None
+            except BudgetExceededError as exc:
+                raise _SourceFailed(f"sent {exc} ({_BUDGET_HINT})") from None
+            except HttpLimitError as exc:
                 raise _SourceFailed(str(exc)) from None
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     urllib3.exceptions.HTTPError) as exc:

@@ -19,13 +19,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import DownloadError
+from ..errors import BudgetExceededError, DownloadError, HttpLimitError, StallError
 
 if TYPE_CHECKING:
     import requests
 
 __all__ = ["MAX_DOWNLOAD_BYTES", "STALL_BYTES_PER_S", "STALL_SECONDS", "MAX_REDIRECTS", "READ_SIZE",
-           "HttpLimitError", "StallError", "max_download_bytes", "stall_limits", "get_checked",
+           "max_download_bytes", "stall_limits", "get_checked",
            "read_limited", "Stopwatch"]
 
 MAX_DOWNLOAD_BYTES = 8 << 30    # a weight file without a pinned size; DLWP_MAX_DOWNLOAD_BYTES overrides
@@ -34,14 +34,6 @@ STALL_SECONDS = 60.0            # ... over this many seconds is a stall; DLWP_ST
 MAX_REDIRECTS = 10              # hops followed from one URL
 READ_SIZE = 1 << 20             # the most one short read asks for (it returns what has arrived)
 _REDIRECTS = {301, 302, 303, 307, 308}
-
-
-class HttpLimitError(Exception):
-    """A response broke a limit (budget, redirect, status, encoding): that source cannot be used."""
-
-
-class StallError(HttpLimitError):
-    """The transfer was slower than the stall limit, or ran past its deadline."""
 
 
 def _env_number(name: str, default: float, minimum: float) -> float:
@@ -117,7 +109,7 @@ def get_checked(session: "requests.Session", url: str, *, check: Callable[[str],
 
 def read_limited(resp: "requests.Response", *, budget: int, watch: Stopwatch) -> Iterator[bytes]:
     """The raw body of ``resp`` (no content decoding) in short reads; raises
-    :class:`HttpLimitError` the moment more than ``budget`` bytes arrive and :class:`StallError`
+    :class:`BudgetExceededError` the moment more than ``budget`` bytes arrive and :class:`StallError`
     when ``watch`` says so, checked after every read, however few bytes it brought."""
     encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
@@ -131,7 +123,7 @@ def read_limited(resp: "requests.Response", *, budget: int, watch: Stopwatch) ->
             return
         received += len(chunk)
         if received > budget:
-            raise HttpLimitError(f"more than the budget of {budget} bytes")
+            raise BudgetExceededError(f"more than the budget of {budget} bytes")
         watch.add(len(chunk))
         yield chunk
 

@@ -20,16 +20,29 @@ from typing import Any, Mapping
 
 from ..errors import ManifestError, WeightsNotFoundError
 
-__all__ = ["FileSpec", "WeightSet", "list_weights", "get_weights", "bundled_manifest_path"]
+__all__ = ["FileSpec", "WeightSet", "list_weights", "get_weights", "bundled_manifest_path", "register_format",
+           "formats"]
 
 SCHEMA_VERSION = 1
-FORMATS = ("torchvision", "cyclegan", "neuraltalk2")
+#: the weight formats a manifest may name: each model family registers its own
+#: (:func:`dlwp_models.models.registry.register_family`; the package imports every family first)
+_FORMATS: dict[str, None] = {}
 _HEX = re.compile(r"[0-9a-f]+\Z")
 _ENTRY_KEYS = {"name", "model", "default", "format", "files", "transforms", "meta"}
 _FILE_KEYS = {"filename", "urls", "sha256", "sha256_prefix", "git_blob_sha1", "size", "parts"}
 
 
 _PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def register_format(name: str) -> None:
+    """Accept weight sets of format ``name`` (a model family that reads them registers it)."""
+    _FORMATS[name] = None
+
+
+def formats() -> tuple[str, ...]:
+    """The registered weight formats."""
+    return tuple(_FORMATS)
 
 
 def checkout_manifest_path() -> Path | None:
@@ -192,8 +205,8 @@ def _parse_entry(raw: Any, source: str, index: int) -> WeightSet:
     if not isinstance(default, bool):
         raise _fail(source, f"{where}.default", f"expected true or false, got {default!r}")
     fmt = raw.get("format")
-    if fmt not in FORMATS:
-        raise _fail(source, f"{where}.format", f"expected one of {list(FORMATS)}, got {fmt!r}")
+    if fmt not in _FORMATS:
+        raise _fail(source, f"{where}.format", f"expected one of {list(_FORMATS)}, got {fmt!r}")
     files_raw = raw.get("files")
     if not isinstance(files_raw, dict) or not files_raw:
         raise _fail(source, f"{where}.files", "expected an object of file specs keyed by role")

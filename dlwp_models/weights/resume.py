@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 
+from ..safe_write import create_exclusive, write_file
 from .manifest import FileSpec
-from .store import cached_path, create_exclusive
+from .store import cached_path
 
 __all__ = ["Resumable", "resumable", "start_resumable", "drop_resumable"]
 
@@ -52,14 +52,8 @@ def start_resumable(spec: FileSpec, url: str) -> Path:
     (replacing any earlier one), created exclusively, with its record."""
     path = drop_resumable(spec)
     create_exclusive(path).close()
-    record = path.with_name(path.name + ".json")
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.json-tmp")
-    try:
-        with create_exclusive(tmp) as out:
-            out.write(json.dumps({"url": url, "pinned": spec.integrity()}).encode("utf-8"))
-        os.replace(tmp, record)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(path.with_name(path.name + ".json"), json.dumps({"url": url, "pinned": spec.integrity()}).encode(),
+               replace=True)
     return path
 
 

@@ -24,7 +24,6 @@ modification time) and names the same pins; anything else is hashed again under 
 
 from __future__ import annotations
 
-import errno
 import glob
 import hashlib
 import json
@@ -34,15 +33,16 @@ import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 from ..errors import CacheWriteError, DownloadError, first_line
+from ..safe_write import Advice, create_exclusive, is_not_writable, staged, write_failure, write_file
 from .integrity import hash_file, mismatch
 from .manifest import FileSpec
 
 __all__ = ["CachedFile", "cache_dir", "cached_path", "verified", "settle", "install", "discard",
            "file_lock", "new_partial", "remove_stale_partials", "derived_copy", "remove_derived",
-           "create_exclusive", "CacheWriteError", "disk_error", "verify_read_only", "onnx_suffix"]
+           "CacheWriteError", "disk_error", "verify_read_only", "onnx_suffix"]
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,8 @@ def _write_record(path: Path, **fields: object) -> dict:
     ``fields``."""
     st = path.stat()
     record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **fields}
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.verified-tmp")
-    try:
-        with create_exclusive(tmp) as out:
-            out.write(json.dumps(record).encode("utf-8"))
-        os.replace(tmp, _record_path(path))
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(_record_path(path), json.dumps(record).encode("utf-8"), replace=True, durable=True,
+               temporary=path.with_name(f"{path.name}.{uuid.uuid4().hex}.verified-tmp"))
     return record
 
 
@@ -153,8 +148,14 @@ def verified(spec: FileSpec) -> CachedFile | None:
 
 
 def install(partial: Path, spec: FileSpec, sha256: str) -> CachedFile:
-    """Under the lock: move verified bytes into place and record them."""
+    """Under the lock: move verified bytes into place (on disk first, so a crash cannot leave a
+    recorded file of the right size whose bytes never arrived) and record them."""
     dest = cached_path(spec)
+    fd = os.open(partial, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(partial, dest)
     _write_record(dest, sha256=sha256, pinned=spec.integrity())
     return CachedFile(dest, sha256)
@@ -284,14 +285,6 @@ def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
         lock.release()
 
 
-def create_exclusive(path: Path) -> BinaryIO:
-    """Create ``path`` for writing, failing if anything (a file, a symlink) is already there: the
-    bytes can only ever land in a new file of ours."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_BINARY", 0), 0o644)
-    return os.fdopen(fd, "wb")
-
-
 def new_partial(spec: FileSpec) -> Path:
     """A new, empty file with a unique name for a download of ``spec`` in progress (in its cache
     folder), created exclusively."""
@@ -301,21 +294,22 @@ def new_partial(spec: FileSpec) -> Path:
     return partial
 
 
+def _cache_advice(where: Path) -> Advice:
+    return Advice(
+        full=(f"the disk holding {where} is full. Free some space there, or set TORCH_HOME to a folder "
+              "on a disk with room, and run again (a download resumes where it stopped)"),
+        not_writable=(f"the cache folder {where} cannot be written. A cached file whose .verified record is "
+                      "missing or out of date must be checked under its lock: make the folder writable, copy "
+                      "the cache with its .verified files keeping times (cp -p), or set TORCH_HOME to a "
+                      "writable folder"),
+        other="check the cache folder (or set TORCH_HOME to another folder) and try again")
+
+
 def disk_error(exc: OSError, path: Path, doing: str) -> CacheWriteError:
     """A clear message for a file-system failure while writing ``path`` in the cache."""
-    where = path.parent
-    if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", -1):
-        hint = (f"the disk holding {where} is full. Free some space there, or set TORCH_HOME to a folder "
-                "on a disk with room, and run again (a download resumes where it stopped)")
-    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        hint = (f"the cache folder {where} cannot be written. A cached file whose .verified record is "
-                "missing or out of date must be checked under its lock: make the folder writable, copy "
-                "the cache with its .verified files keeping times (cp -p), or set TORCH_HOME to a "
-                "writable folder")
-    else:
-        hint = "check the cache folder (or set TORCH_HOME to another folder) and try again"
-    error = CacheWriteError(f"could not {doing} ({path}): {exc.strerror or exc}; {hint}.")
-    error.read_only = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    error = write_failure(exc, path, doing, _cache_advice(path.parent), CacheWriteError)
+    assert isinstance(error, CacheWriteError)
+    error.read_only = is_not_writable(exc)
     return error
 
 
@@ -396,27 +390,31 @@ def _make_derived(file: CachedFile, copy: Path, make: Callable[[Path], dict | No
     for pattern in (f"{copy.name}.*.tmp", f"{copy.name}.*.verified-tmp"):   # leftovers of a writer that died
         for stale in copy.parent.glob(pattern):
             _unlink(stale)
-    tmp = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")
     before = file.path.stat()
     try:
-        create_exclusive(tmp).close()                     # ours, new: never written through a link
         _record_path(copy).unlink(missing_ok=True)        # no record may describe a copy being replaced
-        fields = make(tmp)
-        after = file.path.stat()
-        record = _current_record(file.path)
-        if (fields is None or record is None or record.get("sha256") != file.sha256
-                or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)):
-            return None                                   # replaced meanwhile (a re-fetch): copy it next time
-        os.replace(tmp, copy)
+        with staged(copy, replace=True, durable=True,
+                    temporary=copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")) as (tmp, out):
+            out.close()                                   # ours, new: ``make`` writes it by its path
+            fields = make(tmp)
+            after = file.path.stat()
+            record = _current_record(file.path)
+            if (fields is None or record is None or record.get("sha256") != file.sha256
+                    or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)):
+                raise _Abandoned                          # replaced meanwhile (a re-fetch): copy it next time
         record = _write_record(copy, source_sha256=file.sha256, **fields)
+    except _Abandoned:
+        return None
     except OSError as exc:
         _cannot_copy(file.path, copy.name[len(file.path.name):], exc)
         remove_derived(file.path, copy.name[len(file.path.name):])
         return None
-    finally:
-        _unlink(tmp)
     log.info("wrote %s: later loads of %s use it", copy.name, file.path.name)
     return record
+
+
+class _Abandoned(Exception):
+    """A derived copy that must not be kept (its source changed, or ``make`` gave up)."""
 
 
 def remove_derived(path: Path, suffix: str) -> None:

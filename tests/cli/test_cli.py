@@ -120,7 +120,7 @@ def test_classify_prints_top_k_per_image_for_paths_and_urls(served_models, photo
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{path}:" and lines[5] == f"{url}:"
     assert lines[1].split() == ["rank", "label", "percent"] and len(lines) == 10
-    from dlwp_models.hub import squeezenet1_1
+    from hubconf import squeezenet1_1
 
     expected = squeezenet1_1(pretrained=True, progress=False).predict(str(path), topk=3)
     assert lines[2].startswith("   1  " + expected[0][0]) and f"{expected[0][1]:6.2f} %" in lines[2]
@@ -180,7 +180,7 @@ def test_translate_refuses_two_inputs_with_one_output_name(tmp_path, capsys):
 def test_translate_options_reach_the_library(served_models, photos, tmp_path, capsys):
     """--preset and --size change the picture: the CLI's file equals the library's translate with
     those options, computed here, and differs from what the defaults would give."""
-    from dlwp_models.hub import cyclegan
+    from hubconf import cyclegan
 
     path, _ = photos
     model = cyclegan(pretrained=True, progress=False)
@@ -196,7 +196,7 @@ def test_translate_options_reach_the_library(served_models, photos, tmp_path, ca
 def test_classify_options_reach_the_library(served_models, photos, capsys):
     """--topk and --weights: the printed labels are the library's for that many and those weights."""
     path, _ = photos
-    from dlwp_models.hub import squeezenet1_1
+    from hubconf import squeezenet1_1
 
     expected = squeezenet1_1(weights="IMAGENET1K_V1", progress=False).predict(str(path), topk=7)
     assert main(["classify", str(path), "--model", "squeezenet1_1", "--weights", "IMAGENET1K_V1",
@@ -257,31 +257,3 @@ def test_translate_refuses_to_overwrite_unless_asked(served_models, photos, tmp_
     assert main(["translate", str(path), "-o", str(out), "--size", "64", "--overwrite", "-q"]) == 0
     assert victim.read_text() == "precious" and not existing.is_symlink()
     assert Image.open(existing).size == (92, 64)
-
-
-def test_output_temp_file_is_created_exclusively(tmp_path, monkeypatch):
-    import types
-
-    from dlwp_models.cli import outputs
-
-    monkeypatch.setattr(outputs.uuid, "uuid4", lambda: types.SimpleNamespace(hex="guessed"))
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    (tmp_path / ".result.png.guessed.partial").symlink_to(victim)   # an attacker who guessed the name
-    with pytest.raises(Exception, match="could not write") as info:
-        outputs.write_output(tmp_path / "result.png", lambda fh: fh.write(b"new"), overwrite=False)
-    assert "Traceback" not in str(info.value)
-    assert victim.read_text() == "precious" and not (tmp_path / "result.png").exists()
-
-
-def test_full_disk_while_writing_an_output_is_a_message(tmp_path):
-    from dlwp_models.cli import outputs
-    from dlwp_models.errors import DlwpError
-
-    def disk_full(fh):
-        fh.write(b"half")
-        raise OSError(28, "No space left on device")
-
-    with pytest.raises(DlwpError, match="result.png: the disk is full .*Free some space"):
-        outputs.write_output(tmp_path / "result.png", disk_full, overwrite=False)
-    assert [p.name for p in tmp_path.iterdir() if p.name != "torch_home"] == []   # nothing half-written left

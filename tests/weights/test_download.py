@@ -15,6 +15,7 @@ from pathlib import Path
 import dlwp_models
 from dlwp_models import DownloadError, OfflineError, get_weights
 from dlwp_models.weights import download as _fetch
+from dlwp_models.weights import http
 from conftest import REPO_DIR, git_blob_sha1, sha256_of
 from loopback import Fault
 
@@ -75,7 +76,7 @@ def test_dropped_connection_resumes_with_range(one_file, weight_server):
     hits = weight_server.hits_for(one_file)
     assert [h.status for h in hits] == [200, 206]
     resumed_at = int(hits[1].range.removeprefix("bytes=").rstrip("-"))
-    assert cut - _fetch.NET_CHUNK < resumed_at <= cut      # at most one network chunk is lost
+    assert cut - http.READ_SIZE < resumed_at <= cut        # at most one read's bytes are lost
     assert hits[1].body_bytes == len(PAYLOAD) - resumed_at < len(PAYLOAD)
 
 

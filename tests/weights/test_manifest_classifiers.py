@@ -15,7 +15,7 @@ import torchvision
 from torchvision.models import get_model_weights
 
 from dlwp_models import WeightSet, list_weights
-from dlwp_models import hub as classifiers
+import hubconf
 from dlwp_models.loading.modules import build_on_meta
 from dlwp_models.weights.manifest import bundled_manifest_path, read_manifest
 from dlwp_models.models.classifiers import CLASSIFIERS, categories_of
@@ -122,7 +122,7 @@ def test_categories_fit_the_classifier_width_and_parameter_count(ws):
 
 @pytest.mark.parametrize("model", sorted(BOOK_FAMILY))
 def test_entrypoint_docstring_lists_its_weight_sets_with_accuracy(model):
-    entry = getattr(classifiers, model)
+    entry = getattr(hubconf, model)
     assert entry.__name__ == model and entry.__module__ == "dlwp_models.hub"
     doc = entry.__doc__
     for ws in (w for w in BUNDLED_SETS if w.model == model):
@@ -134,7 +134,7 @@ def test_entrypoint_docstring_lists_its_weight_sets_with_accuracy(model):
 
 
 def test_importing_the_classifiers_does_not_import_torchvision():
-    code = ("import sys, dlwp_models.hub as c; c.resnet101.__doc__; "
+    code = ("import sys, hubconf as c; c.resnet101.__doc__; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -75,21 +75,3 @@ def test_a_file_pinned_by_its_parts_has_a_folder_named_by_them(hub_home):
     part = {"filename": "net.pth.0", "sha256": sha256_of(DATA), "urls": ["https://a.test/net.pth.0"]}
     key = store.pin_key(spec(parts=[part]))
     assert key.startswith("parts-") and len(key) == len("parts-") + 32 and int(key[6:], 16) >= 0
-
-
-def test_files_are_created_new_private_to_write_and_never_through_a_link(tmp_path):
-    old_umask = os.umask(0o022)
-    try:
-        with store.create_exclusive(tmp_path / "new") as out:
-            out.write(b"data")
-    finally:
-        os.umask(old_umask)
-    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o644
-    with pytest.raises(FileExistsError):
-        store.create_exclusive(tmp_path / "new")
-    assert (tmp_path / "new").read_bytes() == b"data"
-    (tmp_path / "target").write_bytes(b"not yours")
-    (tmp_path / "link").symlink_to(tmp_path / "target")
-    with pytest.raises(FileExistsError):
-        store.create_exclusive(tmp_path / "link")
-    assert (tmp_path / "target").read_bytes() == b"not yours"

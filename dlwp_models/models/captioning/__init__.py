@@ -6,8 +6,15 @@ format (:mod:`.family`)."""
 from __future__ import annotations
 
 from ..lazy import lazy_getattr
+from ..registry import FamilyInfo, register_family
+from . import docs
 
-__all__ = ["BATCH_PIXELS", "DecoderConfig", "ENCODER_FEATURES", "FAMILY", "FCDecoder", "LSTMCore",
+INFO = register_family(FamilyInfo(
+    name="captioning", models=docs.MODELS, format="neuraltalk2", task="caption",
+    builder=f"{__name__}.family:FAMILY", docstring=lambda model, sets: docs.DOC,
+    roles=("encoder", "decoder", "vocab"), accepts_files=False))
+
+__all__ = ["INFO", "BATCH_PIXELS", "DecoderConfig", "ENCODER_FEATURES", "FAMILY", "FCDecoder", "LSTMCore",
            "NeuralTalk2", "SEQ_LENGTH", "caffe_resnet101", "check_decoder_fits", "encoder_from_state_dict",
            "placeholder_vocabulary", "read_vocabulary"]
 

@@ -14,7 +14,6 @@ from ...loading.weight_files import load_weight_file
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
 from ..family import Family
-from .docs import MODELS
 from .decoder import DecoderConfig, FCDecoder, check_decoder_fits
 from .encoder import caffe_resnet101, encoder_from_state_dict
 from .model import NeuralTalk2
@@ -25,7 +24,6 @@ __all__ = ["CaptioningFamily", "FAMILY"]
 log = logging.getLogger(__name__)
 
 
-
 class _Plan(NamedTuple):
     weights: WeightSet
     transforms: CaptionTransform
@@ -33,11 +31,6 @@ class _Plan(NamedTuple):
 
 class CaptioningFamily(Family):
     """NeuralTalk2 image captioning."""
-
-    models = MODELS
-    format = "neuraltalk2"
-    roles = ("encoder", "decoder", "vocab")
-    accepts_files = False
 
     def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
         config = DecoderConfig()
@@ -62,7 +55,6 @@ class CaptioningFamily(Family):
                             weights=plan.weights)
         log.info("neuraltalk2: loaded %s (%d words)", name, len(vocab))
         return model.eval()
-
 
 
 FAMILY = CaptioningFamily()

@@ -22,7 +22,7 @@ the vocabulary are read and checked against each other before the encoder is tou
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -117,7 +117,7 @@ class NeuralTalk2(nn.Module):
         """
         from ...inputs.images import load_images
 
-        self._check_caption_args(beam_size=beam_size, sample=sample, temperature=temperature,
+        self.check_caption_args(beam_size=beam_size, sample=sample, temperature=temperature,
                                  max_length=max_length, beam_select=beam_select, max_side=max_side)
         items, single = load_images(inputs)
         batch = [self.transforms(fit_side(item, max_side, "the image" if single else f"image {i}"))
@@ -140,12 +140,8 @@ class NeuralTalk2(nn.Module):
 
         args = dict(beam_size=beam_size, sample=sample, temperature=temperature, max_length=max_length,
                     beam_select=beam_select)
-        self._check_caption_args(max_side=max_side, **args)
-
-        def prepare(item: Any) -> torch.Tensor:
-            x = self.transforms(fit_side(item, max_side, "the image"))
-            _check_sides([x], True)                                     # too small: this input fails alone
-            return x
+        self.check_caption_args(max_side=max_side, **args)
+        prepare = self.caption_preparer(max_side=max_side)
 
         def run(batch: list[torch.Tensor]) -> list[str]:
             with torch.inference_mode():
@@ -154,8 +150,32 @@ class NeuralTalk2(nn.Module):
         on_cpu = next(self.decoder.parameters()).device.type == "cpu"
         yield from stream_batches(inputs, prepare, run, batch_size=batch_size, on_cpu=on_cpu)
 
-    def _check_caption_args(self, *, max_side: Any, **generate_args: Any) -> None:
-        check_generate_args(width=self.decoder.config.vocab_size + 1, **generate_args)
+    def caption_preparer(self, *, max_side: int | None = MAX_SIDE) -> Callable[[Any], torch.Tensor]:
+        """``prepare(image)`` → the encoder's (3, H, W) input for one decoded image (any thread):
+        downscaled to ``max_side`` and normalised as :meth:`caption` does; an image too small to
+        encode raises :class:`ImagesTooSmallError` for itself alone. :meth:`caption_batch` runs a
+        list of them."""
+        self.check_caption_args(max_side=max_side)
+
+        def prepare(item: Any) -> torch.Tensor:
+            x = self.transforms(fit_side(item, max_side, "the image"))
+            _check_sides([x], True)                                     # too small: this input fails alone
+            return x
+
+        return prepare
+
+    def caption_batch(self, batch: list[torch.Tensor], **generate_args: Any) -> list[str]:
+        """Inputs made by :meth:`caption_preparer` → their sentences, with :meth:`caption`'s
+        ``beam_size``, ``sample``, ``temperature``, ``max_length`` and ``beam_select``."""
+        self.check_caption_args(max_side=None, **generate_args)
+        with torch.inference_mode():
+            return self._caption_batch(batch, **generate_args)
+
+    def check_caption_args(self, *, max_side: Any = MAX_SIDE, beam_size: Any = 2, sample: Any = False,
+                           temperature: Any = 1.0, max_length: Any = SEQ_LENGTH, beam_select: Any = "first") -> None:
+        """Refuse :meth:`caption`'s arguments that this model cannot take (ValueError, TypeError)."""
+        check_generate_args(width=self.decoder.config.vocab_size + 1, beam_size=beam_size, sample=sample,
+                            temperature=temperature, max_length=max_length, beam_select=beam_select)
         if max_side is not None and (not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 1):
             raise ValueError(f"max_side must be None or a positive integer, got {max_side!r}. Use e.g. "
                              f"{MAX_SIDE}, or None to keep every image's size.")

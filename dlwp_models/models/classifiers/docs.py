@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ...weights.manifest import WeightSet
-from .registry import arch_of
+from .architectures import arch_of
 
 __all__ = ["docstring"]
 

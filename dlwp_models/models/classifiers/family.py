@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -19,9 +19,10 @@ from ...loading.weight_files import load_weight_file
 from ...weights.manifest import WeightSet, get_weights
 from ...weights.store import CachedFile
 from ..family import Family
+from ..pipelines import ClassifierPipeline, plain_module
 from .categories import categories_of
 from .predict import hub_class
-from .registry import CLASSIFIERS, arch_of, architecture_kwargs, check_kwargs, weights_kwargs
+from .architectures import arch_of, architecture_kwargs, check_kwargs, weights_kwargs
 
 __all__ = ["ClassifierFamily", "FAMILY", "adapt_torchvision_state_dict", "build_for_state_dict"]
 
@@ -79,8 +80,6 @@ def build_for_state_dict(model: str, state_dict: Mapping[str, torch.Tensor], *, 
     return net, num_classes
 
 
-
-
 class _Plan(NamedTuple):
     model: str
     weights: WeightSet | None          # None: a one-off checkpoint file
@@ -102,9 +101,6 @@ def _attach(net: nn.Module, weights: WeightSet | None, described: WeightSet,
 
 class ClassifierFamily(Family):
     """The book's ImageNet classifiers (torchvision architectures)."""
-
-    models = CLASSIFIERS
-    format = "torchvision"
 
     def check_arguments(self, model: str, kwargs: Mapping[str, Any]) -> None:
         import torchvision.models
@@ -149,6 +145,13 @@ class ClassifierFamily(Family):
         log.info("loaded %s into %s", source, plan.model)
         return _attach(net.eval(), plan.weights, plan.described, plan.categories, file)
 
+    def export_pipeline(self, model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        t = model.transforms
+
+        def reference(images: torch.Tensor) -> torch.Tensor:
+            return model(torch.stack([t(img.float() / 255) for img in images]))
+
+        return ClassifierPipeline(plain_module(model), t), reference
 
 
 def _load_one_off(plan: _Plan, file: CachedFile, map_location: Any) -> nn.Module:

@@ -146,7 +146,7 @@ class ClassifierMixin:
         the CPU."""
         from ..onnx_backend import OnnxRunner, check_backend
 
-        forward = OnnxRunner(self, any_size=False) if check_backend(backend) == "onnxruntime" else self
+        forward = OnnxRunner(self, self.weight_file, any_size=False) if check_backend(backend) == "onnxruntime" else self
         categories = self.categories
         assert isinstance(self, nn.Module) and categories
         param = next(self.parameters(), None)

@@ -5,19 +5,19 @@ docstring is in :mod:`.docs`."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 from torch import nn
 
-from ...errors import IncompatibleWeightsError
+from ...errors import ExportError, IncompatibleWeightsError
 from ...inputs.transforms import CycleGANTransform
 from ...loading.modules import build_on_meta, load_into
 from ...loading.weight_files import load_weight_file
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
 from ..family import Family
-from .docs import MODELS
+from ..pipelines import CycleGANPipeline, plain_module
 from .network import ResNetGenerator
 
 __all__ = ["CycleGANFamily", "FAMILY", "adapt_cyclegan_state_dict"]
@@ -47,8 +47,6 @@ def adapt_cyclegan_state_dict(raw: Any, module: nn.Module, *, source: str) -> di
     return state_dict
 
 
-
-
 class _Plan(NamedTuple):
     weights: WeightSet | None          # None: a one-off generator file
     transforms: CycleGANTransform
@@ -56,9 +54,6 @@ class _Plan(NamedTuple):
 
 class CycleGANFamily(Family):
     """The CycleGAN horse→zebra generator."""
-
-    models = MODELS
-    format = "cyclegan"
 
     def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
         return ResNetGenerator().eval()
@@ -78,6 +73,16 @@ class CycleGANFamily(Family):
         log.info("cyclegan: loaded %s", source)
         return model.eval()
 
+    def export_pipeline(self, model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        t = model.transforms
+        if t.resize is None or t.mean is None:
+            raise ExportError("exporting needs a fixed resize and normalisation in the weights' transforms.")
+
+        def reference(images: torch.Tensor) -> torch.Tensor:
+            x = torch.stack([t(img.float() / 255) for img in images])
+            return ((model._forward_same_size(x) + 1) / 2).clamp(0, 1)
+
+        return CycleGANPipeline(plain_module(model), t), reference
 
 
 FAMILY = CycleGANFamily()

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ImageInputError
+from ...errors import ImageInputError, ImageTooLargeError
 from ...inputs.transforms import PRESETS, CycleGANTransform
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
@@ -181,7 +181,7 @@ class ResNetGenerator(nn.Module):
         """
         from ...inputs.images import load_images
 
-        prepare = self._preparer(size=size, preset=preset, max_pixels=max_pixels)
+        prepare = self.translate_preparer(size=size, preset=preset, max_pixels=max_pixels)
         forward = self._engine(backend)
         items, single = load_images(inputs)
         batch = [prepare(item, "the image" if single else f"image {index}")       # (3, new_h, new_w)
@@ -200,7 +200,7 @@ class ResNetGenerator(nn.Module):
         """
         from ...inputs.streaming import stream_batches
 
-        prepare = self._preparer(size=size, preset=preset, max_pixels=max_pixels)
+        prepare = self.translate_preparer(size=size, preset=preset, max_pixels=max_pixels)
         forward = self._engine(backend)
 
         def run(batch: list[torch.Tensor]) -> list[Any]:
@@ -211,9 +211,12 @@ class ResNetGenerator(nn.Module):
         yield from stream_batches(inputs, lambda item: prepare(item, "the image"), run,
                                   batch_size=batch_size, on_cpu=on_cpu)
 
-    def _preparer(self, *, size: int | None, preset: str, max_pixels: int | None) -> Callable[[Any, str], torch.Tensor]:
-        """After checking translate's arguments: ``prepare(image, where)`` → the (3, H', W') network
-        input, refusing an image too small or too large (ImageInputError naming ``where``)."""
+    def translate_preparer(self, *, size: int | None = 256, preset: str = "trained",
+                           max_pixels: int | None = MAX_PIXELS) -> Callable[[Any, str], torch.Tensor]:
+        """After checking :meth:`translate`'s arguments: ``prepare(image, where)`` → the
+        (3, H', W') network input of one decoded image (any thread), refusing an image too small
+        (:class:`~dlwp_models.ImageInputError`) or too large (``ImageTooLargeError``) by name
+        (``where``). :meth:`translate_batch` runs a list of them."""
         from ...inputs.images import image_hw
 
         if preset not in PRESETS:
@@ -239,7 +242,7 @@ class ResNetGenerator(nn.Module):
                     f"resizing; the generator needs at least {MIN_SIDE} pixels on each side. Pass a "
                     "larger size= or a larger image.")
             if max_pixels is not None and new_h * new_w > max_pixels:
-                raise ImageInputError(
+                raise ImageTooLargeError(
                     f"{where} would be {new_w}×{new_h} = {new_h * new_w / 1e6:.1f} megapixels at "
                     f"size={size!r}, above the memory guard of {max_pixels / 1e6:.1f} megapixels "
                     "(about 1 KiB of activations per pixel). Pass a smaller size= (e.g. size=1024), "
@@ -248,12 +251,19 @@ class ResNetGenerator(nn.Module):
 
         return prepare
 
+    def translate_batch(self, batch: list[torch.Tensor], *, backend: str = "eager") -> list[Any]:
+        """Inputs made by :meth:`translate_preparer` → their translated PIL images, as
+        :meth:`translate` gives them (same sizes run together)."""
+        forward = self._engine(backend)
+        with torch.inference_mode():
+            return self._translate_batch(batch, forward)
+
     def _engine(self, backend: str) -> "Callable[[torch.Tensor], torch.Tensor] | None":
         """What runs the generator for ``backend``: None for PyTorch itself, else an ONNX Runtime
         session of the same network (:mod:`dlwp_models.models.onnx_backend`)."""
         from ..onnx_backend import OnnxRunner, check_backend
 
-        return OnnxRunner(self, any_size=True) if check_backend(backend) == "onnxruntime" else None
+        return OnnxRunner(self, self.weight_file, any_size=True) if check_backend(backend) == "onnxruntime" else None
 
     def _translate_batch(self, batch: list[torch.Tensor],
                          forward: "Callable[[torch.Tensor], torch.Tensor] | None" = None) -> list[Any]:

@@ -22,20 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
-__all__ = ["Batcher", "Job", "Admission", "QueueFull", "BatcherClosed"]
+from ..errors import BatcherClosed, QueueFull
+
+__all__ = ["Batcher", "Job", "Admission"]
 
 log = logging.getLogger(__name__)
 
 #: runs one batch: (key, items) -> one result per item, in order
 RunBatch = Callable[[Hashable, Sequence[Any]], Sequence[Any]]
-
-
-class QueueFull(Exception):
-    """The model's queue holds ``max_queue`` jobs already; the client should retry later."""
-
-
-class BatcherClosed(Exception):
-    """The server is shutting down and takes no new jobs."""
 
 
 @dataclass(eq=False)

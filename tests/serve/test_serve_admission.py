@@ -15,28 +15,33 @@ pytest.importorskip("fastapi", reason="the [serve] extra: pip install -e \".[ser
 
 import httpx  # noqa: E402
 
-from dlwp_models.cli.serve import app as app_module  # noqa: E402
-from dlwp_models.cli.serve.batching import Batcher, BatcherClosed, QueueFull  # noqa: E402
-from dlwp_models.cli.serve.state import ServerState, ServeSettings  # noqa: E402
-from dlwp_models.cli.serve.tasks import ClassifyAnswer  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dlwp_models.errors import BatcherClosed, QueueFull  # noqa: E402
+from dlwp_models.inputs.predictions import Prediction  # noqa: E402
+from dlwp_models.serve import app as app_module  # noqa: E402
+from dlwp_models.serve.batching import Batcher  # noqa: E402
+from dlwp_models.serve.state import Served, ServerState, ServeSettings  # noqa: E402
+from dlwp_models.tasks.classify import Classify  # noqa: E402
 
 
-class SlowTask:
-    """A classify task whose preparation takes 0.2 s and counts how many run at once, and whose
-    batches wait for ``release``."""
+class StandInModel:
+    """What the classify task checks of a model: its labels (enough for the default top 5)."""
 
-    kind, name, weights = "classify", "stand-in", None
-    categories = ["horse", "zebra"]
+    categories = ["horse", "zebra", "donkey", "okapi", "tapir"]
+    weights = None
+
+
+class SlowWork:
+    """A classify model's preparation that takes 0.2 s and counts how many run at once, and
+    batches that wait for ``release``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.preparing = self.most_preparing = self.prepared = 0
         self.release = threading.Event()
 
-    def check_topk(self, topk: int) -> None:
-        pass
-
-    def prepare(self, body: bytes) -> tuple[str, bytes]:
+    def prepare(self, body: bytes) -> np.ndarray:
         with self.lock:
             self.preparing += 1
             self.prepared += 1
@@ -44,19 +49,19 @@ class SlowTask:
         time.sleep(0.2)
         with self.lock:
             self.preparing -= 1
-        return "key", body
+        return np.zeros((4, 4, 3), dtype=np.uint8)
 
     def run(self, key, items):
         assert self.release.wait(30)
-        return [ClassifyAnswer([1], [100.0]) for _ in items]
+        return [Prediction([("zebra", 100.0)], [1]) for _ in items]
 
 
-def stand_in() -> tuple[ServeSettings, ServerState, SlowTask]:
+def stand_in() -> tuple[ServeSettings, ServerState, SlowWork]:
     """A server's state with the stand-in model loaded: batches of 2, 5 places, 2 decode slots."""
     settings = ServeSettings(models=("stand-in",), max_batch=2, max_wait_ms=0, max_queue=5, decode_slots=2)
     state = ServerState(settings)
-    task = SlowTask()
-    state.tasks["stand-in"] = task
+    task = SlowWork()
+    state.served["stand-in"] = Served("stand-in", StandInModel(), Classify)
     state.batchers["stand-in"] = Batcher("stand-in", task.run, max_batch=2, max_wait_s=0, max_queue=5)
     state.loaded.set()
     return settings, state, task
@@ -64,7 +69,7 @@ def stand_in() -> tuple[ServeSettings, ServerState, SlowTask]:
 
 def test_surplus_requests_are_refused_undecoded_and_decodes_are_bounded(monkeypatch):
     settings, state, task = stand_in()
-    monkeypatch.setattr(app_module, "_prepare", lambda task, body, max_pixels, params: task.prepare(body))
+    monkeypatch.setattr(app_module, "_prepare", lambda served, classify, body, max_pixels: task.prepare(body))
     app = app_module.create_app(settings, state)
 
     async def requests() -> list[httpx.Response]:

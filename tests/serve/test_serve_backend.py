@@ -11,8 +11,10 @@ pytest.importorskip("onnxruntime", reason="the [onnx] extra: pip install -e \".[
 pytest.importorskip("fastapi", reason="the [serve] extra: pip install -e \".[serve]\"")
 
 from dlwp_models.cli.main import main  # noqa: E402
-from dlwp_models.cli.serve.tasks import task_for  # noqa: E402
 from dlwp_models.hub import build  # noqa: E402
+from dlwp_models.serve.state import Served  # noqa: E402
+from dlwp_models.tasks import backend_for  # noqa: E402
+from dlwp_models.tasks.classify import Classify  # noqa: E402
 
 
 def test_classify_task_answers_alike_with_either_backend(monkeypatch):
@@ -29,15 +31,24 @@ def test_classify_task_answers_alike_with_either_backend(monkeypatch):
     images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8))
               for i in range(3)]
     answers = {}
+    task = Classify(topk=1000)                                    # every category
     for backend in ("eager", "onnxruntime"):
-        task = task_for("squeezenet1_1", model, backend)
-        items = [task.prepare(image, {"topk": 1000})[1] for image in images]     # every category
-        answers[backend] = task.run(None, items)
+        served = Served("squeezenet1_1", model, Classify, backend_for("squeezenet1_1", backend))
+        items = [task.prepare(model, image) for image in images]
+        answers[backend] = served.run_batch((task, task.batch_key(items[0])), items)
         assert bool(runs) == (backend == "onnxruntime")           # the backend really ran the network
     for eager, onnx in zip(answers["eager"], answers["onnxruntime"]):
         by_index = dict(zip(onnx.indices, onnx.percents))
         assert sorted(by_index) == list(range(1000))
         assert np.allclose([by_index[i] for i in eager.indices], eager.percents, atol=0.05, rtol=0)
+
+
+def test_a_family_without_the_backend_runs_eager():
+    """serve --backend onnxruntime serves captioning too, eagerly: its family has no ONNX graph."""
+    assert backend_for("neuraltalk2", "onnxruntime") == "eager"
+    assert backend_for("cyclegan", "onnxruntime") == backend_for("resnet18", "onnxruntime") == "onnxruntime"
+    with pytest.raises(ValueError, match=r"backend must be one of \['eager', 'onnxruntime'\]"):
+        backend_for("resnet18", "tensorrt")
 
 
 def test_serve_refuses_an_unknown_backend(capsys):

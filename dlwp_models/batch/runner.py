@@ -8,11 +8,21 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from ..tasks import ModelSpec, Task, error_record
 from . import inputs as batch_inputs
 from .records import open_writer, resume
-from .tasks import Job, error_record, job_records, load_model, output_path
 
-__all__ = ["Settings", "run_job", "local_engine"]
+__all__ = ["Job", "Settings", "run_job", "local_engine"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything needed to answer inputs of one task, on any machine (picklable)."""
+
+    task: Task                      # the task, with the options that change its answers
+    model: ModelSpec                # which network, weights, device and backend
+    batch_size: int | None = None   # None: the task's (or the model's) default
+
 
 #: an engine takes a job, gets ready (builds the model, starts Ray, …) and returns the function
 #: that turns the inputs to do into records
@@ -35,8 +45,14 @@ def local_engine(quiet: bool) -> Engine:
     """This process: the model is built once; inputs are decoded in worker threads, in order."""
 
     def start(job: Job) -> Callable[[Iterable[str]], Iterator[dict[str, Any]]]:
-        model = load_model(job, progress=not quiet)
-        return lambda todo: job_records(job, model, todo)
+        model = job.model.build(progress=not quiet)
+        job.task.check(model)
+
+        def answer(todo: Iterable[str]) -> Iterator[dict[str, Any]]:
+            for name, outcome in job.task.stream(model, todo, batch_size=job.batch_size, backend=job.model.backend):
+                yield job.task.record(name, outcome)
+
+        return answer
 
     return start
 
@@ -44,10 +60,10 @@ def local_engine(quiet: bool) -> Engine:
 def run_job(job: Job, settings: Settings, engine: Engine) -> int:
     """Run ``job`` on the inputs of ``settings`` through ``engine``; 0 when every input succeeded,
     else 1 (the last line on standard error says how many failed)."""
-    done = resume(settings.output, task=job.task, topk=job.topk) if settings.resume else set()
+    done = resume(settings.output, job.task) if settings.resume else set()
     total = _total(settings)
     answer = engine(job)                 # a model that cannot be built fails before the output is touched
-    writer = open_writer(settings.output, task=job.task, topk=job.topk, append=settings.resume)
+    writer = open_writer(settings.output, job.task, append=settings.resume)
     counts = {"seen": 0, "failed": 0}
     claimed: set[str] = set()
     early: list[dict[str, Any]] = []     # records decided before running (translate's name clashes)
@@ -55,12 +71,12 @@ def run_job(job: Job, settings: Settings, engine: Engine) -> int:
     def todo() -> Iterator[str]:
         for item in batch_inputs.expand(settings.specs, sys.stdin):
             counts["seen"] += 1
-            if job.task == "translate":   # two inputs must not write one picture
-                out = str(output_path(job, item))
+            out = job.task.output_of(item)
+            if out is not None:           # two inputs must not write one file
                 if out in claimed:
                     if item not in done:
                         early.append(error_record(item, f"another input is already written to {out}; rename "
-                                                        "one of them or translate them into different folders."))
+                                                        "one of them or write them into different folders."))
                     continue
                 claimed.add(out)
             if item in done:

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Hashable, Sequence
 
 from PIL import Image
 from torch import nn
 
+from ..errors import ApiError
+from ..inputs.pipeline import usable_cores
+from ..models.registry import family_info
+from ..tasks import ModelSpec, Task, backend_for, task_named
 from .batching import Batcher
 from .metrics import Metrics
-from .tasks import Task, task_for
-from .uploads import ApiError
 
-__all__ = ["ServeSettings", "ServerState", "DEFAULT_MODELS"]
+__all__ = ["ServeSettings", "ServerState", "Served", "DEFAULT_MODELS"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,9 @@ class ServeSettings:
     max_upload_mb: float = 20.0
     device: str = "cpu"
     cors_origins: tuple[str, ...] = ()
-    backend: str = "eager"                                  # classifiers and the generator: --backend
+    backend: str = "eager"                                  # for the models that can run on it: --backend
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb limit
-    decode_slots: int = 2 * (os.cpu_count() or 1)           # uploads decoded at the same time: 2 per core
+    decode_slots: int = field(default_factory=lambda: 2 * usable_cores())  # uploads decoded at once: 2 per core
 
     @property
     def max_upload_bytes(self) -> int:
@@ -53,11 +54,29 @@ class ServeSettings:
 
 
 def build_model(name: str, weights: str | None, device: str) -> nn.Module:
-    """``name`` built through the normal fetch path (cache, DLWP_OFFLINE, mirrors), on ``device``."""
-    from ...hub import build
+    """``name`` built as every application builds a task's model (:meth:`ModelSpec.build`)."""
+    return ModelSpec(name, weights, device).build()
 
-    model = build(name, pretrained=True, weights=weights, progress=False, map_location="cpu")
-    return model.to(device).eval()
+
+@dataclass
+class Served:
+    """One loaded model: its name, the task it does and the backend that runs its network."""
+
+    name: str
+    model: nn.Module
+    task: type[Task]
+    backend: str = "eager"
+
+    @property
+    def weights(self) -> str | None:
+        """The weight set's name (None for random weights)."""
+        weights = getattr(self.model, "weights", None)
+        return None if weights is None else weights.name
+
+    def run_batch(self, key: Hashable, items: Sequence[Any]) -> list[Any]:
+        """One batch of prepared inputs sharing ``key`` = (the requests' task, its batch key)."""
+        task: Task = key[0]                                             # type: ignore[index]
+        return task.run(self.model, list(items), backend=self.backend)
 
 
 class ServerState:
@@ -68,7 +87,7 @@ class ServerState:
                  ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.tasks: dict[str, Task] = {}
+        self.served: dict[str, Served] = {}
         self.batchers: dict[str, Batcher] = {}
         self.loaded = threading.Event()
         self.failure: str | None = None
@@ -89,41 +108,45 @@ class ServerState:
         try:
             for name in self.settings.models:
                 log.info("loading %s", name)
-                task = task_for(name, self._build(name, self.settings.weights.get(name), self.settings.device),
-                                self.settings.backend)
-                with self._lock:
-                    if self._closed:
-                        return
-                    batcher = Batcher(name, task.run, max_batch=self.settings.max_batch,
-                                      max_wait_s=self.settings.max_wait_ms / 1000, max_queue=self.settings.max_queue,
-                                      on_batch=self.metrics.batch_observer(name))
-                    self.metrics.watch_queue(name, batcher.depth)
-                    self.tasks[name], self.batchers[name] = task, batcher
+                model = self._build(name, self.settings.weights.get(name), self.settings.device)
+                self.add(Served(name, model, task_named(family_info(name).task),
+                                backend_for(name, self.settings.backend)))
         except Exception as exc:  # reported by the command, which then stops the server
             log.debug("loading failed", exc_info=True)
             self.failure = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
         finally:
             self.loaded.set()
 
-    def task(self, kind: str, name: str | None) -> tuple[Task, Batcher]:
-        """The model ``name`` (default: the first loaded one of this kind), or a 404 / 503."""
+    def add(self, served: Served) -> None:
+        """Serve a loaded model: its batcher starts, its queue is watched."""
+        with self._lock:
+            if self._closed:
+                return
+            batcher = Batcher(served.name, served.run_batch, max_batch=self.settings.max_batch,
+                              max_wait_s=self.settings.max_wait_ms / 1000, max_queue=self.settings.max_queue,
+                              on_batch=self.metrics.batch_observer(served.name))
+            self.metrics.watch_queue(served.name, batcher.depth)
+            self.served[served.name], self.batchers[served.name] = served, batcher
+
+    def find(self, kind: str, name: str | None) -> tuple[Served, Batcher]:
+        """The model ``name`` (default: the first loaded one doing ``kind``), or a 404 / 503."""
         if name is None:
-            names = [n for n, t in self.tasks.items() if t.kind == kind]
+            names = [n for n, s in self.served.items() if s.task.name == kind]
             if not names:
-                wanted = [n for n in self.settings.models if n not in self.tasks]
+                wanted = [n for n in self.settings.models if n not in self.served]
                 if wanted and not self.loaded.is_set():
                     raise ApiError(503, "the models are still loading; retry in a few seconds.", {"Retry-After": "5"})
-                raise ApiError(404, f"no loaded model does {kind}; this server has {', '.join(self.tasks) or 'none'}.")
+                raise ApiError(404, f"no loaded model does {kind}; this server has {', '.join(self.served) or 'none'}.")
             name = names[0]
-        task = self.tasks.get(name)
-        if task is None:
+        served = self.served.get(name)
+        if served is None:
             if name in self.settings.models and not self.loaded.is_set():
                 raise ApiError(503, f"{name} is still loading; retry in a few seconds.", {"Retry-After": "5"})
-            raise ApiError(404, f"unknown model {name!r}; this server has {', '.join(self.tasks) or 'none'} "
+            raise ApiError(404, f"unknown model {name!r}; this server has {', '.join(self.served) or 'none'} "
                                 "(see /v1/models).")
-        if task.kind != kind:
-            raise ApiError(404, f"{name} does not {kind} (it does {task.kind}); use /v1/{task.kind}.")
-        return task, self.batchers[name]
+        if served.task.name != kind:
+            raise ApiError(404, f"{name} does not {kind} (it does {served.task.name}); use /v1/{served.task.name}.")
+        return served, self.batchers[name]
 
     def close(self, timeout: float = 2.0) -> None:
         """Take no new requests, finish the queued ones and stop the workers, waiting at most

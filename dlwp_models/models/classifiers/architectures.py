@@ -1,6 +1,7 @@
-"""The classifiers the book lists: how to build each torchvision architecture, and what its
-pretrained weights fix. Each classifier's name is written here once; the entrypoints, the CLI
-and the docs read :data:`CLASSIFIERS`."""
+"""The classifiers the book lists: how to build each torchvision architecture, what its
+pretrained weights fix, and where its classification head is. Each classifier's name is written
+here once; the family's registration (and through it the entrypoints, the CLI and the docs) read
+:data:`CLASSIFIERS`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Arch:
     fixed: Mapping[str, Any] = field(default_factory=dict)      # must hold with weights
     weight_defaults: Mapping[str, Any] = field(default_factory=dict)  # with weights, unless given
     random_defaults: Mapping[str, Any] = field(default_factory=dict)  # without weights, unless given
+    head: tuple[str, ...] = ("fc",)    # the layers that map pooled features to classes (a new head replaces them)
 
 
 def _resnet(depth: int) -> Arch:
@@ -37,13 +39,13 @@ def _vgg(depth: int, bn: bool) -> Arch:
     # torchvision's _vgg forces init_weights=False when it loads weights
     return Arch(title, "VGG", "Simonyan & Zisserman 2014, Very Deep Convolutional Networks for "
                 "Large-Scale Image Recognition, https://arxiv.org/abs/1409.1556", ("features",),
-                fixed={"init_weights": False})
+                fixed={"init_weights": False}, head=("classifier.6",))
 
 
 def _densenet(depth: int) -> Arch:
     return Arch(f"DenseNet-{depth}", "DenseNet", "Huang et al. 2016, Densely Connected "
                 "Convolutional Networks, https://arxiv.org/abs/1608.06993",
-                ("growth_rate", "block_config", "num_init_features"))
+                ("growth_rate", "block_config", "num_init_features"), head=("classifier",))
 
 
 _SQUEEZENET_REF = "Iandola et al. 2016, SqueezeNet, https://arxiv.org/abs/1602.07360"
@@ -51,7 +53,7 @@ _SQUEEZENET_REF = "Iandola et al. 2016, SqueezeNet, https://arxiv.org/abs/1602.0
 _ARCHS: dict[str, Arch] = {
     "alexnet": Arch("AlexNet", "AlexNet", "Krizhevsky 2014, One weird trick for parallelizing "
                      "convolutional neural networks, https://arxiv.org/abs/1404.5997 (the 2012 "
-                     "ILSVRC winner's architecture, as torchvision implements it)"),
+                     "ILSVRC winner's architecture, as torchvision implements it)", head=("classifier.6",)),
     "resnet18": _resnet(18), "resnet34": _resnet(34), "resnet50": _resnet(50),
     "resnet101": _resnet(101), "resnet152": _resnet(152),
     "vgg11": _vgg(11, False), "vgg11_bn": _vgg(11, True), "vgg13": _vgg(13, False),
@@ -59,9 +61,9 @@ _ARCHS: dict[str, Arch] = {
     "vgg19": _vgg(19, False), "vgg19_bn": _vgg(19, True),
     "densenet121": _densenet(121), "densenet161": _densenet(161),
     "densenet169": _densenet(169), "densenet201": _densenet(201),
-    "squeezenet1_0": Arch("SqueezeNet 1.0", "SqueezeNet", _SQUEEZENET_REF, ("version",)),
+    "squeezenet1_0": Arch("SqueezeNet 1.0", "SqueezeNet", _SQUEEZENET_REF, ("version",), head=("classifier.1",)),
     "squeezenet1_1": Arch("SqueezeNet 1.1 (2.4x less computation than 1.0, same accuracy)",
-                           "SqueezeNet", _SQUEEZENET_REF, ("version",)),
+                           "SqueezeNet", _SQUEEZENET_REF, ("version",), head=("classifier.1",)),
     # torchvision's inception_v3 with weights: transform_input=True unless given, aux_logits=True,
     # init_weights=False (the aux head is in the file; aux_logits=False drops it after loading)
     "inception_v3": Arch("Inception v3 (input 299x299)", "Inception3", "Szegedy et al. 2015, "
@@ -69,7 +71,7 @@ _ARCHS: dict[str, Arch] = {
                           "https://arxiv.org/abs/1512.00567",
                           fixed={"aux_logits": True, "init_weights": False},
                           weight_defaults={"transform_input": True},
-                          random_defaults={"init_weights": True}),
+                          random_defaults={"init_weights": True}, head=("fc", "AuxLogits.fc")),
 }
 CLASSIFIERS: tuple[str, ...] = tuple(_ARCHS)
 CLASS_NAMES = frozenset(arch.cls_name for arch in _ARCHS.values())
@@ -80,8 +82,6 @@ def architecture_kwargs(model: str) -> dict[str, Any]:
     weights, besides ``num_classes`` (which follows the weights' categories)."""
     arch = arch_of(model)
     return {**arch.fixed, **arch.weight_defaults}
-
-
 
 
 def arch_of(model: str) -> Arch:

@@ -12,16 +12,14 @@ import os
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-__all__ = ["IMAGE_SUFFIXES", "InputListError", "expand", "count", "is_known_count"]
+from ..errors import InputListError
+
+__all__ = ["IMAGE_SUFFIXES", "expand", "count", "is_known_count"]
 
 #: the file name endings a folder search picks up (other files in a folder are left alone)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                             ".ppm", ".pgm", ".pbm", ".pnm"})
 _GLOB_CHARS = frozenset("*?[")
-
-
-class InputListError(ValueError):
-    """An ``@list`` file cannot be read."""
 
 
 def expand(specs: Iterable[str], stdin: IO[str] | None = None) -> Iterator[str]:

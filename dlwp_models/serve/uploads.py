@@ -5,28 +5,18 @@ status code the API documents (400, 413, 415)."""
 from __future__ import annotations
 
 import io
-from typing import Mapping
 
 from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ...errors import ImageInputError
-from ...inputs.images import load_image
+from ..errors import ApiError, ImageInputError
+from ..inputs.images import load_image
 
-__all__ = ["ApiError", "read_upload", "decode_image", "image_from_multipart"]
+__all__ = ["read_upload", "decode_image", "image_from_multipart"]
 
 _ACCEPTED = "send the image file's bytes as image/* or application/octet-stream, or a multipart form with a field 'image'"
-
-
-class ApiError(Exception):
-    """An answer other than 200: ``status``, a message in plain words (no paths, no traceback)
-    and extra headers (e.g. ``Retry-After``)."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, dict(headers or {})
 
 
 async def read_upload(request: Request, *, max_bytes: int) -> bytes:

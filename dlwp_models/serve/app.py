@@ -1,9 +1,11 @@
 """The FastAPI application: the routes of the HTTP API, JSON errors, the web page.
 
-Handlers stay thin: :func:`_answer` is the one path from a request to a model's answer (find the
-model, read the upload, take a place in the model's queue or answer 503 at once, decode and
-preprocess the upload in a worker thread, at most ``decode_slots`` at a time, queue it for its
-batch, wait for the answer or the client's disconnect). A slow upload holds no place in a queue.
+Handlers stay thin: each route is one task (:mod:`dlwp_models.tasks`) with its query options, and
+:func:`_answer` is the one path from a request to that task's answer (find the model, check the
+options, read the upload, take a place in the model's queue or answer 503 at once, decode the
+upload and let the task prepare it in a worker thread, at most ``decode_slots`` at a time, queue
+it for its batch, wait for the answer or the client's disconnect). A slow upload holds no place
+in a queue.
 """
 
 from __future__ import annotations
@@ -24,17 +26,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ... import __version__
-from ...models.cyclegan import MIN_SIDE
-from .batching import BatcherClosed, QueueFull
+from .. import __version__
+from ..errors import ApiError, BatcherClosed, ImageInputError, ImageTooLargeError, QueueFull
+from ..models.cyclegan import MIN_SIDE
+from ..tasks import Task
+from ..tasks.caption import Caption
+from ..tasks.classify import Classify
+from ..tasks.translate import Translate
 from .metrics import MetricsMiddleware
-from .state import ServerState, ServeSettings
-from .tasks import MAX_BEAM, MAX_SIZE, Task
-from .uploads import ApiError, decode_image, read_upload
+from .state import Served, ServerState, ServeSettings
+from .uploads import decode_image, read_upload
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "MAX_SIZE", "MAX_BEAM"]
 
 log = logging.getLogger(__name__)
+
+#: the largest ``size`` (shorter side) /v1/translate accepts
+MAX_SIZE = 1024
+#: the widest beam /v1/caption accepts
+MAX_BEAM = 10
 
 _PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 _UPLOAD_DOC = ("The body is the image file's bytes (any `image/*` or `application/octet-stream` content type), "
@@ -75,10 +85,10 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
     @app.get("/readyz", summary="200 once every model is loaded, 503 before")
     async def readyz() -> Response:
         if state.ready:
-            return JSONResponse({"status": "ready", "models": list(state.tasks)})
+            return JSONResponse({"status": "ready", "models": list(state.served)})
         if state.failure is not None:
             return _error(503, "a model failed to load; see the server's output.")
-        return _error(503, f"loading models: {len(state.tasks)} of {len(settings.models)} ready.",
+        return _error(503, f"loading models: {len(state.served)} of {len(settings.models)} ready.",
                       {"Retry-After": "5"})
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -87,15 +97,15 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
 
     @app.get("/v1/models", summary="the loaded models: task, weights, size, batching")
     async def models() -> dict[str, Any]:
-        return {"models": [{"name": name, "task": task.kind, "weights": task.weights, **task.describe(),
-                            "batching": settings.batching()} for name, task in state.tasks.items()]}
+        return {"models": [{"name": name, "task": served.task.name, "weights": served.weights,
+                            **served.task.describe(served.model), "batching": settings.batching()}
+                           for name, served in state.served.items()]}
 
     @app.post("/v1/classify", summary="top-k labels of one image", description=_UPLOAD_DOC)
     async def classify(request: Request, model: str | None = None,
                        topk: int = Query(5, ge=1, description="how many labels")) -> dict[str, Any]:
-        task, answer = await _answer(state, request, "classify", model, {"topk": topk})
-        return {"model": task.name, "weights": task.weights, "predictions": [
-            {"label": task.categories[i], "index": i, "percent": p} for i, p in zip(answer.indices, answer.percents)]}
+        served, task, answer = await _answer(state, request, model, Classify(topk=topk))
+        return {"model": served.name, "weights": served.weights, **task.answer(answer)}
 
     @app.post("/v1/translate", summary="horse → zebra: a PNG (or JPEG) of the resized image's size",
               description=_UPLOAD_DOC, response_class=Response,
@@ -103,59 +113,67 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
     async def translate(request: Request, model: str | None = None,
                         size: int = Query(256, ge=MIN_SIDE, le=MAX_SIZE, description="shorter side after resizing")
                         ) -> Response:
-        task, image = await _answer(state, request, "translate", model, {"size": size})
+        served, _, image = await _answer(state, request, model, Translate(size=size))
         jpeg = _wants_jpeg(request.headers.get("accept", ""))
         data = await run_in_threadpool(_encode, image, "JPEG" if jpeg else "PNG")
         return Response(data, media_type="image/jpeg" if jpeg else "image/png",
-                        headers={"X-Model": task.name, "X-Weights": task.weights or ""})
+                        headers={"X-Model": served.name, "X-Weights": served.weights or ""})
 
     @app.post("/v1/caption", summary="a sentence describing one image", description=_UPLOAD_DOC)
     async def caption(request: Request, model: str | None = None,
                       beam_size: int = Query(2, ge=1, le=MAX_BEAM, description="1: greedy")) -> dict[str, Any]:
-        task, sentence = await _answer(state, request, "caption", model, {"beam_size": beam_size})
-        return {"model": task.name, "weights": task.weights, "caption": sentence}
+        served, task, sentence = await _answer(state, request, model, Caption(beam_size=beam_size))
+        return {"model": served.name, "weights": served.weights, **task.answer(sentence)}
 
     return app
 
 
-async def _answer(state: ServerState, request: Request, kind: str, model: str | None,
-                  params: dict[str, Any]) -> tuple[Any, Any]:
-    """The one request path: model → parameters → upload → preprocessing → batch → answer."""
-    task, batcher = state.task(kind, model)
-    _check_params(task, params)
+async def _answer(state: ServerState, request: Request, model: str | None, task: Task) -> tuple[Served, Task, Any]:
+    """The one request path: model → options → upload → the task's preparation → batch → answer."""
+    served, batcher = state.find(task.name, model)
+    try:
+        task.check(served.model)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, f"bad parameters for {served.name}: {exc}") from None
     try:
         batcher.check_room()                        # refuse before spending time on the upload
     except (QueueFull, BatcherClosed) as exc:
-        raise _refused(state, task.name, batcher.max_queue, exc) from None
+        raise _refused(state, served.name, batcher.max_queue, exc) from None
     try:
         body = await read_upload(request, max_bytes=state.settings.max_upload_bytes)
     except ClientDisconnect:
-        state.metrics.disconnects.labels(task.name).inc()
+        state.metrics.disconnects.labels(served.name).inc()
         raise ApiError(499, "the client closed the connection while sending.") from None
     try:
         with batcher.admit() as admission:          # a place in the queue before decoding, or 503
             async with state.decode_slots:          # decoded photos in memory: at most one per slot
-                key, item = await run_in_threadpool(_prepare, task, body, state.settings.max_pixels, params)
+                prepared = await run_in_threadpool(_prepare, served, task, body, state.settings.max_pixels)
             del body
-            job = admission.submit(key, item)
+            job = admission.submit((task, task.batch_key(prepared)), prepared)
     except (QueueFull, BatcherClosed) as exc:       # the queue filled (or closed) during the upload
-        raise _refused(state, task.name, batcher.max_queue, exc) from None
+        raise _refused(state, served.name, batcher.max_queue, exc) from None
     disconnected = asyncio.ensure_future(_disconnect(request))
     try:
         await asyncio.wait({job.future, disconnected}, return_when=asyncio.FIRST_COMPLETED)
         if not job.future.done():
-            state.metrics.disconnects.labels(task.name).inc()
+            state.metrics.disconnects.labels(served.name).inc()
             raise ApiError(499, "the client closed the connection.")
-        return task, job.future.result()
+        return served, task, job.future.result()
     finally:
         disconnected.cancel()
         if not job.future.done():       # the client left, or the handler was cancelled at shutdown
             batcher.cancel(job)
 
 
-def _prepare(task: Task, body: bytes, max_pixels: int, params: dict[str, Any]) -> tuple[Any, Any]:
-    """(batch key, item) from the upload's bytes: decoded, then the model's preprocessing."""
-    return task.prepare(decode_image(body, max_pixels), params)
+def _prepare(served: Served, task: Task, body: bytes, max_pixels: int) -> Any:
+    """The upload's bytes, decoded, then prepared by the task for the model (a worker thread)."""
+    image = decode_image(body, max_pixels)
+    try:
+        return task.prepare(served.model, image)
+    except ImageTooLargeError as exc:
+        raise ApiError(413, str(exc)) from None
+    except ImageInputError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _refused(state: ServerState, model: str, max_queue: int, exc: QueueFull | BatcherClosed) -> ApiError:
@@ -171,13 +189,6 @@ async def _disconnect(request: Request) -> None:
     """Returns when the client goes away (the body has been read, so only a disconnect comes)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-def _check_params(task: Task, params: dict[str, Any]) -> None:
-    if "topk" in params:
-        task.check_topk(params["topk"])                          # type: ignore[attr-defined]
-    if "beam_size" in params:
-        task.check_beam_size(params["beam_size"])                # type: ignore[attr-defined]
 
 
 def _wants_jpeg(accept: str) -> bool:

@@ -5,7 +5,9 @@ Formats (by the output's name): JSON Lines (``.jsonl``, and ``-`` for standard o
 object a line — classify ``{"input", "predictions": [{"label", "index", "percent"}, …]}``, caption
 ``{"input", "caption"}``, translate ``{"input", "output"}``, a failure ``{"input", "error"}`` — or
 CSV (``.csv``), a header and one row per input: ``input``, then the label/percent pairs, or the
-caption, or the output path, then ``error`` (empty when it worked).
+caption, or the output path, then ``error`` (empty when it worked). Each task says what its records
+hold (:meth:`~dlwp_models.tasks.Task.record`, ``csv_columns``, ``csv_cells``); this module writes
+and reads them for any task.
 
 Crash safety: each record is one line, written with one write and flushed, so a run killed at any
 moment leaves complete lines that are all valid records and at most one torn last line.
@@ -18,32 +20,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["RecordWriter", "ResultsFileError", "csv_columns", "open_writer", "resume"]
+from ..errors import ResultsFileError
+from ..safe_write import staged, write_failure
+from ..tasks import Task
 
-
-class ResultsFileError(ValueError):
-    """The output file cannot be written, or read back for --resume."""
-
-
-def csv_columns(task: str, topk: int) -> list[str]:
-    """The CSV header of a task's records."""
-    if task == "classify":
-        middle = [f"{kind}_{rank}" for rank in range(1, topk + 1) for kind in ("label", "percent")]
-    else:
-        middle = ["caption" if task == "caption" else "output"]
-    return ["input", *middle, "error"]
+__all__ = ["RecordWriter", "open_writer", "resume"]
 
 
 class RecordWriter:
-    """Writes records to an open text stream, one flushed line each."""
+    """Writes a task's records to an open text stream, one flushed line each (JSON Lines, or CSV
+    when ``csv`` is true)."""
 
-    def __init__(self, stream: IO[str], *, columns: list[str] | None, owns: bool) -> None:
-        self._stream, self._columns, self._owns = stream, columns, owns
+    def __init__(self, stream: IO[str], task: Task, *, csv: bool, owns: bool) -> None:
+        self._stream, self._task, self._owns = stream, task, owns
+        self._columns = task.csv_columns() if csv else None
 
     def write(self, record: dict[str, Any]) -> None:
         """Write one record and flush it to the operating system (so it survives the process)."""
@@ -56,10 +50,8 @@ class RecordWriter:
         row = [record["input"]]
         if "error" in record:
             row += [""] * (len(self._columns) - 2) + [record["error"]]
-        elif "predictions" in record:
-            row += [v for p in record["predictions"] for v in (p["label"], repr(p["percent"]))] + [""]
         else:
-            row += [record.get("caption", record.get("output")), ""]
+            row += [*self._task.csv_cells(record), ""]
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow(_one_line(value) for value in row)
         return buffer.getvalue()
@@ -80,12 +72,12 @@ def _is_csv(output: str) -> bool:
     return Path(output).suffix.lower() == ".csv"
 
 
-def open_writer(output: str, *, task: str, topk: int, append: bool) -> RecordWriter:
-    """A writer for ``output`` (``-``: standard output). A new file gets a CSV header; an existing
-    one is refused unless ``append`` (after :func:`resume`), so no results are overwritten."""
-    columns = csv_columns(task, topk) if _is_csv(output) else None
+def open_writer(output: str, task: Task, *, append: bool) -> RecordWriter:
+    """A writer of ``task``'s records to ``output`` (``-``: standard output). A new file gets a
+    CSV header; an existing one is refused unless ``append`` (after :func:`resume`), so no results
+    are overwritten."""
     if output == "-":
-        return RecordWriter(sys.stdout, columns=None, owns=False)
+        return RecordWriter(sys.stdout, task, csv=False, owns=False)
     path = Path(output)
     if not append and path.exists() and path.stat().st_size > 0:
         raise ResultsFileError(f"{output} already holds results; pass --resume to continue that run, or "
@@ -95,46 +87,55 @@ def open_writer(output: str, *, task: str, topk: int, append: bool) -> RecordWri
     except OSError as exc:
         raise ResultsFileError(f"cannot write results to {output} ({exc.strerror or exc}); check the path "
                                "and its permissions.") from None
-    if columns is not None and stream.tell() == 0:
-        stream.write(",".join(columns) + "\n")
+    writer = RecordWriter(stream, task, csv=_is_csv(output), owns=True)
+    if writer._columns is not None and stream.tell() == 0:
+        stream.write(",".join(writer._columns) + "\n")
         stream.flush()
-    return RecordWriter(stream, columns=columns, owns=True)
+    return writer
 
 
-def resume(output: str, *, task: str, topk: int) -> set[str]:
+def resume(output: str, task: Task) -> set[str]:
     """Read ``output`` for ``--resume``: the inputs it already answers. The file is rewritten
-    (through a temporary file and an atomic rename, so a crash here loses nothing) without its
-    error records and without a torn last line; new records are then appended."""
+    (through :mod:`dlwp_models.safe_write`: a new temporary file moved into place, so a crash here
+    loses nothing) without its error records and without a torn last line; new records are then
+    appended."""
     if output == "-":
         raise ResultsFileError("--resume needs an --output file to read; standard output cannot be resumed.")
     path = Path(output)
     if not path.exists():
         return set()
-    columns = csv_columns(task, topk) if _is_csv(output) else None
+    columns = task.csv_columns() if _is_csv(output) else None
     done: set[str] = set()
-    partial = path.with_name(f".{path.name}.resume")
     try:
-        with open(path, encoding="utf-8", newline="") as source, \
-                open(partial, "w", encoding="utf-8", newline="") as kept:
-            for number, line in _complete_lines(source):
-                if columns is not None and number == 1:
-                    if next(csv.reader([line])) != columns:
-                        raise ResultsFileError(
-                            f"{output} has the columns {line.strip()!r}, not those of this job "
-                            f"({','.join(columns)}); resume with the same task and --topk, or choose "
-                            "another --output.")
-                    kept.write(line)
-                    continue
-                record_input, answered = _parse(line, columns, output, number)
-                if answered and record_input not in done:
-                    done.add(record_input)
-                    kept.write(line)
-            if columns is not None and kept.tell() == 0:
-                kept.write(",".join(columns) + "\n")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        with open(path, encoding="utf-8", newline="") as source, staged(path, replace=True) as (_, raw):
+            kept = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            try:
+                _keep_answered(source, kept, columns, output, done)
+            finally:
+                kept.flush()
+                kept.detach()
+    except OSError as exc:
+        raise write_failure(exc, path, f"rewrite {path.name} for --resume", error=ResultsFileError) from None
     return done
+
+
+def _keep_answered(source: IO[str], kept: IO[str], columns: list[str] | None, output: str, done: set[str]) -> None:
+    """Copy the answered records of ``source`` to ``kept`` (each input once), adding them to ``done``."""
+    for number, line in _complete_lines(source):
+        if columns is not None and number == 1:
+            if next(csv.reader([line])) != columns:
+                raise ResultsFileError(
+                    f"{output} has the columns {line.strip()!r}, not those of this job "
+                    f"({','.join(columns)}); resume with the same task and --topk, or choose "
+                    "another --output.")
+            kept.write(line)
+            continue
+        record_input, answered = _parse(line, columns, output, number)
+        if answered and record_input not in done:
+            done.add(record_input)
+            kept.write(line)
+    if columns is not None and kept.tell() == 0:
+        kept.write(",".join(columns) + "\n")
 
 
 def _complete_lines(source: IO[str]) -> Iterator[tuple[int, str]]:

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlwp_models.cli.batch.records import resume
+from dlwp_models.batch.records import resume
+from dlwp_models.tasks.caption import Caption
 from dlwp_models.cli.main import main
 
 from batch_files import make_images, make_mixed_folder, read_jsonl
@@ -245,11 +246,11 @@ def test_resume_drops_a_torn_line_and_error_records(tmp_path):
     out = tmp_path / "r.jsonl"
     out.write_text('{"input": "a", "caption": "x"}\n{"input": "b", "error": "damaged"}\n'
                    '{"input": "c", "caption": "y"}\n{"input": "d", "capt', encoding="utf-8")
-    assert resume(str(out), task="caption", topk=5) == {"a", "c"}
+    assert resume(str(out), Caption()) == {"a", "c"}
     assert out.read_text() == '{"input": "a", "caption": "x"}\n{"input": "c", "caption": "y"}\n'
     table = tmp_path / "r.csv"
     table.write_text("input,caption,error\na,x,\nb,,damaged\nc,y,\nd,hal", encoding="utf-8")
-    assert resume(str(table), task="caption", topk=5) == {"a", "c"}
+    assert resume(str(table), Caption()) == {"a", "c"}
     assert table.read_text() == "input,caption,error\na,x,\nc,y,\n"
 
 
@@ -257,11 +258,11 @@ def test_resume_refuses_a_file_of_another_job(tmp_path):
     table = tmp_path / "r.csv"
     table.write_text("input,output,error\na,b,\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not those of this job"):
-        resume(str(table), task="caption", topk=5)
+        resume(str(table), Caption())
     lines = tmp_path / "r.jsonl"
     lines.write_text("hello\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 1 of .* is not a result record"):
-        resume(str(lines), task="caption", topk=5)
+        resume(str(lines), Caption())
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])

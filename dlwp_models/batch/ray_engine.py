@@ -12,7 +12,6 @@ shared file system, or URLs), and translate's ``-o`` folder writable from every 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -20,10 +19,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ...errors import DlwpError
-from .tasks import Job, error_record, error_text, job_records, load_model, outcome_record
+from ..errors import RayNotInstalledError
+from ..inputs.streaming import INPUT_ERRORS
+from ..tasks import error_record, error_text
+from .runner import Job
 
-__all__ = ["RayNotInstalledError", "ray_engine"]
+__all__ = ["ray_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ ACTOR_CPUS = 0.5
 #: process per free core (each imports torch and dlwp: a quarter CPU let Ray start four per core,
 #: and on two cores their start-up cost more than the decoding; measured in benchmarks/)
 DECODE_CPUS = 1
-
-
-class RayNotInstalledError(DlwpError, ImportError):
-    """--engine ray was asked for, and Ray Data cannot be imported."""
 
 
 def _import_ray() -> Any:
@@ -77,41 +74,39 @@ def _records(ray: Any, job: Job, todo: Iterable[str], num_workers: int) -> Itera
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 1000)))
     ds = ds.map(_decode_row, fn_kwargs={"job": job}, num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_Answerer, fn_constructor_kwargs={"job": job}, batch_format="numpy",
-                        batch_size=job.default_batch_size or 16,
+                        batch_size=job.batch_size or job.task.default_batch_size or 16,
                         compute=ray.data.ActorPoolStrategy(size=num_workers),
-                        num_cpus=ACTOR_CPUS, num_gpus=1 if job.device == "cuda" else 0)
+                        num_cpus=ACTOR_CPUS, num_gpus=1 if job.model.device == "cuda" else 0)
     # Ray Data restarts a dead actor and retries its batch (max_restarts = max_task_retries = -1)
     for row in ds.iter_rows():
         yield json.loads(row["record"])
 
 
 def _decode_row(row: dict[str, Any], job: Job) -> dict[str, Any]:
-    """A Ray task: read and decode one input into RGB pixels, for classify with a weight set also
-    resized and cropped by its transform (``cropped``), or say why it cannot be."""
-    from ...inputs.images import load_image
-    from ...inputs.streaming import INPUT_ERRORS
+    """A Ray task: read and decode one input into RGB pixels, and do what the task can do without
+    the model (for classify with a weight set: its resize and crop, so that 150 kB instead of
+    megabytes travel per image; ``prepared``), or say why it cannot be."""
+    from ..inputs.images import load_image
 
     name = str(row["input"])
-    crop = _crop_function(job.model, job.weights) if job.task == "classify" else None
+    prepare = _decode_preparer(job)
     try:
         image = load_image(name)
-        pixels = np.asarray(crop(image) if crop is not None else image, dtype=np.uint8)     # (H, W, 3)
+        pixels = np.asarray(prepare(image) if prepare is not None else image, dtype=np.uint8)     # (H, W, 3)
     except INPUT_ERRORS as exc:
-        return {"input": name, "error": error_text(exc), "pixels": b"", "height": 0, "width": 0, "cropped": False}
+        return {"input": name, "error": error_text(exc), "pixels": b"", "height": 0, "width": 0, "prepared": False}
     return {"input": name, "error": "", "pixels": pixels.tobytes(), "height": pixels.shape[0],
-            "width": pixels.shape[1], "cropped": crop is not None}
+            "width": pixels.shape[1], "prepared": prepare is not None}
 
 
-@functools.lru_cache(maxsize=4)
-def _crop_function(model: str, weights: str | None) -> Callable[[Any], Any] | None:
-    """The weight set's resize and center crop (``ClassifierTransform.crop_pixels``), read from the
-    manifest alone (a decoding worker loads no model); None for a one-off checkpoint file, whose
-    images the actor prepares itself."""
-    from ...inputs.transforms import ClassifierTransform
-    from ...weights.resolve import resolve
+_PREPARERS: dict[Job, Callable[[Any], Any] | None] = {}
 
-    chosen = resolve(model, pretrained=False, weights=weights or "DEFAULT").weights
-    return None if chosen is None else ClassifierTransform.from_weights(chosen).crop_pixels
+
+def _decode_preparer(job: Job) -> Callable[[Any], Any] | None:
+    """The job's :meth:`~dlwp_models.tasks.Task.decode_preparer`, made once per decoding worker."""
+    if job not in _PREPARERS:
+        _PREPARERS[job] = job.task.decode_preparer(job.model)
+    return _PREPARERS[job]
 
 
 class _Answerer:
@@ -119,25 +114,30 @@ class _Answerer:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.model = load_model(job, progress=False)
+        self.model = job.model.build(progress=False)
+        job.task.check(self.model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
-        names = [str(name) for name in batch["input"]]
-        failed = {i: str(batch["error"][i]) for i in range(len(names)) if batch["error"][i]}
-        ok = [i for i in range(len(names)) if i not in failed]
-        pixels = {i: np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["height"][i]),
-                                                                               int(batch["width"][i]), 3) for i in ok}
-        cropped = [i for i in ok if batch["cropped"][i]]
-        whole = [i for i in ok if not batch["cropped"][i]]
-        records: dict[int, dict] = {}
-        if cropped:                                    # classify: the decoding tasks resized and cropped
-            import torch
+        import torch
 
-            crops = [torch.from_numpy(pixels[i].copy()) for i in cropped]
-            predictions = self.model.predict_crops(crops, self.job.topk, backend=self.job.backend)
-            records.update((i, outcome_record(self.job, names[i], p)) for i, p in zip(cropped, predictions))
-        if whole:
-            records.update(zip(whole, job_records(self.job, self.model, (pixels[i] for i in whole),
-                                                  names=(names[i] for i in whole))))
-        records.update((i, error_record(names[i], message)) for i, message in failed.items())
+        from ..inputs.images import load_image
+
+        task, names = self.job.task, [str(name) for name in batch["input"]]
+        records: dict[int, dict] = {i: error_record(names[i], str(batch["error"][i]))
+                                    for i in range(len(names)) if batch["error"][i]}
+        prepared: dict[int, Any] = {}
+        for i in (i for i in range(len(names)) if i not in records):
+            pixels = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["height"][i]),
+                                                                                int(batch["width"][i]), 3)
+            try:
+                prepared[i] = (torch.from_numpy(pixels.copy()) if batch["prepared"][i]
+                               else task.prepare(self.model, load_image(pixels.copy())))
+            except INPUT_ERRORS as exc:                 # e.g. too small for this task: this input fails alone
+                records[i] = error_record(names[i], exc)
+        if prepared:
+            try:
+                answers = task.run(self.model, list(prepared.values()), backend=self.job.model.backend)
+            except INPUT_ERRORS as exc:                 # the batch failed: each of its inputs says why
+                answers = [exc] * len(prepared)
+            records.update((i, task.record(names[i], answer)) for i, answer in zip(prepared, answers))
         return {"record": [json.dumps(records[i], ensure_ascii=False) for i in range(len(names))]}

@@ -19,7 +19,7 @@ from dlwp_models import IncompatibleWeightsError
 from dlwp_models.errors import PublishError
 from dlwp_models.cli.main import main
 from dlwp_models.inputs.transforms import ClassifierTransform
-from dlwp_models.cli.publish import mirror_manifest, publish_checkpoint
+from dlwp_models.publish import mirror_manifest, publish_checkpoint
 from conftest import REPO_DIR, git_blob_sha1, sha256_of
 from github_api import Asset, FakeGitHub
 
@@ -322,7 +322,7 @@ def test_unsafe_api_urls_are_refused_before_any_request(finetuned, tmp_path, mon
 
 
 def test_token_masking_covers_token_like_text():
-    from dlwp_models.cli.github import _mask
+    from dlwp_models.publish.github import _mask
 
     assert _mask("auth: Bearer abc.def, token ghp_0123456789abcdef; s3-cret", "s3-cret") == \
         "auth: Bearer ***, token ***; ***"

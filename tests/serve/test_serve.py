@@ -331,8 +331,8 @@ def test_a_model_that_cannot_load_ends_the_command_with_its_message(tmp_path):
 def test_readyz_is_503_until_every_model_is_loaded(python_models):
     import uvicorn
 
-    from dlwp_models.cli.serve.app import create_app
-    from dlwp_models.cli.serve.state import ServerState, ServeSettings
+    from dlwp_models.serve.app import create_app
+    from dlwp_models.serve.state import ServerState, ServeSettings
 
     release = threading.Event()
 

@@ -27,6 +27,7 @@ import torch
 from ..errors import PublishError
 from ..loading.checkpoints import load_state_dict_file, plain_state_dict
 from ..models.classifiers import CLASSIFIERS, build_for_state_dict, categories_of
+from ..safe_write import write_file
 from ..weights.download import fetch_file
 from ..weights.integrity import sha256_file
 from ..weights.manifest import WeightSet, checkout_manifest_path, get_weights, load_manifest_data, parse_manifest
@@ -75,15 +76,9 @@ def _load_manifest_json(path: Path) -> tuple[dict, list[WeightSet]]:
 def _write_manifest_json(path: Path, data: dict) -> None:
     parse_manifest(data, str(path))   # never write a manifest that would not load
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2) + "\n")
-        os.chmod(tmp, mode)           # mkstemp makes 0600; keep the manifest readable as it was
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else None      # keep it as readable as it was
+    write_file(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"), replace=True, mode=mode,
+               doing=f"write the manifest {path.name}")
 
 
 def _manifest_to_edit(manifest: str | Path | None) -> Path:

@@ -1,0 +1,103 @@
+"""translate: a photo's horses as zebras (the CycleGAN generator), written as ``<stem>_zebra.png``.
+
+The pictures are the model's own (:meth:`~dlwp_models.models.cyclegan.ResNetGenerator.translate_stream`,
+``translate_preparer`` and ``translate_batch``); this module says how the task is run, where each
+picture is written (through :mod:`dlwp_models.safe_write`: never half-written, never through a
+planted link, never over a file unless asked) and how it is recorded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlsplit
+
+from torch import nn
+
+from ..errors import DlwpError, OutputExistsError
+from ..inputs.images import ImageItem
+from ..safe_write import write_failure, write_file
+from .base import Task, error_record
+
+__all__ = ["Translate"]
+
+
+@dataclass(frozen=True)
+class Translate(Task):
+    """A zebra picture per image, written to ``output_dir``: ``{"output": "<path>"}``."""
+
+    name = "translate"
+    default_model = "cyclegan"
+    default_batch_size = 4
+
+    size: int | None = 256
+    preset: str = "trained"
+    output_dir: str | None = None     # where the pictures go (records and the shell); the server answers them
+    overwrite: bool = False           # replace existing pictures
+
+    def stream(self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None,
+               backend: str = "eager") -> Iterator[tuple[Any, Any]]:
+        return model.translate_stream(inputs, size=self.size, preset=self.preset,
+                                      batch_size=self.batch_size(model, batch_size), backend=backend)
+
+    def check(self, model: nn.Module) -> None:
+        model.translate_preparer(size=self.size, preset=self.preset)
+
+    def prepare(self, model: nn.Module, image: ImageItem) -> Any:
+        return model.translate_preparer(size=self.size, preset=self.preset)(image, "the image")
+
+    def run(self, model: nn.Module, batch: list[Any], *, backend: str = "eager") -> list[Any]:
+        return model.translate_batch(batch, backend=backend)
+
+    # ------------------------------------------------------------------ the pictures
+
+    def output_path(self, name: str) -> Path:
+        """Where input ``name``'s picture goes: ``<output_dir>/<stem>_zebra.png`` (the stem of a
+        path, or of a URL's path)."""
+        if self.output_dir is None:
+            raise ValueError("translate writes pictures into a folder; give it one (-o DIR).")
+        stem = Path(urlsplit(name).path if "://" in name else name).stem or "image"
+        return Path(self.output_dir) / f"{stem}_zebra.png"
+
+    def output_of(self, name: str) -> str | None:
+        return str(self.output_path(name))
+
+    def check_outputs(self, names: list[str]) -> None:
+        """Refuse, before any work, two inputs that would write one picture, and pictures that
+        exist when they may not be replaced."""
+        outputs = [self.output_path(name) for name in names]
+        clash = next((out for i, out in enumerate(outputs) if out in outputs[:i]), None)
+        if clash is not None:
+            raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
+                             "them into different folders.")
+        for out in outputs:
+            if not self.overwrite and (out.exists() or out.is_symlink()):
+                raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it, or choose another "
+                                        "output folder.")
+
+    def record(self, name: str, outcome: Any) -> dict[str, Any]:
+        """Writes the picture, then records where (a picture that cannot be written fails its input)."""
+        if isinstance(outcome, BaseException):
+            return error_record(name, outcome)
+        out = self.output_path(name)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_file(out, lambda fh: outcome.save(fh, format="PNG"), replace=self.overwrite,
+                       doing=f"write {out.name}")
+        except DlwpError as exc:              # exists (without --overwrite), full disk, …: this input fails
+            return error_record(name, exc)
+        except OSError as exc:
+            return error_record(name, write_failure(exc, out.parent, f"create the folder {out.parent}"))
+        return {"input": name, "output": str(out)}
+
+    def answer(self, outcome: Any) -> dict[str, Any]:
+        raise TypeError("a translation's answer is a picture: record() writes it, the server sends it.")
+
+    def csv_columns(self) -> list[str]:
+        return ["input", "output", "error"]
+
+    def csv_cells(self, record: dict[str, Any]) -> list[Any]:
+        return [record["output"]]
+
+    def text(self, record: dict[str, Any]) -> str:
+        return f"{record['input']} -> {record['output']}"
