@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["FamilyInfo", "register_family", "families", "family_info", "load_family", "models",
            "models_for_task"]
 
-#: the tasks a family can do (each has its definition in :mod:`dlwp_models.tasks`)
-TASKS = ("classify", "translate", "caption")
-
-
 @dataclass(frozen=True)
 class FamilyInfo:
     """What the rest of dlwp knows about one model family."""
@@ -36,7 +32,7 @@ class FamilyInfo:
     name: str                                  # its package under dlwp_models.models
     models: tuple[str, ...]                    # its entrypoints, in hubconf.py's order
     format: str                                # the manifest "format" of its weight sets
-    task: str                                  # one of TASKS
+    task: str                                  # the name of a task of dlwp_models.tasks
     builder: str                               # "module:attribute" of its Family, imported when a model is built
     docstring: Callable[[str, Sequence[WeightSet]], str]   # each entrypoint's docstring (torch.hub.help)
     roles: tuple[str, ...] = ("state_dict",)   # the file roles of a weight set of its format
@@ -54,8 +50,6 @@ _discovered = False
 
 def register_family(info: FamilyInfo) -> FamilyInfo:
     """Register a family (call it once, from the family package's ``__init__``)."""
-    if info.task not in TASKS:
-        raise ValueError(f"family {info.name!r}: task must be one of {list(TASKS)}, got {info.task!r}.")
     clash = [model for model in info.models if model in _BY_MODEL and _BY_MODEL[model].name != info.name]
     if clash:
         raise ValueError(f"family {info.name!r}: model {clash[0]!r} is registered by {_BY_MODEL[clash[0]].name!r}.")

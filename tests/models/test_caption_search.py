@@ -70,3 +70,24 @@ def test_an_unknown_beam_select_is_refused_naming_the_choices():
     with pytest.raises(ValueError) as info:
         beam_search(chain_step(torch.zeros(V, V)), first, (), beam_size=2, max_length=3, select="worst")
     assert str(info.value) == "beam_select must be one of ['first', 'best'], got 'worst'."
+
+
+@pytest.mark.parametrize("beam_size", [3, 4])
+def test_the_decoder_runs_the_beam_width_it_is_asked_for(beam_size):
+    """``FCDecoder.generate(beam_size=B)`` is upstream's beam search with B beams, and on these
+    features B beams and 2 beams give different captions (so a generate that ignored B would be seen)."""
+    from dlwp_models.models.captioning.decoder import DecoderConfig, FCDecoder
+
+    torch.manual_seed(3)
+    decoder = FCDecoder(DecoderConfig(vocab_size=30, input_encoding_size=8, rnn_size=8, fc_feat_size=12)).eval()
+    with torch.no_grad():
+        decoder.logit.weight.mul_(4)                           # peaked enough that the beams matter
+    features = torch.randn(16, 12)
+    with torch.inference_mode():
+        got = decoder.generate(features, beam_size=beam_size, max_length=8)
+        logprobs, state = decoder.start(features)
+        want = beam_search(decoder.step, logprobs, state, beam_size=beam_size, max_length=8, select="first")
+        logprobs, state = decoder.start(features)
+        two = beam_search(decoder.step, logprobs, state, beam_size=2, max_length=8, select="first")
+    assert torch.equal(got, want)
+    assert not torch.equal(want, two), "the fixture cannot tell the beam widths apart"
