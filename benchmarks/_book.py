@@ -22,7 +22,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 # the book's generator and upstream's Caffe ResNet-101, written out once for tests and benchmarks
-from upstream_code import BookResNetGenerator as ResNetGenerator, upstream_caffe_resnet101  # noqa: E402,F401
+from upstream_code import BookResNetGenerator as ResNetGenerator
+from upstream_code import upstream_caffe_resnet101
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -32,19 +33,23 @@ FINISHED_SCORE = -1000.0
 
 # --------------------------------------------------------------------------- classifiers
 
+
 def book_transform(resize: int = 256, crop: int = 224):
     from torchvision import transforms as T
 
-    return T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(),
-                      T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    return T.Compose(
+        [T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
+    )
 
 
 def torchvision_load(name: str) -> nn.Module:
     """What a torchvision user types: the builder with the weights enum (reads torch's cache)."""
     import torchvision
 
-    weights = {"resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-               "alexnet": torchvision.models.AlexNet_Weights.IMAGENET1K_V1}[name]
+    weights = {
+        "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+        "alexnet": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
+    }[name]
     return getattr(torchvision.models, name)(weights=weights)
 
 
@@ -64,6 +69,7 @@ def book_classify(model: nn.Module, path: str, preprocess, labels: list[str], to
 
 
 # --------------------------------------------------------------------------- CycleGAN (the notebook's class)
+
 
 def naive_cyclegan(path: Path) -> nn.Module:
     netG = ResNetGenerator()
@@ -88,12 +94,14 @@ def book_translate(netG: nn.Module, path: str):
 
 # --------------------------------------------------------------------------- NeuralTalk2
 
+
 class FCModel(nn.Module):
     """ImageCaptioning.pytorch's FC model (models/FCModel.py), inference part, written out: the
     image embedding is the LSTM's first input, then words; maxout LSTM core."""
 
-    def __init__(self, vocab_size: int = 9487, input_encoding_size: int = 512, rnn_size: int = 512,
-                 fc_feat_size: int = 2048) -> None:
+    def __init__(
+        self, vocab_size: int = 9487, input_encoding_size: int = 512, rnn_size: int = 512, fc_feat_size: int = 2048
+    ) -> None:
         super().__init__()
         self.rnn_size = rnn_size
         self.img_embed = nn.Linear(fc_feat_size, input_encoding_size)
@@ -107,8 +115,8 @@ class FCModel(nn.Module):
         prev_h, prev_c = state
         r = self.rnn_size
         all_input_sums = self.core.i2h(xt) + self.core.h2h(prev_h)
-        in_gate, forget_gate, out_gate = torch.sigmoid(all_input_sums[:, :3 * r]).split(r, dim=1)
-        in_transform = torch.max(all_input_sums[:, 3 * r:4 * r], all_input_sums[:, 4 * r:])
+        in_gate, forget_gate, out_gate = torch.sigmoid(all_input_sums[:, : 3 * r]).split(r, dim=1)
+        in_transform = torch.max(all_input_sums[:, 3 * r : 4 * r], all_input_sums[:, 4 * r :])
         next_c = forget_gate * prev_c + in_gate * in_transform
         next_h = out_gate * torch.tanh(next_c)
         return next_h, (next_h, next_c)
@@ -120,8 +128,8 @@ class FCModel(nn.Module):
     def start(self, fc_feats):
         n = fc_feats.shape[0]
         zeros = fc_feats.new_zeros(n, self.rnn_size)
-        _, state = self._core(self.img_embed(fc_feats), (zeros, zeros))      # t = 0: the image
-        return self.step(torch.zeros(n, dtype=torch.long), state)            # t = 1: the start token
+        _, state = self._core(self.img_embed(fc_feats), (zeros, zeros))  # t = 0: the image
+        return self.step(torch.zeros(n, dtype=torch.long), state)  # t = 1: the start token
 
 
 def naive_neuraltalk2(encoder_path: Path, decoder_path: Path, vocab_path: Path) -> dict[str, Any]:
@@ -157,13 +165,14 @@ def caption_input(path: str) -> torch.Tensor:
     return ((x - mean) / std).unsqueeze(0)
 
 
-def beam_search_one_beam_at_a_time(decoder: nn.Module, feature: torch.Tensor, *, beam_size: int = 2,
-                                   max_length: int = 16) -> list[int]:
+def beam_search_one_beam_at_a_time(
+    decoder: nn.Module, feature: torch.Tensor, *, beam_size: int = 2, max_length: int = 16
+) -> list[int]:
     """Upstream's beam search rule for ONE image, each beam's decoder step run on its own (M = 1):
     UNK penalised, each live beam proposes its top-B words, candidates ranked by running sum (ties:
     for each rank, for each beam), a beam that ends (or reaches the last step) is recorded as
     finished, and the first one recorded is the caption."""
-    logprobs, state = decoder.start(feature)                       # (1, V), ((1, R), (1, R))
+    logprobs, state = decoder.start(feature)  # (1, V), ((1, R), (1, R))
     b = beam_size
     vocab = logprobs.shape[1]
     beams_lp = [logprobs[0]] * b
@@ -172,7 +181,7 @@ def beam_search_one_beam_at_a_time(decoder: nn.Module, feature: torch.Tensor, *,
     sums = torch.zeros(b, dtype=torch.float32)
     for t in range(max_length):
         proposals = []
-        for q in range(b if t > 0 else 1):                         # only beam 0 is live at first
+        for q in range(b if t > 0 else 1):  # only beam 0 is live at first
             lp = beams_lp[q].float().clone()
             lp[vocab - 1] -= UNK_PENALTY
             ys, ix = lp.sort(descending=True, stable=True)
@@ -180,9 +189,9 @@ def beam_search_one_beam_at_a_time(decoder: nn.Module, feature: torch.Tensor, *,
         candidates = []
         for c in range(b):
             for q, (ys, ix) in enumerate(proposals):
-                score = sums[q] + ys[c]                            # float32, as the batched search
+                score = sums[q] + ys[c]  # float32, as the batched search
                 candidates.append((float(score), q, int(ix[c])))
-        candidates.sort(key=lambda cand: -cand[0])                 # stable: keeps the tie order
+        candidates.sort(key=lambda cand: -cand[0])  # stable: keeps the tie order
         chosen = candidates[:b]
         new_words, new_states, new_sums = [], [], []
         for score, q, word in chosen:
@@ -197,7 +206,7 @@ def beam_search_one_beam_at_a_time(decoder: nn.Module, feature: torch.Tensor, *,
         sums = torch.tensor(new_sums, dtype=torch.float32)
         beams_lp, beams_state = [], []
         for words, st in zip(new_words, new_states):
-            lp, st = decoder.step(torch.tensor([words[-1]]), st)    # one beam at a time
+            lp, st = decoder.step(torch.tensor([words[-1]]), st)  # one beam at a time
             beams_lp.append(lp[0])
             beams_state.append(st)
     raise AssertionError("unreachable: the last step finishes every beam")

@@ -36,7 +36,7 @@ def main() -> None:
     import ray
     import ray.data
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # the checkout's dlwp_models
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's dlwp_models
     from dlwp_models.batch.ray_engine import ACTOR_CPUS, DECODE_CPUS
 
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
@@ -48,8 +48,12 @@ def main() -> None:
     def run(blocks: int, batch_size: int) -> tuple[float, float]:
         ds = ray.data.from_items([{"input": i} for i in range(rows)], override_num_blocks=blocks)
         ds = ds.map(_same, num_cpus=DECODE_CPUS).map_batches(
-            _Nothing, batch_format="numpy", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=2),
-            num_cpus=ACTOR_CPUS)
+            _Nothing,
+            batch_format="numpy",
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=2),
+            num_cpus=ACTOR_CPUS,
+        )
         t0 = time.perf_counter()
         first = None
         count = 0
@@ -60,15 +64,24 @@ def main() -> None:
         assert count == rows
         return first or 0.0, time.perf_counter() - t0
 
-    start_first, _ = run(20, 16)                 # warm-up; its first row waits for the actor pool
+    start_first, _ = run(20, 16)  # warm-up; its first row waits for the actor pool
     few = min(run(50, 16)[1] for _ in range(2))
     many_blocks = min(run(rows // 4, 16)[1] for _ in range(2))
     small_batches = min(run(50, 1)[1] for _ in range(2))
-    print(json.dumps({
-        "rows": rows, "ray_init_s": ray_init_s, "pipeline_start_s": start_first,
-        "per_block_ms": 1000 * (many_blocks - few) / (rows // 4 - 50),
-        "per_batch_ms": 1000 * (small_batches - few) / (rows - rows / 16),
-        "few_s": few, "many_blocks_s": many_blocks, "small_batches_s": small_batches}))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "ray_init_s": ray_init_s,
+                "pipeline_start_s": start_first,
+                "per_block_ms": 1000 * (many_blocks - few) / (rows // 4 - 50),
+                "per_batch_ms": 1000 * (small_batches - few) / (rows - rows / 16),
+                "few_s": few,
+                "many_blocks_s": many_blocks,
+                "small_batches_s": small_batches,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

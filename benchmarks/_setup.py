@@ -23,19 +23,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
-sys.path.insert(0, str(REPO_DIR / "tests"))   # tests/loopback.py: the loopback HTTP server
+sys.path.insert(0, str(REPO_DIR / "tests"))  # tests/loopback.py: the loopback HTTP server
 sys.path.insert(0, str(REPO_DIR))
 from upstream_code import legacy_cuda_save  # noqa: E402 - tests/upstream_code.py
 
 WORKER = BENCH_DIR / "_worker.py"
 MB = 1 << 20
-UNUSED_URL = "http://127.0.0.1:9/unused/"   # never contacted: fetches after setup run with DLWP_OFFLINE=1
+UNUSED_URL = "http://127.0.0.1:9/unused/"  # never contacted: fetches after setup run with DLWP_OFFLINE=1
 
 
 def log(message: str) -> None:
@@ -43,6 +44,7 @@ def log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- statistics / rows
+
 
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
@@ -57,7 +59,7 @@ class Row:
     baseline: str
     ratio: str
     target: str
-    met: str          # "yes", "no" or "—" (informative figure)
+    met: str  # "yes", "no" or "—" (informative figure)
     note: str = ""
 
 
@@ -70,6 +72,7 @@ def yes_no(ok: bool) -> str:
 
 
 # --------------------------------------------------------------------------- images
+
 
 def photo(width: int, height: int, seed: int = 0):
     """A deterministic picture with structure (gradients, a few shapes) and texture (noise)."""
@@ -102,6 +105,7 @@ def make_photos(folder: Path, count: int, width: int, height: int, seed0: int = 
 
 # --------------------------------------------------------------------------- generated weight files
 
+
 def _bundled() -> dict[str, dict]:
     from dlwp_models.weights.manifest import bundled_manifest_path
 
@@ -111,7 +115,6 @@ def _bundled() -> dict[str, dict]:
 def _calibration_batch(count: int = 8):
     """Generated photos (not the benchmark's), through the book's transform: (count, 3, 224, 224)."""
     import torch
-
     from _book import book_transform
 
     preprocess = book_transform()
@@ -135,7 +138,8 @@ def classifier_state_dict(name: str, seed: int = 0, *, calibrate: bool = True) -
 
     torch.manual_seed(seed)
     net = getattr(torchvision.models, name)(weights=None)
-    from random_weights import randomise_batchnorm   # tests/random_weights.py
+    from random_weights import randomise_batchnorm  # tests/random_weights.py
+
     randomise_batchnorm(net)
     if calibrate:
         x = _calibration_batch()
@@ -168,7 +172,6 @@ def classifier_state_dict(name: str, seed: int = 0, *, calibrate: bool = True) -
 def cyclegan_state_dict(seed: int = 0) -> dict:
     """The book's 48-key generator layout, random values."""
     import torch
-
     from _book import ResNetGenerator
 
     torch.manual_seed(seed)
@@ -179,12 +182,12 @@ def caffe_encoder_state_dict(seed: int = 0) -> dict:
     """Random values under the published encoder's keys: Caffe-layout ResNet-101 with its ImageNet
     head and no ``num_batches_tracked`` (a pre-0.4.1 save), as a plain dict (no version metadata)."""
     import torch
-
     from _book import upstream_caffe_resnet101
 
     torch.manual_seed(seed)
     net = upstream_caffe_resnet101()
-    from random_weights import randomise_batchnorm   # tests/random_weights.py
+    from random_weights import randomise_batchnorm  # tests/random_weights.py
+
     randomise_batchnorm(net)
     return {k: v.clone() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
 
@@ -198,7 +201,7 @@ def fc_decoder_state_dict(seed: int = 0) -> dict:
     torch.manual_seed(seed)
     dec = FCDecoder(DecoderConfig())
     with torch.no_grad():
-        for p in dec.parameters():   # wider than the default init, so that captions vary with the image
+        for p in dec.parameters():  # wider than the default init, so that captions vary with the image
             p.normal_(0, 0.15)
     return {k: v.clone() for k, v in dec.state_dict().items()}
 
@@ -224,8 +227,12 @@ def infos_pickle(vocab_size: int = 9487) -> bytes:
     pickle protocol 0 (text, as Python 2 wrote it), plus some plain bookkeeping."""
     words = {str(i): f"w{i}" for i in range(1, vocab_size)}
     words[str(vocab_size)] = "UNK"
-    infos = {"vocab": words, "iter": 215000, "epoch": 38,
-             "opt_summary": {"caption_model": "fc", "rnn_size": 512, "input_encoding_size": 512}}
+    infos = {
+        "vocab": words,
+        "iter": 215000,
+        "epoch": 38,
+        "opt_summary": {"caption_model": "fc", "rnn_size": 512, "input_encoding_size": 512},
+    }
     return pickle.dumps(infos, protocol=0)
 
 
@@ -241,17 +248,18 @@ def git_blob_sha1(data) -> str:
 
 # --------------------------------------------------------------------------- the workspace
 
+
 @dataclass
 class Workspace:
     """A temporary folder with its own TORCH_HOME, a layered manifest and generated files."""
 
     root: Path
     entries: list[dict] = field(default_factory=list)
-    file_sizes: dict[str, int] = field(default_factory=dict)   # model -> bytes its load reads
+    file_sizes: dict[str, int] = field(default_factory=dict)  # model -> bytes its load reads
     keep: bool = False
 
     @classmethod
-    def create(cls, parent: str | None = None, keep: bool = False) -> "Workspace":
+    def create(cls, parent: str | None = None, keep: bool = False) -> Workspace:
         root = Path(tempfile.mkdtemp(prefix="dlwp-bench-", dir=parent))
         (root / "torch_home" / "hub" / "checkpoints").mkdir(parents=True)
         # Byte-compile the checkout as any import after a user's first one finds it (torchvision's
@@ -280,8 +288,12 @@ class Workspace:
 
     def env(self, *, offline: bool = True) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DLWP_") and k != "PYTHONDONTWRITEBYTECODE"}
-        env.update(TORCH_HOME=str(self.torch_home), DLWP_MANIFEST=str(self.manifest),
-                   PYTHONPATH=os.pathsep.join([str(BENCH_DIR), str(REPO_DIR)]), PYTHONWARNINGS="ignore")
+        env.update(
+            TORCH_HOME=str(self.torch_home),
+            DLWP_MANIFEST=str(self.manifest),
+            PYTHONPATH=os.pathsep.join([str(BENCH_DIR), str(REPO_DIR)]),
+            PYTHONWARNINGS="ignore",
+        )
         if offline:
             env["DLWP_OFFLINE"] = "1"
         return env
@@ -322,18 +334,25 @@ class Workspace:
                     path = self.root / "files" / filename
                     import torch
 
-                    torch.save(classifier_state_dict(model), path)      # zip format, like torchvision's files
+                    torch.save(classifier_state_dict(model), path)  # zip format, like torchvision's files
                     url, view = serve(filename, path=path)
-                    entry["files"] = {"state_dict": {"filename": filename, "urls": [url],
-                                                     "sha256": sha256_hex(view), "size": len(view)}}
+                    entry["files"] = {
+                        "state_dict": {
+                            "filename": filename,
+                            "urls": [url],
+                            "sha256": sha256_hex(view),
+                            "size": len(view),
+                        }
+                    }
                     self.file_sizes[model] = len(view)
                 elif model == "cyclegan":
                     entry = copy.deepcopy(bundled["cyclegan.horse2zebra"])
                     filename = entry["files"]["state_dict"]["filename"]
-                    data = legacy_save(cyclegan_state_dict())             # the book's 0.4.0-era file
+                    data = legacy_save(cyclegan_state_dict())  # the book's 0.4.0-era file
                     url, view = serve(filename, data)
-                    entry["files"] = {"state_dict": {"filename": filename, "urls": [url],
-                                                     "git_blob_sha1": git_blob_sha1(data)}}
+                    entry["files"] = {
+                        "state_dict": {"filename": filename, "urls": [url], "git_blob_sha1": git_blob_sha1(data)}
+                    }
                     self.file_sizes[model] = len(data)
                 elif model == "neuraltalk2":
                     entry = copy.deepcopy(bundled["neuraltalk2.coco_fc"])
@@ -345,27 +364,40 @@ class Workspace:
                     parts = []
                     for part, chunk in zip(files["encoder"]["parts"], (encoder[:cut], encoder[cut:])):
                         url, _ = serve(part["filename"], chunk)
-                        parts.append({"filename": part["filename"], "urls": [url],
-                                      "git_blob_sha1": git_blob_sha1(chunk)})
+                        parts.append(
+                            {"filename": part["filename"], "urls": [url], "git_blob_sha1": git_blob_sha1(chunk)}
+                        )
                     files["encoder"] = {"filename": files["encoder"]["filename"], "parts": parts}
                     for role, data in (("decoder", decoder), ("vocab", vocab)):
                         url, _ = serve(files[role]["filename"], data)
-                        files[role] = {"filename": files[role]["filename"], "urls": [url],
-                                       "git_blob_sha1": git_blob_sha1(data)}
+                        files[role] = {
+                            "filename": files[role]["filename"],
+                            "urls": [url],
+                            "git_blob_sha1": git_blob_sha1(data),
+                        }
                     files["vocab"]["size"] = len(vocab)
                     self.file_sizes[model] = len(encoder) + len(decoder) + len(vocab)
                 else:
                     raise ValueError(model)
                 self.entries = [e for e in self.entries if e["name"] != entry["name"]] + [entry]
-                log(f"  generated {model} weights ({self.file_sizes[model] / MB:.1f} MB) in "
-                    f"{time.perf_counter() - t0:.1f}s")
+                log(
+                    f"  generated {model} weights ({self.file_sizes[model] / MB:.1f} MB) in "
+                    f"{time.perf_counter() - t0:.1f}s"
+                )
             self._write_manifest()
-            code = ("import sys, dlwp_models as d\n"
-                    "for m in sys.argv[1:]:\n"
-                    "    d.fetch(d.get_weights('DEFAULT', m), progress=False)\n")
+            code = (
+                "import sys, dlwp_models as d\n"
+                "for m in sys.argv[1:]:\n"
+                "    d.fetch(d.get_weights('DEFAULT', m), progress=False)\n"
+            )
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code, *models], env=self.env(offline=False), check=True,
-                           cwd=REPO_DIR, timeout=600)
+            subprocess.run(
+                [sys.executable, "-c", code, *models],
+                env=self.env(offline=False),
+                check=True,
+                cwd=REPO_DIR,
+                timeout=600,
+            )
             log(f"  fetched through dlwp from 127.0.0.1 (verified, cached) in {time.perf_counter() - t0:.1f}s")
         finally:
             server.close()
@@ -375,13 +407,13 @@ class Workspace:
                 except BufferError:
                     pass
                 handle.close()
-        for model in models:   # torchvision reads <TORCH_HOME>/hub/checkpoints/<upstream file name>
+        for model in models:  # torchvision reads <TORCH_HOME>/hub/checkpoints/<upstream file name>
             if model in ("resnet101", "alexnet"):
                 filename = next(e for e in self.entries if e["model"] == model)["files"]["state_dict"]["filename"]
                 link = self.tv_cache / filename
                 link.unlink(missing_ok=True)
                 os.link(self._in_cache(filename), link)
-        for path in (self.root / "files").iterdir():   # served copies are no longer needed
+        for path in (self.root / "files").iterdir():  # served copies are no longer needed
             path.unlink()
 
     def cached(self, model: str) -> dict[str, Path]:
@@ -396,6 +428,7 @@ class Workspace:
 
 # --------------------------------------------------------------------------- worker processes
 
+
 class WorkerError(RuntimeError):
     pass
 
@@ -404,8 +437,14 @@ def run_worker(task: str, args: dict, env: dict[str, str], timeout: float = 600)
     """Run ``_worker.py task`` in a fresh interpreter; returns its JSON answer with ``t_spawn``
     (the wall-clock time just before the process was started) added."""
     t_spawn = time.time()
-    proc = subprocess.run([sys.executable, str(WORKER), task, json.dumps(args)], env=env, cwd=REPO_DIR,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), task, json.dumps(args)],
+        env=env,
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise WorkerError(f"worker {task} {args} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

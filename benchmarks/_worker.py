@@ -26,7 +26,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-import torchvision  # noqa: E402,F401
+import torchvision  # noqa: E402
 
 T_IMPORTED = time.time()
 
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 # --------------------------------------------------------------------------- memory
+
 
 def _status() -> dict[str, int]:
     text = Path("/proc/self/status").read_text()
@@ -48,6 +49,7 @@ def _reset_peak() -> None:
 
 
 # --------------------------------------------------------------------------- loads
+
 
 def _hub_load(model: str):
     return torch.hub.load(str(REPO_DIR), model, source="local", pretrained=True)
@@ -87,8 +89,8 @@ def _first_prediction(model_name: str, side: str, net, image: str):
 
 def task_load(args: dict) -> dict:
     model, side, image = args["model"], args["side"], args["image"]
-    files = args["files"]   # from the parent: the baseline process never imports dlwp
-    full_gc: list[float] = []      # full (generation 2) collections during the step, and their cost
+    files = args["files"]  # from the parent: the baseline process never imports dlwp
+    full_gc: list[float] = []  # full (generation 2) collections during the step, and their cost
     started: list[float] = []
 
     def on_gc(phase: str, info: dict) -> None:
@@ -108,11 +110,18 @@ def task_load(args: dict) -> dict:
     after = _status()
     prediction = _first_prediction(model, side, net, image)
     t_pred = time.time()
-    return {"load_s": t1 - t0, "peak_rss_delta": after["VmHWM"] - before["VmRSS"],
-            "rss_delta": after["VmRSS"] - before["VmRSS"],
-            "anon_delta": after["RssAnon"] - before["RssAnon"], "file_delta": after["RssFile"] - before["RssFile"],
-            "full_gc_s": full_gc,
-            "t_start": T_START, "t_imported": T_IMPORTED, "t_pred": t_pred, "prediction": repr(prediction)[:200]}
+    return {
+        "load_s": t1 - t0,
+        "peak_rss_delta": after["VmHWM"] - before["VmRSS"],
+        "rss_delta": after["VmRSS"] - before["VmRSS"],
+        "anon_delta": after["RssAnon"] - before["RssAnon"],
+        "file_delta": after["RssFile"] - before["RssFile"],
+        "full_gc_s": full_gc,
+        "t_start": T_START,
+        "t_imported": T_IMPORTED,
+        "t_pred": t_pred,
+        "prediction": repr(prediction)[:200],
+    }
 
 
 def _ordinary(module: torch.nn.Module) -> list[str]:
@@ -157,23 +166,29 @@ def task_check_load(args: dict) -> dict:
             result["ordinary_params"] = _ordinary(ours)
         else:
             enc_o, enc_b = ours.encoder.state_dict(), base["encoder"].state_dict()
-            result["same_keys"] = ([k for k in enc_b if not k.startswith("fc.")] == list(enc_o)
-                                   and sorted(ours.decoder.state_dict()) == sorted(base["decoder"].state_dict()))
-            result["same_values"] = result["same_keys"] and all(
-                torch.equal(enc_o[k], enc_b[k]) for k in enc_o) and all(
-                torch.equal(v, base["decoder"].state_dict()[k]) for k, v in ours.decoder.state_dict().items())
+            result["same_keys"] = [k for k in enc_b if not k.startswith("fc.")] == list(enc_o) and sorted(
+                ours.decoder.state_dict()
+            ) == sorted(base["decoder"].state_dict())
+            result["same_values"] = (
+                result["same_keys"]
+                and all(torch.equal(enc_o[k], enc_b[k]) for k in enc_o)
+                and all(torch.equal(v, base["decoder"].state_dict()[k]) for k, v in ours.decoder.state_dict().items())
+            )
             x = _book.caption_input(args["image"])
             f_o, f_b = ours.encode(x), _book.upstream_features(base["encoder"], x)
             words = _book.beam_search_one_beam_at_a_time(base["decoder"], f_b)
-            result["same_outputs"] = (torch.equal(f_o, f_b)
-                                      and ours.caption(args["image"]) == _book.words_to_sentence(words, base["vocab"])
-                                      and ours.vocab == base["vocab"])
+            result["same_outputs"] = (
+                torch.equal(f_o, f_b)
+                and ours.caption(args["image"]) == _book.words_to_sentence(words, base["vocab"])
+                and ours.vocab == base["vocab"]
+            )
             result["ordinary_params"] = _ordinary(ours)
         result["writable"] = _writable(ours)
     return result
 
 
 # --------------------------------------------------------------------------- throughput
+
 
 def _draft_open(path: str, resize: int):
     """JPEG draft-mode decoding (prototype, not in dlwp): the largest DCT downscale (1/2, 1/4, 1/8)
@@ -204,7 +219,7 @@ def _prepared_batch(net, paths: list[str], *, threads: int = 1, draft: bool = Fa
     def pil_part(path):
         img = _draft_open(path, tr.resize) if draft else load_image(path)
         img = F.resize(img, [tr.resize], interpolation=InterpolationMode(tr.interpolation), antialias=True)
-        return np.asarray(F.center_crop(img, [tr.crop, tr.crop]))       # (crop, crop, 3) uint8
+        return np.asarray(F.center_crop(img, [tr.crop, tr.crop]))  # (crop, crop, 3) uint8
 
     if threads > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -214,20 +229,28 @@ def _prepared_batch(net, paths: list[str], *, threads: int = 1, draft: bool = Fa
     else:
         arrays = [pil_part(p) for p in paths]
     with torch.inference_mode():
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()   # (N, 3, H, W) uint8
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
         x = batch.float().div_(255)
         return x.sub_(torch.tensor(tr.mean).view(1, 3, 1, 1)).div_(torch.tensor(tr.std).view(1, 3, 1, 1))
 
 
-def _prepared_predict(net, paths: list[str], *, threads: int = 1, draft: bool = False,
-                      channels_last: bool = False, batch_size: int = 32, topk: int = 5):
+def _prepared_predict(
+    net,
+    paths: list[str],
+    *,
+    threads: int = 1,
+    draft: bool = False,
+    channels_last: bool = False,
+    batch_size: int = 32,
+    topk: int = 5,
+):
     x = _prepared_batch(net, paths, threads=threads, draft=draft)
     net.eval()
     with torch.inference_mode():
         logits = []
         for start in range(0, len(x), batch_size):
-            chunk = x[start:start + batch_size]
-            if channels_last:   # same values, NHWC strides: oneDNN's faster convolution path on CPU
+            chunk = x[start : start + batch_size]
+            if channels_last:  # same values, NHWC strides: oneDNN's faster convolution path on CPU
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             logits.append(net(chunk).float())
         percent = torch.softmax(torch.cat(logits), dim=1) * 100
@@ -242,8 +265,13 @@ def _compare(a: list, b: list) -> dict:
     max_diff = max(abs(px - py) for x, y in zip(a, b) for (_, px), (_, py) in zip(x, y))
     exact = all([tuple(p) for p in x] == [tuple(p) for p in y] for x, y in zip(a, b))
     top1 = max(x[0][1] for x in a)
-    return {"same_labels_in_order": same_labels, "same_top5_set": same_set, "max_percent_diff": max_diff,
-            "bitwise_equal": exact, "max_top1_percent": top1}
+    return {
+        "same_labels_in_order": same_labels,
+        "same_top5_set": same_set,
+        "max_percent_diff": max_diff,
+        "bitwise_equal": exact,
+        "max_top1_percent": top1,
+    }
 
 
 def task_throughput(args: dict) -> dict:
@@ -262,9 +290,13 @@ def task_throughput(args: dict) -> dict:
     def predict():
         return [list(p) for p in ours.predict(paths)]
 
-    runs = {"book": book_loop, "predict": predict,
-            "batched_threads_draft": lambda: _prepared_predict(ours, paths, threads=2, draft=True, channels_last=True,
-                                                                batch_size=ours.default_batch_size)}
+    runs = {
+        "book": book_loop,
+        "predict": predict,
+        "batched_threads_draft": lambda: _prepared_predict(
+            ours, paths, threads=2, draft=True, channels_last=True, batch_size=ours.default_batch_size
+        ),
+    }
     order = ["book", "predict", *prototypes]
     book_loop_w = [_book.book_classify(base, p, preprocess, labels) for p in paths[:2]]  # warm-up
     ours.predict(paths[:2])
@@ -272,7 +304,7 @@ def task_throughput(args: dict) -> dict:
     times: dict[str, list[float]] = {k: [] for k in order}
     outputs: dict[str, list] = {}
     for r in range(reps):
-        for key in (order if r % 2 == 0 else order[::-1]):   # alternate, the machine drifts
+        for key in order if r % 2 == 0 else order[::-1]:  # alternate, the machine drifts
             t0 = time.perf_counter()
             out = runs[key]()
             times[key].append(time.perf_counter() - t0)
@@ -293,7 +325,7 @@ def task_throughput(args: dict) -> dict:
         base.eval()
         batched = []
         for start in range(0, len(paths), ours.default_batch_size):
-            chunk = book_inputs[start:start + ours.default_batch_size].contiguous(memory_format=torch.channels_last)
+            chunk = book_inputs[start : start + ours.default_batch_size].contiguous(memory_format=torch.channels_last)
             batched.append(base(chunk))
         percent = torch.softmax(torch.cat(batched), dim=1) * 100
         values, indices = percent.topk(5, dim=1)
@@ -303,18 +335,19 @@ def task_throughput(args: dict) -> dict:
     for key in order[1:]:
         result[f"compare_{key}"] = _compare(outputs["book"], outputs[key])
         result[f"vs_predict_{key}"] = _compare(outputs["predict"], outputs[key])
-    if any("draft" in p for p in prototypes):   # how far draft decoding moves the network's input
+    if any("draft" in p for p in prototypes):  # how far draft decoding moves the network's input
         from dlwp_models.inputs.images import load_image
 
         full = torch.stack([ours.transforms(load_image(p)) for p in paths])
         drafted = torch.stack([ours.transforms(_draft_open(p, ours.transforms.resize)) for p in paths])
         std = torch.tensor(ours.transforms.std).view(1, 3, 1, 1)
-        levels = ((full - drafted) * std * 255).abs()          # in 8-bit levels of the [0, 1] image
+        levels = ((full - drafted) * std * 255).abs()  # in 8-bit levels of the [0, 1] image
         result["draft_input_diff_levels"] = {"max": float(levels.max()), "mean": float(levels.mean())}
     return result
 
 
 # --------------------------------------------------------------------------- captioning
+
 
 def task_caption(args: dict) -> dict:
     import _book
@@ -329,7 +362,7 @@ def task_caption(args: dict) -> dict:
         for p in paths:
             with torch.no_grad():
                 t0 = time.perf_counter()
-                feature = model.encode(_book.caption_input(p))            # one image
+                feature = model.encode(_book.caption_input(p))  # one image
                 t1 = time.perf_counter()
                 words = _book.beam_search_one_beam_at_a_time(model.decoder, feature, beam_size=2)
                 enc_time[0] += t1 - t0
@@ -349,13 +382,13 @@ def task_caption(args: dict) -> dict:
             del model.encode
 
     runs = {"loop": loop, "batch": batched, "batch_cl": batched_cl}
-    model.caption(paths[0])   # warm-up (one image each way)
+    model.caption(paths[0])  # warm-up (one image each way)
     with torch.no_grad():
         _book.beam_search_one_beam_at_a_time(model.decoder, model.encode(_book.caption_input(paths[0])))
     times: dict[str, list[float]] = {k: [] for k in runs}
     outs = {}
     for r in range(reps):
-        for key in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+        for key in list(runs) if r % 2 == 0 else list(runs)[::-1]:
             t0 = time.perf_counter()
             outs[key] = runs[key]()
             times[key].append(time.perf_counter() - t0)
@@ -371,20 +404,28 @@ def task_caption(args: dict) -> dict:
     with torch.inference_mode():
         model.decoder.generate(feats, beam_size=2)
     t_dec_batch = time.perf_counter() - t0
-    return {"n": len(paths), "times": times, "identical": outs["loop"] == outs["batch"],
-            "identical_cl": outs["batch_cl"] == outs["loop"],
-            "captions": outs["batch"][:3], "loop_encoder_s": enc_time[0] / reps, "loop_decoder_s": dec_time[0] / reps,
-            "batch_encoder_s": t_enc_batch, "batch_decoder_s": t_dec_batch,
-            "distinct_captions": len(set(outs["batch"]))}
+    return {
+        "n": len(paths),
+        "times": times,
+        "identical": outs["loop"] == outs["batch"],
+        "identical_cl": outs["batch_cl"] == outs["loop"],
+        "captions": outs["batch"][:3],
+        "loop_encoder_s": enc_time[0] / reps,
+        "loop_decoder_s": dec_time[0] / reps,
+        "batch_encoder_s": t_enc_batch,
+        "batch_decoder_s": t_dec_batch,
+        "distinct_captions": len(set(outs["batch"])),
+    }
 
 
 # --------------------------------------------------------------------------- downloads
 
+
 def _download_once(side: str, url: str, sha256: str, size: int, name: str) -> dict:
     if side == "ours":
         from dlwp_models.weights.download import fetch_file
-        from dlwp_models.weights.store import cached_path
         from dlwp_models.weights.manifest import FileSpec
+        from dlwp_models.weights.store import cached_path
 
         spec = FileSpec(filename=name, urls=(url,), sha256=sha256, size=size)
         dest = cached_path(spec)
@@ -398,11 +439,12 @@ def _download_once(side: str, url: str, sha256: str, size: int, name: str) -> di
 
         def download():
             torch.hub.download_url_to_file(url, str(dest), hash_prefix=sha256, progress=False)
+
     error = None
     t0 = time.perf_counter()
     try:
         download()
-    except Exception as exc:  # noqa: BLE001 - reported to the parent
+    except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - t0
     ok = error is None and dest.exists() and dest.stat().st_size == size
@@ -417,20 +459,26 @@ def task_download(args: dict) -> dict:
     fixed = {k: args[k] for k in ("url", "sha256", "size", "name")}
     if "side" in args:
         return _download_once(args["side"], **fixed)
-    import dlwp_models.weights.download  # noqa: F401 - both sides' modules are imported before timing
     import urllib.request  # noqa: F401
 
-    _download_once("ours", **fixed), _download_once("baseline", **fixed)   # warm-up
+    import dlwp_models.weights.download  # noqa: F401 - both sides' modules are imported before timing
+
+    _download_once("ours", **fixed), _download_once("baseline", **fixed)  # warm-up
     out: dict[str, list] = {"ours": [], "baseline": []}
     for r in range(args["runs"]):
-        for side in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
+        for side in ("ours", "baseline") if r % 2 == 0 else ("baseline", "ours"):
             out[side].append(_download_once(side, **fixed))
     return out
 
 
-TASKS = {"load": task_load, "check-load": task_check_load, "throughput": task_throughput,
-         "caption": task_caption, "download": task_download,
-         "onnx": lambda args: __import__("_onnx_worker").task_onnx(args, _hub_load, _compare)}
+TASKS = {
+    "load": task_load,
+    "check-load": task_check_load,
+    "throughput": task_throughput,
+    "caption": task_caption,
+    "download": task_download,
+    "onnx": lambda args: __import__("_onnx_worker").task_onnx(args, _hub_load, _compare),
+}
 
 if __name__ == "__main__":
     import logging

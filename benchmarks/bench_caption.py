@@ -17,7 +17,7 @@ def caption_ready() -> str | None:
     """None when dlwp_models.models.captioning can caption, else why not."""
     try:
         from dlwp_models.models.captioning import NeuralTalk2
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"dlwp_models.models.captioning does not import ({type(exc).__name__}: {exc})"
     if not hasattr(NeuralTalk2, "caption"):
         return "NeuralTalk2.caption does not exist yet"
@@ -32,18 +32,40 @@ def run(ws, *, reps: int, paths: list[str], size_label: str) -> tuple[list[Row],
     cps_loop = n / median(res["times"]["loop"])
     cps_cl = n / median(res["times"]["batch_cl"])
     ratio = cps_batch / cps_loop
-    split = (f"loop: encoder {res['loop_encoder_s']:.2f} s + decoder {res['loop_decoder_s']:.2f} s; "
-             f"batch: encoder {res['batch_encoder_s']:.2f} s + decoder {res['batch_decoder_s']:.2f} s")
+    split = (
+        f"loop: encoder {res['loop_encoder_s']:.2f} s + decoder {res['loop_decoder_s']:.2f} s; "
+        f"batch: encoder {res['batch_encoder_s']:.2f} s + decoder {res['batch_decoder_s']:.2f} s"
+    )
     rows = [
-        Row(f"captions/s, beam 2, batch of {n} ({size_label}) vs one image / one beam at a time "
-            f"(median of {reps})", f"{cps_batch:.2f} cap/s", f"{cps_loop:.2f} cap/s", f"{ratio:.2f}×",
-            f"≥ {TARGET:g}×", yes_no(ratio >= TARGET), split),
-        Row(f"captions identical, {size_label} (batch vs loop; {res['distinct_captions']} distinct of {n})",
-            str(res["identical"]), "loop", "—", "identical", yes_no(res["identical"])),
-        Row(f"prototype: caption() with the encoder input channels-last, {size_label}",
-            f"{cps_cl:.2f} cap/s", f"{cps_loop:.2f} cap/s", f"{cps_cl / cps_loop:.2f}× ({cps_cl / cps_batch:.2f}× caption())",
-            "not in dlwp", "—", f"captions identical to the loop: {res['identical_cl']}"),
+        Row(
+            f"captions/s, beam 2, batch of {n} ({size_label}) vs one image / one beam at a time (median of {reps})",
+            f"{cps_batch:.2f} cap/s",
+            f"{cps_loop:.2f} cap/s",
+            f"{ratio:.2f}×",
+            f"≥ {TARGET:g}×",
+            yes_no(ratio >= TARGET),
+            split,
+        ),
+        Row(
+            f"captions identical, {size_label} (batch vs loop; {res['distinct_captions']} distinct of {n})",
+            str(res["identical"]),
+            "loop",
+            "—",
+            "identical",
+            yes_no(res["identical"]),
+        ),
+        Row(
+            f"prototype: caption() with the encoder input channels-last, {size_label}",
+            f"{cps_cl:.2f} cap/s",
+            f"{cps_loop:.2f} cap/s",
+            f"{cps_cl / cps_loop:.2f}× ({cps_cl / cps_batch:.2f}× caption())",
+            "not in dlwp",
+            "—",
+            f"captions identical to the loop: {res['identical_cl']}",
+        ),
     ]
-    log(f"[caption] batch {cps_batch:.2f} cap/s vs loop {cps_loop:.2f} cap/s = {ratio:.2f}×; {split}; "
-        f"identical: {res['identical']}")
+    log(
+        f"[caption] batch {cps_batch:.2f} cap/s vs loop {cps_loop:.2f} cap/s = {ratio:.2f}×; {split}; "
+        f"identical: {res['identical']}"
+    )
     return rows, res

@@ -18,7 +18,6 @@ RESUME_LIMIT = 1.55
 
 def run(ws, *, runs: int, size_mb: int = 200) -> tuple[list[Row], dict]:
     import numpy as np
-
     from loopback import Fault, LoopbackServer
 
     size = size_mb * 1000 * 1000
@@ -30,8 +29,10 @@ def run(ws, *, runs: int, size_mb: int = 200) -> tuple[list[Row], dict]:
         url = server.serve(name, memoryview(data))
         env = ws.env(offline=False)
         args = {"url": url, "sha256": sha, "size": size, "name": name}
-        log(f"[download] {size_mb} MB from {server.base}: {runs} downloads per side, alternating, in one "
-            "process that imported torch, torchvision and dlwp")
+        log(
+            f"[download] {size_mb} MB from {server.base}: {runs} downloads per side, alternating, in one "
+            "process that imported torch, torchvision and dlwp"
+        )
         res = run_worker("download", {**args, "runs": runs}, env)
         for side in ("ours", "baseline"):
             bad = [x["error"] for x in res[side] if not x["ok"]]
@@ -56,16 +57,27 @@ def run(ws, *, runs: int, size_mb: int = 200) -> tuple[list[Row], dict]:
     finally:
         server.close()
     rows = [
-        Row(f"download {size_mb} MB over 127.0.0.1 (median of {runs}; both hash sha256, dlwp also locks)",
-            f"{mbps_o:.0f} MB/s ({fmt_s(median(secs['ours']))})", f"{mbps_b:.0f} MB/s ({fmt_s(median(secs['baseline']))})",
-            f"{ratio:.2f}×", f"≥ {SPEED_TARGET}×", yes_no(ratio >= SPEED_TARGET)),
-        Row("bytes transferred when cut at 50 % (dlwp resumes; torch: failed try + full retry)",
+        Row(
+            f"download {size_mb} MB over 127.0.0.1 (median of {runs}; both hash sha256, dlwp also locks)",
+            f"{mbps_o:.0f} MB/s ({fmt_s(median(secs['ours']))})",
+            f"{mbps_b:.0f} MB/s ({fmt_s(median(secs['baseline']))})",
+            f"{ratio:.2f}×",
+            f"≥ {SPEED_TARGET}×",
+            yes_no(ratio >= SPEED_TARGET),
+        ),
+        Row(
+            "bytes transferred when cut at 50 % (dlwp resumes; torch: failed try + full retry)",
             f"{total_o / size:.3f}× file ({'ok' if res_o['ok'] else 'FAILED: ' + str(res_o['error'])})",
             f"{total_b / size:.3f}× file (1st try: {'ok' if first['ok'] else 'failed'}; retry: "
             f"{'ok' if second['ok'] else 'failed'})",
-            f"{total_o / total_b:.2f}×", f"≤ {RESUME_LIMIT}× file", yes_no(res_o["ok"] and total_o <= RESUME_LIMIT * size),
-            f"torch's first try: {first['error'] or 'no error'}"[:160]),
+            f"{total_o / total_b:.2f}×",
+            f"≤ {RESUME_LIMIT}× file",
+            yes_no(res_o["ok"] and total_o <= RESUME_LIMIT * size),
+            f"torch's first try: {first['error'] or 'no error'}"[:160],
+        ),
     ]
-    log(f"[download] ours {mbps_o:.0f} MB/s vs torch {mbps_b:.0f} MB/s = {ratio:.2f}×; resume {total_o / size:.3f}× "
-        f"(torch {total_b / size:.3f}×)")
+    log(
+        f"[download] ours {mbps_o:.0f} MB/s vs torch {mbps_b:.0f} MB/s = {ratio:.2f}×; resume {total_o / size:.3f}× "
+        f"(torch {total_b / size:.3f}×)"
+    )
     return rows, {"secs": secs, "resume_ours": total_o, "resume_torch": total_b, "size": size}

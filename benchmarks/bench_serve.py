@@ -38,14 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-
-from _setup import REPO_DIR, Workspace, classifier_state_dict, log, photo, sha256_hex  # noqa: E402
+import httpx
+from _setup import REPO_DIR, Workspace, classifier_state_dict, log, photo, sha256_hex
 
 CLIENTS = (1, 4, 16)
 MAX_BATCH = 16
 MODES = {"batched": ["--max-batch", str(MAX_BATCH), "--max-wait-ms", "10"], "unbatched": ["--max-batch", "1"]}
-FULL_LOAD_CLIENTS = 2 * MAX_BATCH             # enough waiting requests for every batch to be full
+FULL_LOAD_CLIENTS = 2 * MAX_BATCH  # enough waiting requests for every batch to be full
 
 
 def publish(workspace: Workspace, models: list[str]) -> None:
@@ -65,13 +64,26 @@ def publish(workspace: Workspace, models: list[str]) -> None:
             torch.save(classifier_state_dict(model), buffer)
             data = buffer.getvalue()
             filename = entry["files"]["state_dict"]["filename"]
-            entry["files"] = {"state_dict": {"filename": filename, "urls": [server.serve(filename, data)],
-                                             "sha256": sha256_hex(data), "size": len(data)}}
+            entry["files"] = {
+                "state_dict": {
+                    "filename": filename,
+                    "urls": [server.serve(filename, data)],
+                    "sha256": sha256_hex(data),
+                    "size": len(data),
+                }
+            }
             workspace.entries.append(entry)
         workspace.manifest.write_text(json.dumps({"schema_version": 1, "weights": workspace.entries}))
-        code = "import sys, dlwp_models as d\nfor m in sys.argv[1:]: d.fetch(d.get_weights('DEFAULT', m), progress=False)"
-        subprocess.run([sys.executable, "-c", code, *models], env=workspace.env(offline=False), check=True,
-                       cwd=REPO_DIR, timeout=600)
+        code = (
+            "import sys, dlwp_models as d\nfor m in sys.argv[1:]: d.fetch(d.get_weights('DEFAULT', m), progress=False)"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code, *models],
+            env=workspace.env(offline=False),
+            check=True,
+            cwd=REPO_DIR,
+            timeout=600,
+        )
     finally:
         server.close()
 
@@ -89,8 +101,24 @@ class Server:
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dlwp_models", "serve", "--models", model, "--port", str(self.port),
-             "--max-queue", str(queue), *args], env=workspace.env(), cwd=REPO_DIR, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "dlwp_models",
+                "serve",
+                "--models",
+                model,
+                "--port",
+                str(self.port),
+                "--max-queue",
+                str(queue),
+                *args,
+            ],
+            env=workspace.env(),
+            cwd=REPO_DIR,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         if "ready" not in self.process.stdout.readline():
             raise RuntimeError("the server did not start")
 
@@ -110,8 +138,10 @@ class Server:
 def batch_counts(server: Server, model: str) -> tuple[float, float]:
     """(requests, forward passes) so far, from the server's dlwp_batch_size histogram."""
     text = httpx.get(server.url + "/metrics", timeout=10).text
-    total, count = (float(re.search(rf'dlwp_batch_size_{part}{{model="{model}"}} (\S+)', text).group(1))
-                    for part in ("sum", "count"))
+    total, count = (
+        float(re.search(rf'dlwp_batch_size_{part}{{model="{model}"}} (\S+)', text).group(1))
+        for part in ("sum", "count")
+    )
     return total, count
 
 
@@ -126,8 +156,11 @@ def closed_loop(server: Server, model: str, clients: int, seconds: float, photos
             n = index
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                response = http.post(f"/v1/classify?model={model}", content=photos[n % len(photos)],
-                                     headers={"Content-Type": "image/jpeg"})
+                response = http.post(
+                    f"/v1/classify?model={model}",
+                    content=photos[n % len(photos)],
+                    headers={"Content-Type": "image/jpeg"},
+                )
                 with lock:
                     latencies.append(time.perf_counter() - started)
                     statuses.append(response.status_code)
@@ -152,13 +185,20 @@ def closed_loop(server: Server, model: str, clients: int, seconds: float, photos
     requests_after, batches_after = batch_counts(server, model)
     ok = statuses.count(200)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
-    return {"throughput": ok / elapsed, "p50": quantiles[49], "p99": quantiles[98], "requests": len(statuses),
-            "non_200": len(statuses) - ok, "rss_peak_mb": peak[0],
-            "mean_batch": (requests_after - requests_before) / max(1.0, batches_after - batches_before)}
+    return {
+        "throughput": ok / elapsed,
+        "p50": quantiles[49],
+        "p99": quantiles[98],
+        "requests": len(statuses),
+        "non_200": len(statuses) - ok,
+        "rss_peak_mb": peak[0],
+        "mean_batch": (requests_after - requests_before) / max(1.0, batches_after - batches_before),
+    }
 
 
-def overload(server: Server, model: str, rate: float, seconds: float, photos: list[bytes],
-             full_load_peak_mb: float) -> dict:
+def overload(
+    server: Server, model: str, rate: float, seconds: float, photos: list[bytes], full_load_peak_mb: float
+) -> dict:
     statuses: dict[int, int] = {}
     health: list[float] = []
     lock = threading.Lock()
@@ -184,8 +224,9 @@ def overload(server: Server, model: str, rate: float, seconds: float, photos: li
         if not hasattr(local, "http"):
             local.http = httpx.Client(base_url=server.url, timeout=60)
         try:
-            status = local.http.post(f"/v1/classify?model={model}", content=photos[n % len(photos)],
-                                     headers={"Content-Type": "image/jpeg"}).status_code
+            status = local.http.post(
+                f"/v1/classify?model={model}", content=photos[n % len(photos)], headers={"Content-Type": "image/jpeg"}
+            ).status_code
         except httpx.HTTPError:
             status = -1
         with lock:
@@ -194,7 +235,7 @@ def overload(server: Server, model: str, rate: float, seconds: float, photos: li
     watcher = threading.Thread(target=watch)
     watcher.start()
     requests_before, batches_before = batch_counts(server, model)
-    with ThreadPoolExecutor(128) as pool:                 # bounded: at most 128 requests in flight
+    with ThreadPoolExecutor(128) as pool:  # bounded: at most 128 requests in flight
         start = time.perf_counter()
         for n in range(int(rate * seconds)):
             time.sleep(max(0.0, start + n / rate - time.perf_counter()))
@@ -202,10 +243,14 @@ def overload(server: Server, model: str, rate: float, seconds: float, photos: li
     stop.set()
     watcher.join()
     requests_after, batches_after = batch_counts(server, model)
-    return {"statuses": statuses, "rss_growth_mb": rss_peak[0] - full_load_peak_mb,
-            "rss_over_idle_mb": rss_peak[0] - rss_before, "healthz_max_s": max(health),
-            "healthz_p50_s": statistics.median(health),
-            "mean_batch": (requests_after - requests_before) / max(1.0, batches_after - batches_before)}
+    return {
+        "statuses": statuses,
+        "rss_growth_mb": rss_peak[0] - full_load_peak_mb,
+        "rss_over_idle_mb": rss_peak[0] - rss_before,
+        "healthz_max_s": max(health),
+        "healthz_p50_s": statistics.median(health),
+        "mean_batch": (requests_after - requests_before) / max(1.0, batches_after - batches_before),
+    }
 
 
 def main() -> int:
@@ -225,19 +270,24 @@ def main() -> int:
             for mode, flags in MODES.items():
                 server = Server(workspace, model, flags)
                 try:
-                    closed_loop(server, model, 2, 2.0, photos)                       # warm-up
+                    closed_loop(server, model, 2, 2.0, photos)  # warm-up
                     for clients in CLIENTS:
                         results[mode, clients] = r = closed_loop(server, model, clients, args.seconds, photos)
-                        log(f"{model} {mode:9} {clients:2} clients: {r['throughput']:.2f} req/s, p50 "
+                        log(
+                            f"{model} {mode:9} {clients:2} clients: {r['throughput']:.2f} req/s, p50 "
                             f"{r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms ({r['non_200']} not 200), "
-                            f"mean batch {r['mean_batch']:.1f}, RSS peak {r['rss_peak_mb']:.0f} MB")
+                            f"mean batch {r['mean_batch']:.1f}, RSS peak {r['rss_peak_mb']:.0f} MB"
+                        )
                     if mode == "batched":
                         capacity = max(results[mode, c]["throughput"] for c in CLIENTS)
                         results["full"] = f = closed_loop(server, model, FULL_LOAD_CLIENTS, args.seconds, photos)
-                        log(f"{model} full load, {FULL_LOAD_CLIENTS} clients: {f['throughput']:.2f} req/s, mean batch "
-                            f"{f['mean_batch']:.1f}, RSS peak {f['rss_peak_mb']:.0f} MB")
-                        results["overload"] = o = overload(server, model, 4 * capacity, args.overload_seconds, photos,
-                                                           f["rss_peak_mb"])
+                        log(
+                            f"{model} full load, {FULL_LOAD_CLIENTS} clients: {f['throughput']:.2f} req/s, mean batch "
+                            f"{f['mean_batch']:.1f}, RSS peak {f['rss_peak_mb']:.0f} MB"
+                        )
+                        results["overload"] = o = overload(
+                            server, model, 4 * capacity, args.overload_seconds, photos, f["rss_peak_mb"]
+                        )
                         log(f"{model} overload at {4 * capacity:.1f} req/s: {o}")
                 finally:
                     log(f"{model} {mode}: server exit status after SIGTERM {server.stop()}")
@@ -249,20 +299,26 @@ def main() -> int:
 
 
 def report(rows: list) -> str:
-    lines = ["| model | clients | batched req/s | unbatched req/s | ratio | batched p50 / p99 ms | unbatched p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | clients | batched req/s | unbatched req/s | ratio | batched p50 / p99 ms | unbatched p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model, results in rows:
         for clients in CLIENTS:
             b, u = results["batched", clients], results["unbatched", clients]
-            lines.append(f"| {model} | {clients} | {b['throughput']:.2f} | {u['throughput']:.2f} | "
-                         f"{b['throughput'] / u['throughput']:.2f}× | {b['p50'] * 1000:.0f} / {b['p99'] * 1000:.0f} | "
-                         f"{u['p50'] * 1000:.0f} / {u['p99'] * 1000:.0f} |")
+            lines.append(
+                f"| {model} | {clients} | {b['throughput']:.2f} | {u['throughput']:.2f} | "
+                f"{b['throughput'] / u['throughput']:.2f}× | {b['p50'] * 1000:.0f} / {b['p99'] * 1000:.0f} | "
+                f"{u['p50'] * 1000:.0f} / {u['p99'] * 1000:.0f} |"
+            )
         f, o = results["full"], results["overload"]
-        lines.append(f"| {model} | overload 4× | answers {o['statuses']} (mean batch {o['mean_batch']:.1f}) | RSS peak "
-                     f"{o['rss_growth_mb']:+.0f} MB vs at full load ({FULL_LOAD_CLIENTS} clients, mean batch "
-                     f"{f['mean_batch']:.1f}; {o['rss_over_idle_mb']:+.0f} MB vs idle; 16 clients' mean batch "
-                     f"{results['batched', CLIENTS[-1]]['mean_batch']:.1f}) | | "
-                     f"/healthz max {o['healthz_max_s'] * 1000:.0f} ms | |")
+        lines.append(
+            f"| {model} | overload 4× | answers {o['statuses']} (mean batch {o['mean_batch']:.1f}) | RSS peak "
+            f"{o['rss_growth_mb']:+.0f} MB vs at full load ({FULL_LOAD_CLIENTS} clients, mean batch "
+            f"{f['mean_batch']:.1f}; {o['rss_over_idle_mb']:+.0f} MB vs idle; 16 clients' mean batch "
+            f"{results['batched', CLIENTS[-1]]['mean_batch']:.1f}) | | "
+            f"/healthz max {o['healthz_max_s'] * 1000:.0f} ms | |"
+        )
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _setup import BENCH_DIR, Row, Workspace, log, make_photos  # noqa: E402
+from _setup import BENCH_DIR, Row, Workspace, log, make_photos
 
 BENCHES = ("load", "list", "throughput", "onnx", "batch", "caption", "download")
 
@@ -47,8 +47,10 @@ def _machine() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"torchvision {torchvision.__version__}, Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"torchvision {torchvision.__version__}, Python {platform.python_version()}"
+    )
 
 
 def _loadavg() -> str:
@@ -61,15 +63,20 @@ def _loadavg() -> str:
 def main(default_only: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (rougher figures)")
-    parser.add_argument("--only", default=",".join(default_only or BENCHES),
-                        help=f"comma-separated subset of {','.join(BENCHES)}")
-    parser.add_argument("--models", default="resnet101,alexnet,cyclegan,neuraltalk2",
-                        help="models for the load benchmark")
+    parser.add_argument(
+        "--only", default=",".join(default_only or BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}"
+    )
+    parser.add_argument(
+        "--models", default="resnet101,alexnet,cyclegan,neuraltalk2", help="models for the load benchmark"
+    )
     parser.add_argument("--runs", type=int, help="fresh-process runs per side (default 5; 3 with --quick)")
     parser.add_argument("--download-mb", type=int, default=200)
-    parser.add_argument("--encoder-format", choices=("legacy", "zip"), default="legacy",
-                        help="container format of the generated captioning encoder (upstream's is a 2017 "
-                             "legacy torch.save file)")
+    parser.add_argument(
+        "--encoder-format",
+        choices=("legacy", "zip"),
+        default="legacy",
+        help="container format of the generated captioning encoder (upstream's is a 2017 legacy torch.save file)",
+    )
     parser.add_argument("--results", default=str(BENCH_DIR / "RESULTS.md"))
     parser.add_argument("--no-write", action="store_true", help="print the table, do not write RESULTS.md")
     parser.add_argument("--workdir", default=None, help="parent folder of the temporary workspace")
@@ -119,8 +126,12 @@ def main(default_only: list[str] | None = None) -> int:
             ws.publish(order, encoder_format=opts.encoder_format)
         photos = make_photos(ws.root / "photos", 32, 1280, 720)
         small = make_photos(ws.root / "photos_small", 8, 640, 480, seed0=100)
-        images = {"resnet101": photos[0], "alexnet": photos[0], "cyclegan": make_photos(ws.root / "horse", 1, 400, 300, 50)[0],
-                  "neuraltalk2": small[0]}
+        images = {
+            "resnet101": photos[0],
+            "alexnet": photos[0],
+            "cyclegan": make_photos(ws.root / "horse", 1, 400, 300, 50)[0],
+            "neuraltalk2": small[0],
+        }
 
         def attempt(name: str, fn) -> None:
             t0 = time.time()
@@ -129,7 +140,7 @@ def main(default_only: list[str] | None = None) -> int:
                 new_rows, data = fn()
                 rows.extend(new_rows)
                 raw[name] = data
-            except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
+            except Exception as exc:
                 import traceback
 
                 traceback.print_exc()
@@ -201,8 +212,11 @@ def main(default_only: list[str] | None = None) -> int:
         if failures:
             text.append("\nFailed benchmarks:\n\n" + "\n".join(f"- {f}" for f in failures) + "\n")
         text.append(f"\n{met} of {judged} targets met.\n")
-        text.append("\n| benchmark | wall time | load average (1, 5, 15 min) before → after |\n|---|---|---|\n"
-                    + "\n".join(f"| {n} | {s:.0f} s | {a} → {b} |" for n, s, a, b in timings) + "\n")
+        text.append(
+            "\n| benchmark | wall time | load average (1, 5, 15 min) before → after |\n|---|---|---|\n"
+            + "\n".join(f"| {n} | {s:.0f} s | {a} → {b} |" for n, s, a, b in timings)
+            + "\n"
+        )
         raw_path = Path(opts.results).with_name("results.json")
         text.append(f"\nRaw measurements of this run: `{raw_path.name}`.\n")
         Path(opts.results).write_text("\n".join(text), encoding="utf-8")

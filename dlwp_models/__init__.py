@@ -12,19 +12,41 @@ Importing the package registers every model family (:mod:`.models.registry`), so
 name their weight formats.
 """
 
-from .errors import (DlwpError, DownloadError, ImageInputError, IncompatibleWeightsError,
-                     IntegrityError, ManifestError, MissingDependencyError, OfflineError,
-                     UnsafeFileError, WeightsNotFoundError)
+from .errors import (
+    DlwpError,
+    DownloadError,
+    ImageInputError,
+    IncompatibleWeightsError,
+    IntegrityError,
+    ManifestError,
+    MissingDependencyError,
+    OfflineError,
+    UnsafeFileError,
+    WeightsNotFoundError,
+)
 from .inputs.predictions import Prediction
+from .models.registry import families as _families
 from .weights.download import fetch
 from .weights.manifest import FileSpec, WeightSet, get_weights, list_weights
-from .models.registry import families as _families
 
-_families()   # each family registers itself, and its weight format, on import
+_families()  # each family registers itself, and its weight format, on import
 
 __all__ = [
-    "list_weights", "get_weights", "fetch", "WeightSet", "FileSpec", "Prediction",
-    "DlwpError", "DownloadError", "ImageInputError", "IncompatibleWeightsError", "IntegrityError",
-    "ManifestError", "MissingDependencyError", "OfflineError", "UnsafeFileError", "WeightsNotFoundError",
+    "list_weights",
+    "get_weights",
+    "fetch",
+    "WeightSet",
+    "FileSpec",
+    "Prediction",
+    "DlwpError",
+    "DownloadError",
+    "ImageInputError",
+    "IncompatibleWeightsError",
+    "IntegrityError",
+    "ManifestError",
+    "MissingDependencyError",
+    "OfflineError",
+    "UnsafeFileError",
+    "WeightsNotFoundError",
 ]
 __version__ = "0.1.0"

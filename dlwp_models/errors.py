@@ -162,7 +162,7 @@ class ApiError(Exception):
     """A server answer other than 200: ``status``, a message in plain words (no paths, no
     traceback) and extra headers (e.g. ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str, headers: "dict[str, str] | None" = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, dict(headers or {})
 

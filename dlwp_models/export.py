@@ -39,15 +39,18 @@ def _pipeline_for(name: str, weights: str | None) -> tuple[nn.Module, Any]:
     """The pipeline module for ``name`` and an eager reference function of uint8 images."""
     exportable = [info for info in families() if info.exportable]
     if not any(name in info.models for info in exportable):
-        raise ExportError(f"cannot export {name!r}; exportable models: the families "
-                          f"{', '.join(info.name for info in exportable)} "
-                          f"({', '.join(model for info in exportable for model in info.models)}).")
+        raise ExportError(
+            f"cannot export {name!r}; exportable models: the families "
+            f"{', '.join(info.name for info in exportable)} "
+            f"({', '.join(model for info in exportable for model in info.models)})."
+        )
     model = build(name, weights=weights or "DEFAULT")
     return load_family(name).export_pipeline(model)
 
 
-def export_model(name: str, *, output: str | Path, format: str, weights: str | None = None,
-                 input_size: tuple[int, int] = (480, 640)) -> Path:
+def export_model(
+    name: str, *, output: str | Path, format: str, weights: str | None = None, input_size: tuple[int, int] = (480, 640)
+) -> Path:
     """Write ``name`` (with ``weights``, default the default set) as a self-contained artefact
     taking uint8 (N, 3, H, W) images; check it against the eager model on an ``input_size``
     sample (the size a ``torch.export`` or ONNX artefact is specialised to; ONNX also at a second
@@ -64,7 +67,7 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
     output.parent.mkdir(parents=True, exist_ok=True)
     # a new file of ours beside the output (the exporters write it by its path, never through a link),
     # moved into place only once it reproduces the eager model
-    tmp = output.with_name(f".{output.stem}.{uuid.uuid4().hex}.partial{output.suffix}")   # keeps the suffix
+    tmp = output.with_name(f".{output.stem}.{uuid.uuid4().hex}.partial{output.suffix}")  # keeps the suffix
     try:
         with staged(output, replace=True, temporary=tmp) as (path, out):
             out.close()
@@ -73,25 +76,27 @@ def export_model(name: str, *, output: str | Path, format: str, weights: str | N
         raise
     except OSError as exc:
         raise write_failure(exc, output, f"write {output.name}", error=ExportError) from None
-    except Exception as exc:  # noqa: BLE001 - torch's exporters raise many types; report one clearly
-        raise ExportError(f"exporting {name} as {format} failed ({type(exc).__name__}: "
-                          f"{first_line(exc)}). Try the other --format.") from None
+    except Exception as exc:
+        raise ExportError(
+            f"exporting {name} as {format} failed ({type(exc).__name__}: {first_line(exc)}). Try the other --format."
+        ) from None
     log.info("exported %s (%s) to %s; difference to eager %.2e", name, format, output, error)
     return output
 
 
-def _write_checked(name: str, format: str, pipeline: nn.Module, reference: Any, sample: torch.Tensor,
-                   path: Path) -> float:
+def _write_checked(
+    name: str, format: str, pipeline: nn.Module, reference: Any, sample: torch.Tensor, path: Path
+) -> float:
     """Write the artefact to ``path`` and load it back; its largest difference to the eager model
     (an :class:`ExportError` above :data:`~.models.onnx_graphs.TOLERANCE`)."""
-    if format == "onnx":      # batch dynamic, height and width fixed at the sample's
+    if format == "onnx":  # batch dynamic, height and width fixed at the sample's
         export_graph(pipeline, sample, path, dynamic=(0,), input_name="images", output_name=pipeline.output_name)
         session = session_for(path, torch.device("cpu"))
         return check_graph(session, dynamic_samples(sample, (0,)), reference, what=f"the onnx export of {name}")
     with torch.inference_mode():
         expected = reference(sample)
     if format == "torchscript":
-        with warnings.catch_warnings():   # TorchScript is deprecated in torch 2.14 but asked for here
+        with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.14 but asked for here
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.script(pipeline).save(str(path))
             loaded = torch.jit.load(str(path))
@@ -105,6 +110,8 @@ def _write_checked(name: str, format: str, pipeline: nn.Module, reference: Any, 
         got = loaded(sample)
     error = float((got - expected).abs().max())
     if not error <= TOLERANCE:
-        raise ExportError(f"the {format} export of {name} differs from the eager model by {error:.2e} "
-                          f"(tolerance {TOLERANCE}); it was not written. Please report this.")
+        raise ExportError(
+            f"the {format} export of {name} differs from the eager model by {error:.2e} "
+            f"(tolerance {TOLERANCE}); it was not written. Please report this."
+        )
     return error

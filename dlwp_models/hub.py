@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -32,9 +33,16 @@ __all__ = ["build", "entrypoint"]
 log = logging.getLogger(__name__)
 
 
-def build(model: str, *, pretrained: bool = False, weights: "str | os.PathLike | WeightSet | None" = None,
-          progress: bool = True, map_location: Any = None, sha256: str | None = None,
-          **kwargs: Any) -> nn.Module:
+def build(
+    model: str,
+    *,
+    pretrained: bool = False,
+    weights: str | os.PathLike | WeightSet | None = None,
+    progress: bool = True,
+    map_location: Any = None,
+    sha256: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build ``model`` (an entrypoint name) as its entrypoint does: resolve, plan, fetch, load."""
     info = family_info(model)
     family = load_family(model)
@@ -50,12 +58,16 @@ def build(model: str, *, pretrained: bool = False, weights: "str | os.PathLike |
 
 def _check_files_fit(info: FamilyInfo, weights: WeightSet) -> None:
     if weights.format != info.format:
-        raise ManifestError(f"weight set {weights.name!r} has format {weights.format!r}, but this model "
-                            f"reads {info.format!r}; fix the entry's \"format\" in {weights.source}.")
+        raise ManifestError(
+            f"weight set {weights.name!r} has format {weights.format!r}, but this model "
+            f'reads {info.format!r}; fix the entry\'s "format" in {weights.source}.'
+        )
     if set(weights.files) != set(info.roles):
-        raise ManifestError(f"{weights.source}: weight set {weights.name!r}.files: a {info.format!r} weight "
-                            f"set needs the roles {list(info.roles)}, got {sorted(weights.files)}. Fix that "
-                            "field of the manifest.")
+        raise ManifestError(
+            f"{weights.source}: weight set {weights.name!r}.files: a {info.format!r} weight "
+            f"set needs the roles {list(info.roles)}, got {sorted(weights.files)}. Fix that "
+            "field of the manifest."
+        )
 
 
 def _fetch(choice: Choice, progress: bool) -> Mapping[str, CachedFile]:
@@ -64,7 +76,7 @@ def _fetch(choice: Choice, progress: bool) -> Mapping[str, CachedFile]:
     if choice.remote is not None:
         return {"state_dict": fetch_file(choice.remote, progress=progress)}
     assert choice.local is not None
-    return {"state_dict": CachedFile(choice.local)}   # the caller's own file: loaded, never copied
+    return {"state_dict": CachedFile(choice.local)}  # the caller's own file: loaded, never copied
 
 
 # --------------------------------------------------------------------------- entrypoints
@@ -83,11 +95,24 @@ def entrypoint(model: str) -> Callable[..., nn.Module]:
     """The hub entrypoint of ``model``: keyword-only, built by :func:`build`, documented by its
     family's docstring (with the bundled weight sets). ``hubconf.py`` makes one per model."""
 
-    def entrypoint(*, pretrained: bool = False, weights: "str | os.PathLike | None" = None,
-                   progress: bool = True, map_location: Any = None, sha256: str | None = None,
-                   **kwargs: Any) -> nn.Module:
-        return build(model, pretrained=pretrained, weights=weights, progress=progress,
-                     map_location=map_location, sha256=sha256, **kwargs)
+    def entrypoint(
+        *,
+        pretrained: bool = False,
+        weights: str | os.PathLike | None = None,
+        progress: bool = True,
+        map_location: Any = None,
+        sha256: str | None = None,
+        **kwargs: Any,
+    ) -> nn.Module:
+        return build(
+            model,
+            pretrained=pretrained,
+            weights=weights,
+            progress=progress,
+            map_location=map_location,
+            sha256=sha256,
+            **kwargs,
+        )
 
     entrypoint.__name__ = entrypoint.__qualname__ = model
     entrypoint.__module__ = __name__

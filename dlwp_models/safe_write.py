@@ -17,22 +17,32 @@ from __future__ import annotations
 import errno
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from .errors import DlwpError, OutputExistsError
 
-__all__ = ["Advice", "OUTPUT_ADVICE", "create_exclusive", "staged", "write_file", "write_failure",
-           "is_not_writable", "temporary_path"]
+__all__ = [
+    "Advice",
+    "OUTPUT_ADVICE",
+    "create_exclusive",
+    "staged",
+    "write_file",
+    "write_failure",
+    "is_not_writable",
+    "temporary_path",
+]
 
 
 def create_exclusive(path: Path) -> BinaryIO:
     """Create ``path`` for writing, failing if anything (a file, a symlink) is already there: the
     bytes can only ever land in a new file of ours (mode 0644)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_BINARY", 0), 0o644)
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0), 0o644
+    )
     return os.fdopen(fd, "wb")
 
 
@@ -51,10 +61,11 @@ class Advice:
 
 
 #: advice for a file the user asked for (a picture, an export, a records file, a manifest)
-OUTPUT_ADVICE = Advice(full="the disk is full. Free some space there or choose another output folder; nothing "
-                            "was left half-written",
-                       not_writable="choose a folder you can write to",
-                       other="check the output folder and try again")
+OUTPUT_ADVICE = Advice(
+    full="the disk is full. Free some space there or choose another output folder; nothing was left half-written",
+    not_writable="choose a folder you can write to",
+    other="check the output folder and try again",
+)
 
 
 def is_not_writable(exc: OSError) -> bool:
@@ -66,8 +77,9 @@ def _is_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
 
 
-def write_failure(exc: OSError, path: Path, doing: str, advice: Advice = OUTPUT_ADVICE,
-                  error: type[DlwpError] = DlwpError) -> DlwpError:
+def write_failure(
+    exc: OSError, path: Path, doing: str, advice: Advice = OUTPUT_ADVICE, error: type[DlwpError] = DlwpError
+) -> DlwpError:
     """The one translation of a failed write: ``could not <doing> (<path>): <reason>; <advice>.``,
     the advice chosen by cause (full disk or quota, a folder that cannot be written, anything else)."""
     hint = advice.full if _is_full(exc) else advice.not_writable if is_not_writable(exc) else advice.other
@@ -75,8 +87,9 @@ def write_failure(exc: OSError, path: Path, doing: str, advice: Advice = OUTPUT_
 
 
 @contextmanager
-def staged(target: Path, *, replace: bool, durable: bool = False, temporary: Path | None = None,
-           mode: int | None = None) -> Iterator[tuple[Path, BinaryIO]]:
+def staged(
+    target: Path, *, replace: bool, durable: bool = False, temporary: Path | None = None, mode: int | None = None
+) -> Iterator[tuple[Path, BinaryIO]]:
     """``(temporary path, its open file)`` to write ``target``'s bytes to; when the block ends
     without an exception the file is flushed (and fsynced with ``durable``), closed and moved
     into place (see the module docstring). A writer that needs a path (an exporter) may close the
@@ -114,13 +127,21 @@ def staged(target: Path, *, replace: bool, durable: bool = False, temporary: Pat
     finally:
         try:
             tmp.unlink(missing_ok=True)
-        except OSError:          # gone read-only meanwhile: nothing more to clean
+        except OSError:  # gone read-only meanwhile: nothing more to clean
             pass
 
 
-def write_file(target: Path, data: "bytes | Callable[[BinaryIO], object]", *, replace: bool,
-               durable: bool = False, doing: str | None = None, advice: Advice = OUTPUT_ADVICE,
-               temporary: Path | None = None, mode: int | None = None) -> None:
+def write_file(
+    target: Path,
+    data: bytes | Callable[[BinaryIO], object],
+    *,
+    replace: bool,
+    durable: bool = False,
+    doing: str | None = None,
+    advice: Advice = OUTPUT_ADVICE,
+    temporary: Path | None = None,
+    mode: int | None = None,
+) -> None:
     """Write ``data`` (bytes, or a function writing to the open file) to ``target`` atomically
     (:func:`staged`). With ``doing``, a failing ``OSError`` is raised as one
     :func:`write_failure` message; without, as it is."""
@@ -147,6 +168,7 @@ def _fsync_path(path: Path) -> None:
 
 def _exists(target: Path, appeared: bool = False) -> OutputExistsError:
     if appeared:
-        return OutputExistsError(f"{target} appeared while it was being written; pass --overwrite to replace it, "
-                                 "or choose another output.")
+        return OutputExistsError(
+            f"{target} appeared while it was being written; pass --overwrite to replace it, or choose another output."
+        )
     return OutputExistsError(f"{target} already exists; pass --overwrite to replace it, or choose another output.")

@@ -7,18 +7,26 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import LoopbackServer  # noqa: E402
-from serve_support import python_models, serve_env, server  # noqa: E402,F401  (dlwp serve fixtures)
+from loopback import LoopbackServer
+from serve_support import python_models, serve_env, server  # noqa: F401  (dlwp serve fixtures)
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-DLWP_VARS = ("DLWP_MANIFEST", "DLWP_MIRROR", "DLWP_OFFLINE", "DLWP_LOCK_TIMEOUT", "DLWP_MAX_DOWNLOAD_BYTES",
-             "DLWP_STALL_BYTES_PER_S", "DLWP_STALL_SECONDS", "DLWP_MAX_RESIZED_PIXELS")
+DLWP_VARS = (
+    "DLWP_MANIFEST",
+    "DLWP_MIRROR",
+    "DLWP_OFFLINE",
+    "DLWP_LOCK_TIMEOUT",
+    "DLWP_MAX_DOWNLOAD_BYTES",
+    "DLWP_STALL_BYTES_PER_S",
+    "DLWP_STALL_SECONDS",
+    "DLWP_MAX_RESIZED_PIXELS",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +42,9 @@ def hub_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def weight_server() -> LoopbackServer:
-    server = LoopbackServer()
-    yield server
-    server.close()
+    loopback = LoopbackServer()
+    yield loopback
+    loopback.close()
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +52,36 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A throw-away self-signed certificate for 127.0.0.1."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 @pytest.fixture(scope="session")
 def https_server(tls_files: tuple[Path, Path]) -> LoopbackServer:
-    server = LoopbackServer(*tls_files)
-    yield server
-    server.close()
+    loopback = LoopbackServer(*tls_files)
+    yield loopback
+    loopback.close()
 
 
 @pytest.fixture
@@ -93,7 +120,7 @@ def kept_partial(spec, url: str, data: bytes) -> Path:
     """Bytes an earlier run left for ``spec`` from ``url`` (a resumable partial and its record)."""
     from dlwp_models.weights import resume, store
 
-    store.cached_path(spec).parent.mkdir(parents=True, exist_ok=True)      # made by the lock in a download
+    store.cached_path(spec).parent.mkdir(parents=True, exist_ok=True)  # made by the lock in a download
     path = resume.start_resumable(spec, url)
     path.write_bytes(data)
     return path
@@ -104,8 +131,12 @@ def file_entry(weight_server: LoopbackServer) -> Callable[..., dict]:
     """Serve ``data`` as ``name`` and return a file spec pinned by sha256 and size."""
 
     def make(name: str, data: bytes, **extra) -> dict:
-        spec = {"filename": name, "urls": [weight_server.serve(name, data)],
-                "sha256": sha256_of(data), "size": len(data)}
+        spec = {
+            "filename": name,
+            "urls": [weight_server.serve(name, data)],
+            "sha256": sha256_of(data),
+            "size": len(data),
+        }
         spec.update(extra)
         return spec
 

@@ -40,8 +40,8 @@ class FakeGitHub:
         self.releases: dict[tuple[str, str], Release] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail_next_upload = False
-        self.echo_headers_next = False   # the next API call fails with a reply echoing the request headers
-        self.upload_base: str | None = None   # the host a release's upload_url names (default: this server)
+        self.echo_headers_next = False  # the next API call fails with a reply echoing the request headers
+        self.upload_base: str | None = None  # the host a release's upload_url names (default: this server)
         self._ids = iter(range(1, 1_000_000))
         self._lock = threading.Lock()
         self.httpd = QuietHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -53,14 +53,24 @@ class FakeGitHub:
         return f"{self.base}/{repo}/releases/download/{tag}/{name}"
 
     def asset_json(self, repo: str, release: Release, asset: Asset) -> dict:
-        return {"id": asset.id, "name": asset.name, "size": len(asset.data), "state": asset.state,
-                "digest": f"sha256:{hashlib.sha256(asset.data).hexdigest()}" if asset.state == "uploaded" else None,
-                "browser_download_url": self.download_url(repo, release.tag, asset.name)}
+        return {
+            "id": asset.id,
+            "name": asset.name,
+            "size": len(asset.data),
+            "state": asset.state,
+            "digest": f"sha256:{hashlib.sha256(asset.data).hexdigest()}" if asset.state == "uploaded" else None,
+            "browser_download_url": self.download_url(repo, release.tag, asset.name),
+        }
 
     def release_json(self, repo: str, release: Release) -> dict:
-        return {"id": release.id, "tag_name": release.tag,
-                "upload_url": f"{self.upload_base or self.base}/uploads/repos/{repo}/releases/{release.id}/assets{{?name,label}}",
-                "assets": [self.asset_json(repo, release, a) for a in release.assets]}
+        return {
+            "id": release.id,
+            "tag_name": release.tag,
+            "upload_url": (
+                f"{self.upload_base or self.base}/uploads/repos/{repo}/releases/{release.id}/assets{{?name,label}}"
+            ),
+            "assets": [self.asset_json(repo, release, a) for a in release.assets],
+        }
 
     def find(self, release_id: int) -> tuple[str, Release]:
         for (repo, _), rel in self.releases.items():
@@ -95,7 +105,7 @@ def _handler(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             path = url.path
             gh.calls.append((method, path))
             m = re.fullmatch(r"/([^/]+/[^/]+)/releases/download/([^/]+)/([^/]+)", path)
-            if m and method == "GET":   # public download: no token needed, 302 to a signed URL
+            if m and method == "GET":  # public download: no token needed, 302 to a signed URL
                 repo, tag, name = m.groups()
                 rel = gh.releases.get((repo, tag))
                 asset = next((a for a in rel.assets if a.name == name and a.state == "uploaded"), None) if rel else None
@@ -109,16 +119,25 @@ def _handler(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             if gh.echo_headers_next:
                 gh.echo_headers_next = False
                 echoed = {k: v for k, v in self.headers.items()}
-                return self._send(500, {"message": f"internal error handling Authorization: "
-                                                   f"{self.headers.get('Authorization')} and {echoed}",
-                                        "request": echoed})
+                return self._send(
+                    500,
+                    {
+                        "message": f"internal error handling Authorization: "
+                        f"{self.headers.get('Authorization')} and {echoed}",
+                        "request": echoed,
+                    },
+                )
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with gh._lock:
                 if (m := re.fullmatch(r"/api/v3/repos/([^/]+/[^/]+)/releases/tags/([^/]+)", path)) and method == "GET":
                     repo, tag = m.groups()
                     rel = gh.releases.get((repo, tag))
-                    return self._send(200, gh.release_json(repo, rel)) if rel else self._send(404, {"message": "Not Found"})
+                    return (
+                        self._send(200, gh.release_json(repo, rel))
+                        if rel
+                        else self._send(404, {"message": "Not Found"})
+                    )
                 if (m := re.fullmatch(r"/api/v3/repos/([^/]+/[^/]+)/releases", path)) and method == "POST":
                     repo = m.group(1)
                     tag = json.loads(body)["tag_name"]
@@ -131,16 +150,20 @@ def _handler(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     page = int(parse_qs(url.query).get("page", ["1"])[0])
                     items = [gh.asset_json(repo, rel, a) for a in rel.assets] if page == 1 else []
                     return self._send(200, items)
-                if (m := re.fullmatch(r"/api/v3/repos/([^/]+/[^/]+)/releases/assets/(\d+)", path)) and method == "DELETE":
+                if (
+                    m := re.fullmatch(r"/api/v3/repos/([^/]+/[^/]+)/releases/assets/(\d+)", path)
+                ) and method == "DELETE":
                     for rel in gh.releases.values():
                         rel.assets = [a for a in rel.assets if a.id != int(m.group(2))]
                     return self._send(204)
-                if (m := re.fullmatch(r"/uploads/repos/([^/]+/[^/]+)/releases/(\d+)/assets", path)) and method == "POST":
+                if (
+                    m := re.fullmatch(r"/uploads/repos/([^/]+/[^/]+)/releases/(\d+)/assets", path)
+                ) and method == "POST":
                     repo, rel = gh.find(int(m.group(2)))
                     name = parse_qs(url.query)["name"][0]
                     if any(a.name == name for a in rel.assets):
                         return self._send(422, {"message": "already_exists"})
-                    if gh.fail_next_upload:     # GitHub leaves an empty "starter" asset behind
+                    if gh.fail_next_upload:  # GitHub leaves an empty "starter" asset behind
                         gh.fail_next_upload = False
                         rel.assets.append(Asset(next(gh._ids), name, b"", state="starter"))
                         return self._send(502, {"message": "upload failed"})
@@ -149,13 +172,13 @@ def _handler(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     return self._send(201, gh.asset_json(repo, rel, asset))
             self._send(404, {"message": f"no route for {method} {path}"})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._route("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._route("POST")
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             self._route("DELETE")
 
     return Handler

@@ -70,7 +70,7 @@ class Hit:
     range: str | None
     status: int
     body_bytes: int
-    headers: dict[str, str] = field(default_factory=dict)      # the request's
+    headers: dict[str, str] = field(default_factory=dict)  # the request's
 
 
 class LoopbackServer:
@@ -130,7 +130,7 @@ class LoopbackServer:
 
 def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     class Handler(QuietHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?")[0]
             match = re.fullmatch(r"/(files|release)/([^/]+)", path)
             if not match:
@@ -158,10 +158,13 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 server._record(Hit(self.path, None, 200, 0, dict(self.headers)))
                 return self._plain(200, b"<html><body>a web page</body></html>", {}, "text/html; charset=utf-8")
             if fault is not None and fault.kind == "body":
-                server._record(Hit(self.path, self.headers.get("Range"), fault.status, len(fault.body), dict(self.headers)))
+                server._record(
+                    Hit(self.path, self.headers.get("Range"), fault.status, len(fault.body), dict(self.headers))
+                )
                 extra = {k: v for k, v in fault.headers.items() if k.lower() != "content-type"}
-                return self._plain(fault.status, fault.body, extra,
-                                   fault.headers.get("Content-Type", "application/octet-stream"))
+                return self._plain(
+                    fault.status, fault.body, extra, fault.headers.get("Content-Type", "application/octet-stream")
+                )
             if fault is not None and fault.kind in ("drip", "flood", "unsized"):
                 return self._trickle(name, fault)
             if name not in server.files:
@@ -189,7 +192,7 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             delay = server.delay_per_chunk.get(name, 0.0)
             try:
                 while sent < limit:
-                    chunk = body[sent:min(limit, sent + (1 << 16))]
+                    chunk = body[sent : min(limit, sent + (1 << 16))]
                     self.wfile.write(chunk)
                     sent += len(chunk)
                     if delay:
@@ -202,6 +205,7 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 try:
                     import socket
+
                     self.connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
@@ -221,7 +225,7 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 if fault.kind == "drip":
                     limit = min(fault.after or len(data), len(data))
                     while sent < limit:
-                        self.wfile.write(bytes(data[sent:sent + 1]))
+                        self.wfile.write(bytes(data[sent : sent + 1]))
                         self.wfile.flush()
                         sent += 1
                         time.sleep(fault.seconds)
@@ -238,8 +242,9 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             server._record(Hit(self.path, self.headers.get("Range"), 200, sent, dict(self.headers)))
             self.close_connection = True
 
-        def _plain(self, status: int, body: bytes, headers: dict[str, str] | None = None,
-                   content_type: str = "text/plain") -> None:
+        def _plain(
+            self, status: int, body: bytes, headers: dict[str, str] | None = None, content_type: str = "text/plain"
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

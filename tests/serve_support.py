@@ -1,7 +1,8 @@
-"""A running ``dlwp serve`` for the server and web-page tests (fixtures registered by conftest.py): generated weights in the upstream
-formats (squeezenet1_1 and resnet18, the cyclegan generator, neuraltalk2 with a random decoder
-over a small vocabulary), served from 127.0.0.1, fetched by the server through the normal path;
-and the same models built in this process through the hub, to compare answers with."""
+"""A running ``dlwp serve`` for the server and web-page tests (fixtures registered by conftest.py):
+generated weights in the upstream formats (squeezenet1_1 and resnet18, the cyclegan generator,
+neuraltalk2 with a random decoder over a small vocabulary), served from 127.0.0.1, fetched by the
+server through the normal path; and the same models built in this process through the hub, to
+compare answers with."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -28,11 +30,26 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 BUNDLED = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
 SERVED = ("squeezenet1_1", "resnet18", "cyclegan", "neuraltalk2")
 #: the server's settings in these tests: small batches and queue, a long wait so that batches fill
-SERVER_ARGS = ("--max-batch", "4", "--max-wait-ms", "150", "--max-queue", "6", "--max-upload-mb", "1",
-               "--cors-origin", "http://lab.example")
-CAPTION_WORDS = {i: w for i, w in enumerate(
-    "a the horse dog cat person riding on in with beach field grass near two standing white brown "
-    "black small large of sitting next to UNK".split(), start=1)}
+SERVER_ARGS = (
+    "--max-batch",
+    "4",
+    "--max-wait-ms",
+    "150",
+    "--max-queue",
+    "6",
+    "--max-upload-mb",
+    "1",
+    "--cors-origin",
+    "http://lab.example",
+)
+CAPTION_WORDS = {
+    i: w
+    for i, w in enumerate(
+        "a the horse dog cat person riding on in with beach field grass near two standing white brown "
+        "black small large of sitting next to UNK".split(),
+        start=1,
+    )
+}
 
 
 @dataclass
@@ -67,8 +84,14 @@ def _state_entry(set_name: str, state_dict: dict[str, torch.Tensor], server: Any
     data = buf.getvalue()
     entry = copy.deepcopy(BUNDLED[set_name])
     filename = entry["files"]["state_dict"]["filename"]
-    entry["files"] = {"state_dict": {"filename": filename, "urls": [server.serve(f"serve-{filename}", data)],
-                                     "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    entry["files"] = {
+        "state_dict": {
+            "filename": filename,
+            "urls": [server.serve(f"serve-{filename}", data)],
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+        }
+    }
     return entry
 
 
@@ -82,15 +105,23 @@ def serve_env(weight_server, tmp_path_factory) -> ServeEnv:
     from dlwp_models.models.cyclegan import ResNetGenerator
 
     torch.manual_seed(0)
-    entries = [_state_entry("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1().state_dict(), weight_server),
-               _state_entry("resnet18.imagenet1k_v1", torchvision.models.resnet18().state_dict(), weight_server),
-               _state_entry("cyclegan.horse2zebra", ResNetGenerator().state_dict(), weight_server)]
+    entries = [
+        _state_entry("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1().state_dict(), weight_server),
+        _state_entry("resnet18.imagenet1k_v1", torchvision.models.resnet18().state_dict(), weight_server),
+        _state_entry("cyclegan.horse2zebra", ResNetGenerator().state_dict(), weight_server),
+    ]
     decoder = FCDecoder(DecoderConfig(vocab_size=len(CAPTION_WORDS), input_encoding_size=32, rnn_size=32))
-    with torch.no_grad():                                # sharper word choices: captions depend on the image
+    with torch.no_grad():  # sharper word choices: captions depend on the image
         decoder.img_embed.weight.mul_(40)
         decoder.logit.weight.mul_(4)
-    entries.append(coco_fc_entry(weight_server, encoder=zip_save(random_caffe_state_dict()),
-                                 decoder=legacy_cuda_save(decoder.state_dict()), vocab=infos_pickle(CAPTION_WORDS)))
+    entries.append(
+        coco_fc_entry(
+            weight_server,
+            encoder=zip_save(random_caffe_state_dict()),
+            decoder=legacy_cuda_save(decoder.state_dict()),
+            vocab=infos_pickle(CAPTION_WORDS),
+        )
+    )
     folder = tmp_path_factory.mktemp("serve")
     (folder / "home").mkdir()
     manifest = folder / "manifest.json"
@@ -113,12 +144,26 @@ class RunningServer:
         self.log = env.home.parent / f"server-{self.port}.log"
         self._log_file = open(self.log, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dlwp_models", "serve", "--models", ",".join(models), "--port", str(self.port),
-             *args], env=env.env(), stdout=subprocess.PIPE, stderr=self._log_file, text=True)
+            [
+                sys.executable,
+                "-m",
+                "dlwp_models",
+                "serve",
+                "--models",
+                ",".join(models),
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            env=env.env(),
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            text=True,
+        )
         self.ready_line = self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> str:
-        line = self.process.stdout.readline()            # printed once every model is loaded
+        line = self.process.stdout.readline()  # printed once every model is loaded
         if "ready; open" not in line:
             self.stop()
             raise RuntimeError(f"the server did not start: {line!r}\n{self.log.read_text()}")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import sha256_of
 
 from dlwp_models.cli.main import main
-from dlwp_models.weights.manifest import bundled_manifest_path
 from dlwp_models.export import ExportError, export_model
-from conftest import sha256_of
+from dlwp_models.weights.manifest import bundled_manifest_path
 
 BUNDLED = {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())["weights"]}
 
@@ -30,8 +30,10 @@ def generated(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("export-weights")
     files = {}
-    for set_name, net in (("resnet18.imagenet1k_v1", torchvision.models.resnet18(weights=None)),
-                          ("cyclegan.horse2zebra", ResNetGenerator())):
+    for set_name, net in (
+        ("resnet18.imagenet1k_v1", torchvision.models.resnet18(weights=None)),
+        ("cyclegan.horse2zebra", ResNetGenerator()),
+    ):
         path = folder / BUNDLED[set_name]["files"]["state_dict"]["filename"]
         torch.save(net.state_dict(), path)
         files[set_name] = path.read_bytes()
@@ -44,8 +46,14 @@ def served(generated, weight_server, make_manifest):
     for set_name, data in generated.items():
         entry = copy.deepcopy(BUNDLED[set_name])
         name = entry["files"]["state_dict"]["filename"]
-        entry["files"] = {"state_dict": {"filename": name, "urls": [weight_server.serve(name, data)],
-                                         "sha256": sha256_of(data), "size": len(data)}}
+        entry["files"] = {
+            "state_dict": {
+                "filename": name,
+                "urls": [weight_server.serve(name, data)],
+                "sha256": sha256_of(data),
+                "size": len(data),
+            }
+        }
         entries.append(entry)
     make_manifest(entries)
 
@@ -60,7 +68,7 @@ def test_classifier_torchscript_export_runs_without_dlwp_and_matches_eager(serve
     path = export_model("resnet18", output=tmp_path / "r18.pt", format="torchscript")
     scripted = torch.jit.load(str(path))
     model = load_classifier("resnet18", weights="DEFAULT")
-    images = sample_images()                       # not the size export checked at: any size works
+    images = sample_images()  # not the size export checked at: any size works
     with torch.inference_mode():
         expected = model(torch.stack([model.transforms(img) for img in images]))
         torch.testing.assert_close(scripted(images), expected, atol=1e-4, rtol=0)
@@ -69,8 +77,22 @@ def test_classifier_torchscript_export_runs_without_dlwp_and_matches_eager(serve
 def test_classifier_torch_export_loads_back_and_matches_eager(served, tmp_path):
     from dlwp_models.hub import build as load_classifier
 
-    assert main(["export", "resnet18", "--format", "exported", "-o", str(tmp_path / "r18.pt2"),
-                 "--input-size", "240", "320"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "resnet18",
+                "--format",
+                "exported",
+                "-o",
+                str(tmp_path / "r18.pt2"),
+                "--input-size",
+                "240",
+                "320",
+            ]
+        )
+        == 0
+    )
     program = torch.export.load(tmp_path / "r18.pt2").module()
     model = load_classifier("resnet18", weights="DEFAULT")
     images = torch.randint(0, 256, (3, 3, 240, 320), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -123,23 +145,25 @@ def test_classifier_onnx_export_runs_in_onnxruntime_with_any_batch_and_matches_e
     from dlwp_models.hub import build
 
     out = tmp_path / "out"
-    assert main(["export", "resnet18", "--format", "onnx", "-o", str(out / "r18.onnx"),
-                 "--input-size", "240", "320"]) == 0
+    assert (
+        main(["export", "resnet18", "--format", "onnx", "-o", str(out / "r18.onnx"), "--input-size", "240", "320"]) == 0
+    )
     assert "wrote" in capsys.readouterr().out
     session = onnx_session(out / "r18.onnx")
     (graph_input,) = session.get_inputs()
     assert graph_input.type == "tensor(uint8)" and graph_input.shape[1:] == [3, 240, 320]
-    assert isinstance(graph_input.shape[0], str)                  # the batch is dynamic
-    assert graph_input.name == "images" and [o.name for o in session.get_outputs()] == ["logits"]   # as documented
+    assert isinstance(graph_input.shape[0], str)  # the batch is dynamic
+    assert graph_input.name == "images" and [o.name for o in session.get_outputs()] == ["logits"]  # as documented
     model = build("resnet18", weights="DEFAULT")
     for batch in (3, 1):
-        images = torch.randint(0, 256, (batch, 3, 240, 320), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(batch))
+        images = torch.randint(
+            0, 256, (batch, 3, 240, 320), dtype=torch.uint8, generator=torch.Generator().manual_seed(batch)
+        )
         with torch.inference_mode():
             expected = model(torch.stack([model.transforms(img) for img in images]))
         (got,) = session.run(None, {graph_input.name: images.numpy()})
         assert got.shape == (batch, 1000) and relative_error(got, expected) <= 1e-4
-    assert sorted(p.name for p in out.iterdir()) == ["r18.onnx"]       # no partial file left
+    assert sorted(p.name for p in out.iterdir()) == ["r18.onnx"]  # no partial file left
 
 
 def test_cyclegan_onnx_export_reproduces_translate(served, tmp_path):
@@ -162,19 +186,24 @@ def test_an_onnx_export_that_differs_from_eager_is_not_written(served, tmp_path,
 
     real = export.export_graph
 
-    def off_by_a_little(module, sample, path, **kwargs):   # an exporter bug: one weight changed
+    def off_by_a_little(module, sample, path, **kwargs):  # an exporter bug: one weight changed
         module = copy.deepcopy(module)
         with torch.no_grad():
             module.net.fc.bias.add_(0.05)
         return real(module, sample, path, **kwargs)
 
     monkeypatch.setattr(export, "export_graph", off_by_a_little)
-    with pytest.raises(ExportError, match=r"differs from the eager model by \d\.\d\de-\d\d relative to the "
-                                          r"output's scale .*nothing was kept"):
+    with pytest.raises(
+        ExportError,
+        match=r"differs from the eager model by \d\.\d\de-\d\d relative to the "
+        r"output's scale .*nothing was kept",
+    ):
         export_model("resnet18", output=tmp_path / "out" / "r18.onnx", format="onnx", input_size=(64, 64))
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_onnx_export_of_the_captioning_model_is_refused(tmp_path):
-    with pytest.raises(ExportError, match=r"exportable models: the families classifiers, cyclegan \(alexnet, .*, cyclegan\)"):
+    with pytest.raises(
+        ExportError, match=r"exportable models: the families classifiers, cyclegan \(alexnet, .*, cyclegan\)"
+    ):
         export_model("neuraltalk2", output=tmp_path / "c.onnx", format="onnx")

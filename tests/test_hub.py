@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_DIR
+
 
 def _hubconf_entrypoints() -> list[tuple[str, str]]:
     """(name, model) of each ``name = _entrypoint("model")`` line of hubconf.py, in order."""
@@ -56,7 +56,7 @@ def test_every_family_registers_a_known_task_and_its_format():
     for info in registry.families():
         assert info.task in tasks() and info.format in formats()
         assert set(info.heads) <= set(info.models)
-        assert registry.load_family(info.models[0]) is not None       # its builder imports
+        assert registry.load_family(info.models[0]) is not None  # its builder imports
     with pytest.raises(ValueError, match="unknown model 'resnet9000'; choose one of"):
         registry.family_info("resnet9000")
 
@@ -79,8 +79,10 @@ def test_hub_load_by_repo_name_without_weights(linked_repo):
 
 
 def test_hub_list_does_not_import_torchvision(hub_home, linked_repo):
-    code = ("import sys, torch; names = torch.hub.list('org/dlwp:main', verbose=False); "
-            "print(len(names), 'torchvision' in sys.modules)")
+    code = (
+        "import sys, torch; names = torch.hub.list('org/dlwp:main', verbose=False); "
+        "print(len(names), 'torchvision' in sys.modules)"
+    )
     env = {**os.environ, "TORCH_HOME": str(hub_home)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

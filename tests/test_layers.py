@@ -9,14 +9,23 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_DIR
 
 PACKAGE = REPO_DIR / "dlwp_models"
 #: lowest first; a module may import from its own layer and the ones before it. The applications
 #: (batch jobs, the server, export, publishing) share a rank: none imports another.
-LAYERS = (("errors",), ("safe_write",), ("weights",), ("loading",), ("inputs",), ("models",), ("hub",),
-          ("tasks",), ("batch", "serve", "export", "publish"), ("cli",))
+LAYERS = (
+    ("errors",),
+    ("safe_write",),
+    ("weights",),
+    ("loading",),
+    ("inputs",),
+    ("models",),
+    ("hub",),
+    ("tasks",),
+    ("batch", "serve", "export", "publish"),
+    ("cli",),
+)
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 FAMILIES = ("dlwp_models.models.classifiers", "dlwp_models.models.cyclegan", "dlwp_models.models.captioning")
 MAX_LINES = 450
@@ -76,7 +85,8 @@ def test_imports_only_from_its_own_layer_or_below(module):
         other = layer_of(imported)
         if other is None:
             assert imported in ("dlwp_models", "dlwp_models.__init__") and RANK[layer] >= RANK["tasks"], (
-                f"{module} imports {imported}")
+                f"{module} imports {imported}"
+            )
             continue
         assert other == layer or RANK[other] < RANK[layer], f"{module} ({layer}) imports {imported} ({other})"
 

@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_DIR
 
 MANIFEST = REPO_DIR / "weights" / "manifest.json"
@@ -39,10 +38,23 @@ def checkout(tmp_path_factory) -> Path:
 
 
 def build_wheel(source: Path, out: Path) -> Path:
-    built = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                 "--disable-pip-version-check", "-w", str(out), str(source)])
+    built = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(source),
+        ]
+    )
     assert built.returncode == 0, built.stderr
-    wheel, = out.glob("dlwp_models-*.whl")
+    (wheel,) = out.glob("dlwp_models-*.whl")
     return wheel
 
 
@@ -51,8 +63,20 @@ def installed(checkout, tmp_path_factory) -> Path:
     """The wheel built from the checkout, installed with --no-deps --target into a folder."""
     wheel = build_wheel(checkout, tmp_path_factory.mktemp("wheel"))
     target = tmp_path_factory.mktemp("site")
-    done = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-                "--target", str(target), str(wheel)])
+    done = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(wheel),
+        ]
+    )
     assert done.returncode == 0, done.stderr
     return target
 
@@ -66,8 +90,11 @@ def test_setup_cfg_lists_every_package_folder():
     config = configparser.ConfigParser()
     config.read(REPO_DIR / "setup.cfg")
     listed = set(config["options"]["packages"].split())
-    folders = {".".join(init.parent.relative_to(REPO_DIR).parts)
-               for init in (REPO_DIR / "dlwp_models").rglob("__init__.py") if "__pycache__" not in init.parts}
+    folders = {
+        ".".join(init.parent.relative_to(REPO_DIR).parts)
+        for init in (REPO_DIR / "dlwp_models").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
     assert listed == folders | {"dlwp_models._bundled"}
     assert config["options"]["package_dir"].split() == ["dlwp_models._bundled", "=", "weights"]
 
@@ -78,9 +105,11 @@ def test_wheel_carries_the_manifest_byte_for_byte(installed):
 
 def test_installed_package_lists_and_describes_weights_from_any_directory(installed, tmp_path):
     where = run(
-        [sys.executable, "-c", "import dlwp_models; print(dlwp_models.__file__)"], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(installed)})
-    assert Path(where.stdout.strip()).is_relative_to(installed)     # not the checkout's copy
+        [sys.executable, "-c", "import dlwp_models; print(dlwp_models.__file__)"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+    )
+    assert Path(where.stdout.strip()).is_relative_to(installed)  # not the checkout's copy
     listed = dlwp(installed, "list", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "resnet101.imagenet1k_v1" in listed.stdout and "neuraltalk2.coco_fc" in listed.stdout
@@ -95,15 +124,17 @@ def test_installed_package_lists_and_describes_weights_from_any_directory(instal
 def test_installed_console_script_runs(installed, tmp_path):
     script = installed / "bin" / "dlwp"
     assert script.is_file()
-    done = run([sys.executable, str(script), "list", "--model", "cyclegan"], cwd=tmp_path,
-               env={**os.environ, "PYTHONPATH": str(installed)})
+    done = run(
+        [sys.executable, str(script), "list", "--model", "cyclegan"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+    )
     assert done.returncode == 0, done.stderr
     assert "cyclegan.horse2zebra" in done.stdout
 
 
 def test_sdist_and_a_wheel_built_from_it_carry_the_manifest(checkout, tmp_path):
-    code = ("import sys; from setuptools import build_meta; "
-            "print(build_meta.build_sdist(sys.argv[1]))")
+    code = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
     built = run([sys.executable, "-c", code, str(tmp_path)], cwd=checkout)
     assert built.returncode == 0, built.stderr
     sdist = tmp_path / built.stdout.strip().splitlines()[-1]
@@ -111,7 +142,7 @@ def test_sdist_and_a_wheel_built_from_it_carry_the_manifest(checkout, tmp_path):
         member = next(m for m in tar.getmembers() if m.name.endswith("/weights/manifest.json"))
         assert tar.extractfile(member).read() == MANIFEST.read_bytes()
         tar.extractall(tmp_path / "unpacked", filter="data")
-    unpacked, = (tmp_path / "unpacked").iterdir()
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
     wheel = build_wheel(unpacked, tmp_path / "from-sdist")
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("dlwp_models/_bundled/manifest.json") == MANIFEST.read_bytes()

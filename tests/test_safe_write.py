@@ -41,7 +41,7 @@ def test_output_temp_file_is_created_exclusively(tmp_path, monkeypatch):
     monkeypatch.setattr(safe_write.uuid, "uuid4", lambda: types.SimpleNamespace(hex="guessed"))
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    (tmp_path / ".result.png.guessed.partial").symlink_to(victim)   # an attacker who guessed the name
+    (tmp_path / ".result.png.guessed.partial").symlink_to(victim)  # an attacker who guessed the name
     with pytest.raises(DlwpError, match="could not write result.png") as info:
         safe_write.write_file(tmp_path / "result.png", b"new", replace=False, doing="write result.png")
     assert "Traceback" not in str(info.value)
@@ -53,20 +53,32 @@ def test_full_disk_while_writing_an_output_is_a_message(tmp_path):
         fh.write(b"half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(DlwpError, match=r"could not write result.png \(.*result.png\): No space left on device; "
-                                        r"the disk is full\. Free some space"):
+    with pytest.raises(
+        DlwpError,
+        match=r"could not write result.png \(.*result.png\): No space left on device; "
+        r"the disk is full\. Free some space",
+    ):
         safe_write.write_file(tmp_path / "result.png", disk_full, replace=False, doing="write result.png")
-    assert names_in(tmp_path) == []                                  # nothing half-written left
+    assert names_in(tmp_path) == []  # nothing half-written left
 
 
-@pytest.mark.parametrize(("code", "advice"), [
-    (errno.ENOSPC, "the disk is full"), (errno.EDQUOT, "the disk is full"),
-    (errno.EROFS, "choose a folder you can write to"), (errno.EACCES, "choose a folder you can write to"),
-    (errno.EPERM, "choose a folder you can write to"), (errno.EIO, "check the output folder and try again")])
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.EDQUOT, "the disk is full"),
+        (errno.EROFS, "choose a folder you can write to"),
+        (errno.EACCES, "choose a folder you can write to"),
+        (errno.EPERM, "choose a folder you can write to"),
+        (errno.EIO, "check the output folder and try again"),
+    ],
+)
 def test_each_cause_of_a_failed_write_gets_its_advice(tmp_path, code, advice):
     error = safe_write.write_failure(OSError(code, "Some failure"), tmp_path / "x.png", "write x.png")
     text = str(error)
-    assert text.startswith(f"could not write x.png ({tmp_path / 'x.png'}): Some failure; {advice}") and text.endswith(".")
+    assert text.startswith(f"could not write x.png ({tmp_path / 'x.png'}): Some failure; {advice}") and text.endswith(
+        "."
+    )
     assert safe_write.is_not_writable(OSError(code, "x")) == (code in (errno.EROFS, errno.EACCES, errno.EPERM))
 
 

@@ -10,8 +10,8 @@ from unittest import mock
 import torch
 from torch import nn
 
-
 # --------------------------------------------------------------------------- the book's generator
+
 
 class BookResNetBlock(nn.Module):
     def __init__(self, dim):
@@ -21,12 +21,9 @@ class BookResNetBlock(nn.Module):
     def build_conv_block(self, dim):
         conv_block = []
         conv_block += [nn.ReflectionPad2d(1)]
-        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-                       nn.InstanceNorm2d(dim),
-                       nn.ReLU(True)]
+        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True), nn.InstanceNorm2d(dim), nn.ReLU(True)]
         conv_block += [nn.ReflectionPad2d(1)]
-        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-                       nn.InstanceNorm2d(dim)]
+        conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True), nn.InstanceNorm2d(dim)]
         return nn.Sequential(*conv_block)
 
     def forward(self, x):
@@ -38,25 +35,32 @@ class BookResNetGenerator(nn.Module):
     def __init__(self, input_nc=3, output_nc=3, ngf=64, n_blocks=9):
         assert n_blocks >= 0
         super().__init__()
-        model = [nn.ReflectionPad2d(3),
-                 nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=True),
-                 nn.InstanceNorm2d(ngf),
-                 nn.ReLU(True)]
+        model = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=True),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(True),
+        ]
         n_downsampling = 2
         for i in range(n_downsampling):
-            mult = 2 ** i
-            model += [nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=True),
-                      nn.InstanceNorm2d(ngf * mult * 2),
-                      nn.ReLU(True)]
-        mult = 2 ** n_downsampling
-        for i in range(n_blocks):
+            mult = 2**i
+            model += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=True),
+                nn.InstanceNorm2d(ngf * mult * 2),
+                nn.ReLU(True),
+            ]
+        mult = 2**n_downsampling
+        for _ in range(n_blocks):
             model += [BookResNetBlock(ngf * mult)]
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
-            model += [nn.ConvTranspose2d(ngf * mult, int(ngf * mult / 2), kernel_size=3, stride=2,
-                                         padding=1, output_padding=1, bias=True),
-                      nn.InstanceNorm2d(int(ngf * mult / 2)),
-                      nn.ReLU(True)]
+            model += [
+                nn.ConvTranspose2d(
+                    ngf * mult, int(ngf * mult / 2), kernel_size=3, stride=2, padding=1, output_padding=1, bias=True
+                ),
+                nn.InstanceNorm2d(int(ngf * mult / 2)),
+                nn.ReLU(True),
+            ]
         model += [nn.ReflectionPad2d(3)]
         model += [nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0)]
         model += [nn.Tanh()]
@@ -67,6 +71,7 @@ class BookResNetGenerator(nn.Module):
 
 
 # --------------------------------------------------------------------------- ImageCaptioning.pytorch
+
 
 def upstream_caffe_resnet101() -> nn.Module:
     """ImageCaptioning.pytorch's misc/resnet.py ``ResNet`` for resnet101, written out independently

@@ -39,9 +39,15 @@ EQUIVALENTS = ROOT / "tools" / "mutation_equivalents.txt"
 
 # group -> the modules it mutates (each listed in setup.cfg's [mutmut] only_mutate)
 GROUPS = {
-    "fetcher": ["dlwp_models/weights/download.py", "dlwp_models/weights/http.py", "dlwp_models/weights/resume.py",
-                "dlwp_models/weights/store.py", "dlwp_models/weights/integrity.py"],
-    "transforms": ["dlwp_models/inputs/transforms.py"],
+    "fetcher": [
+        "dlwp_models/weights/download.py",
+        "dlwp_models/weights/http.py",
+        "dlwp_models/weights/resume.py",
+        "dlwp_models/weights/store.py",
+        "dlwp_models/weights/derived.py",
+        "dlwp_models/weights/integrity.py",
+    ],
+    "transforms": ["dlwp_models/inputs/transforms.py", "dlwp_models/inputs/caption_transform.py"],
     "search": ["dlwp_models/models/captioning/search.py"],
     "unpickler": ["dlwp_models/loading/checkpoints.py"],
     "cli": ["dlwp_models/cli/arguments.py"],
@@ -57,8 +63,10 @@ TESTS = {
     "transforms": ["tests/inputs/", "tests/models/test_cyclegan.py"],
     # the decoding tests (hand-set toy decoders, upstream's loop): not the end-to-end captions, each
     # of which loads a generated ResNet-101 for its module
-    "search": [f"tests/models/test_captioning.py::test_{name}" for name in (
-        "core_step", "greedy", "beam", "first_finished", "unk", "max_length", "sampling", "generate")]
+    "search": [
+        f"tests/models/test_captioning.py::test_{name}"
+        for name in ("core_step", "greedy", "beam", "first_finished", "unk", "max_length", "sampling", "generate")
+    ]
     + ["tests/models/test_caption_search.py"],
     "unpickler": ["tests/loading/", "tests/models/test_captioning.py", "tests/models/test_cyclegan.py"],
     "cli": ["tests/cli/test_cli.py", "tests/models/test_captioning.py"],
@@ -70,8 +78,20 @@ GROUP_OF_MODULE = {path[:-3].replace("/", "."): group for group, paths in GROUPS
 MIN_FREE_GB = 15
 
 # mutmut's exit codes -> the columns of the table
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
-          -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", None: "not run"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    36: "timeout",
+    -24: "timeout",
+    24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    None: "not run",
+}
 
 
 def module_name(path: str) -> str:
@@ -119,8 +139,11 @@ def restrict_tests() -> None:
 def table(groups: list[str]) -> str:
     """A markdown table: per module, the mutants by outcome and the score (killed / judged)."""
     accepted = equivalents()
-    rows = ["| group | module | mutants | killed | survived | timed out | no tests / suspicious | not run "
-            "| equivalent | score |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| group | module | mutants | killed | survived | timed out | no tests / suspicious | not run "
+        "| equivalent | score |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for group in groups:
         for path in GROUPS[group]:
             status = results(path)
@@ -129,16 +152,23 @@ def table(groups: list[str]) -> str:
             other = count["suspicious"] + count["no tests"] + count["skipped"]
             judged = len(status) - equivalent - count["not run"]
             score = f"{100 * count['killed'] / judged:.1f} %" if judged else "-"
-            rows.append(f"| {group} | {Path(path).name} | {len(status)} | {count['killed']} "
-                        f"| {count['survived'] - equivalent} | {count['timeout']} | {other} | {count['not run']} "
-                        f"| {equivalent} | {score} |")
+            rows.append(
+                f"| {group} | {Path(path).name} | {len(status)} | {count['killed']} "
+                f"| {count['survived'] - equivalent} | {count['timeout']} | {other} | {count['not run']} "
+                f"| {equivalent} | {score} |"
+            )
     return "\n".join(rows)
 
 
 def survivors(groups: list[str]) -> list[str]:
     accepted = equivalents()
-    return [name for group in groups for path in GROUPS[group] for name, s in results(path).items()
-            if s == "survived" and name not in accepted]
+    return [
+        name
+        for group in groups
+        for path in GROUPS[group]
+        for name, s in results(path).items()
+        if s == "survived" and name not in accepted
+    ]
 
 
 def check_tests_are_selected() -> None:
@@ -147,11 +177,17 @@ def check_tests_are_selected() -> None:
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg", encoding="utf-8")
     selected = parser["mutmut"]["pytest_add_cli_args_test_selection"].split()
-    missing = [path for tests in TESTS.values() for path in (test.split("::")[0] for test in tests)
-               if not path.startswith(tuple(selected))]
+    missing = [
+        path
+        for tests in TESTS.values()
+        for path in (test.split("::")[0] for test in tests)
+        if not path.startswith(tuple(selected))
+    ]
     if missing:
-        sys.exit(f"setup.cfg's [mutmut] pytest_add_cli_args_test_selection lacks {', '.join(sorted(set(missing)))}: "
-                 "mutmut would never run them; add them there")
+        sys.exit(
+            f"setup.cfg's [mutmut] pytest_add_cli_args_test_selection lacks {', '.join(sorted(set(missing)))}: "
+            "mutmut would never run them; add them there"
+        )
 
 
 def forget_lost_results() -> None:
@@ -174,11 +210,14 @@ def run_until_done_or_low_disk(command: list[str], env: dict[str, str], scratch:
         while process.poll() is None:
             time.sleep(5)
             if (free := shutil.disk_usage(scratch).free / 1e9) < MIN_FREE_GB:
-                print(f"stopping mutmut: only {free:.0f} GB left on the disk of {scratch}; results so far "
-                      "are kept in mutants/, run the script again to go on", file=sys.stderr)
+                print(
+                    f"stopping mutmut: only {free:.0f} GB left on the disk of {scratch}; results so far "
+                    "are kept in mutants/, run the script again to go on",
+                    file=sys.stderr,
+                )
                 stop(process)
                 return 1
-    except BaseException:        # Ctrl-C: mutmut runs in a session of its own, so stop it here
+    except BaseException:  # Ctrl-C: mutmut runs in a session of its own, so stop it here
         stop(process)
         raise
     return process.returncode
@@ -198,8 +237,10 @@ def run_mutmut(mutmut: str, args: argparse.Namespace, env: dict[str, str], scrat
     """1. mutants, and which tests call which function (for new tests only after the first time),
     running the few argument-handling mutants on the way; 2. narrow the tests per group; 3. the
     mutants: of the groups named (again from scratch), or every one without a result yet."""
-    phases = [[f"{module_name(p)}.*" for p in GROUPS["cli"]],
-              [f"{module_name(p)}.*" for g in args.groups for p in GROUPS[g]]]
+    phases = [
+        [f"{module_name(p)}.*" for p in GROUPS["cli"]],
+        [f"{module_name(p)}.*" for g in args.groups for p in GROUPS[g]],
+    ]
     for number, names in enumerate(phases):
         if number == 1:
             restrict_tests()
@@ -220,8 +261,11 @@ def main() -> int:
     parser.add_argument("groups", nargs="*", metavar="GROUP", help=f"any of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--fresh", action="store_true", help="delete mutants/ first (all results)")
     parser.add_argument("--report", action="store_true", help="print the table of the last run only")
-    parser.add_argument("--rerun-survivors", action="store_true",
-                        help="run only the survivors (not judged equivalent) of the groups again, after new tests")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="run only the survivors (not judged equivalent) of the groups again, after new tests",
+    )
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     if unknown := [g for g in args.groups if g not in GROUPS]:
@@ -239,8 +283,9 @@ def main() -> int:
         env["PYTHONPATH"] = os.pathsep.join([str(MUTANTS), str(ROOT / "tools")])
         # every mutant is a pytest session of its own: without these each leaves its temporary folder
         # (up to 2.2 GB of generated weights) behind, and a run fills the disk
-        env["PYTEST_ADDOPTS"] = (env.get("PYTEST_ADDOPTS", "")
-                                 + " -o tmp_path_retention_policy=none -p mutation_pytest_plugin").strip()
+        env["PYTEST_ADDOPTS"] = (
+            env.get("PYTEST_ADDOPTS", "") + " -o tmp_path_retention_policy=none -p mutation_pytest_plugin"
+        ).strip()
         mutmut = shutil.which("mutmut") or sys.exit("mutmut is not installed: pip install mutmut")
         # every pytest session of this run (one per mutant) gets its numbered folder under one temp
         # folder of the run's own, removed at exit: the plugin above does not run in a session that
@@ -251,8 +296,11 @@ def main() -> int:
         env["TMPDIR"] = str(scratch)
         try:
             if (free := shutil.disk_usage(scratch).free / 1e9) < MIN_FREE_GB:
-                print(f"only {free:.0f} GB free under {scratch.parent}; the mutation check needs "
-                      f"{MIN_FREE_GB} GB: free some space and run it again", file=sys.stderr)
+                print(
+                    f"only {free:.0f} GB free under {scratch.parent}; the mutation check needs "
+                    f"{MIN_FREE_GB} GB: free some space and run it again",
+                    file=sys.stderr,
+                )
                 return 1
             return_code = run_mutmut(mutmut, args, env, scratch)
         finally:

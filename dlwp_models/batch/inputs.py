@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from ..errors import InputListError
 
 __all__ = ["IMAGE_SUFFIXES", "expand", "count", "is_known_count"]
 
 #: the file name endings a folder search picks up (other files in a folder are left alone)
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                            ".ppm", ".pgm", ".pbm", ".pnm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -67,8 +69,9 @@ def _list_file(path: str) -> Iterator[str]:
     try:
         handle = open(path, encoding="utf-8")
     except OSError as exc:
-        raise InputListError(f"cannot read the input list {path!r} ({exc.strerror or exc}); check the "
-                             "path after '@'.") from None
+        raise InputListError(
+            f"cannot read the input list {path!r} ({exc.strerror or exc}); check the path after '@'."
+        ) from None
     with handle:
         yield from _lines(handle)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -41,15 +42,18 @@ DECODE_CPUS = 1
 def _import_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as exc:
         raise RayNotInstalledError(
             f"--engine ray needs Ray Data, which cannot be imported here ({exc}). Install it with "
-            "pip install -e \".[ray]\" (or pip install \"ray[data]\"), or run with --engine local.") from None
+            'pip install -e ".[ray]" (or pip install "ray[data]"), or run with --engine local.'
+        ) from None
     return ray
 
 
-def ray_engine(*, address: str | None, num_workers: int, quiet: bool) -> Callable[[Job], Callable[[Iterable[str]], Iterator[dict]]]:
+def ray_engine(
+    *, address: str | None, num_workers: int, quiet: bool
+) -> Callable[[Job], Callable[[Iterable[str]], Iterator[dict]]]:
     """An engine (see :mod:`.runner`) that runs jobs on the Ray cluster at ``address`` (default:
     ``$RAY_ADDRESS``, else a local Ray started for this run) with ``num_workers`` model actors."""
     ray = _import_ray()
@@ -58,8 +62,13 @@ def ray_engine(*, address: str | None, num_workers: int, quiet: bool) -> Callabl
         if not ray.is_initialized():
             target = address or os.environ.get("RAY_ADDRESS") or None
             settings = {key: value for key, value in os.environ.items() if key.startswith("DLWP_")}
-            ray.init(address=target, include_dashboard=False, log_to_driver=not quiet,
-                     logging_level=logging.WARNING, runtime_env={"env_vars": settings} if settings else None)
+            ray.init(
+                address=target,
+                include_dashboard=False,
+                log_to_driver=not quiet,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": settings} if settings else None,
+            )
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         return lambda todo: _records(ray, job, todo, num_workers)
@@ -73,10 +82,15 @@ def _records(ray: Any, job: Job, todo: Iterable[str], num_workers: int) -> Itera
         return
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 1000)))
     ds = ds.map(_decode_row, fn_kwargs={"job": job}, num_cpus=DECODE_CPUS)
-    ds = ds.map_batches(_Answerer, fn_constructor_kwargs={"job": job}, batch_format="numpy",
-                        batch_size=job.batch_size or job.task.default_batch_size or 16,
-                        compute=ray.data.ActorPoolStrategy(size=num_workers),
-                        num_cpus=ACTOR_CPUS, num_gpus=1 if job.model.device == "cuda" else 0)
+    ds = ds.map_batches(
+        _Answerer,
+        fn_constructor_kwargs={"job": job},
+        batch_format="numpy",
+        batch_size=job.batch_size or job.task.default_batch_size or 16,
+        compute=ray.data.ActorPoolStrategy(size=num_workers),
+        num_cpus=ACTOR_CPUS,
+        num_gpus=1 if job.model.device == "cuda" else 0,
+    )
     # Ray Data restarts a dead actor and retries its batch (max_restarts = max_task_retries = -1)
     for row in ds.iter_rows():
         yield json.loads(row["record"])
@@ -92,11 +106,17 @@ def _decode_row(row: dict[str, Any], job: Job) -> dict[str, Any]:
     prepare = _decode_preparer(job)
     try:
         image = load_image(name)
-        pixels = np.asarray(prepare(image) if prepare is not None else image, dtype=np.uint8)     # (H, W, 3)
+        pixels = np.asarray(prepare(image) if prepare is not None else image, dtype=np.uint8)  # (H, W, 3)
     except INPUT_ERRORS as exc:
         return {"input": name, "error": error_text(exc), "pixels": b"", "height": 0, "width": 0, "prepared": False}
-    return {"input": name, "error": "", "pixels": pixels.tobytes(), "height": pixels.shape[0],
-            "width": pixels.shape[1], "prepared": prepare is not None}
+    return {
+        "input": name,
+        "error": "",
+        "pixels": pixels.tobytes(),
+        "height": pixels.shape[0],
+        "width": pixels.shape[1],
+        "prepared": prepare is not None,
+    }
 
 
 _PREPARERS: dict[Job, Callable[[Any], Any] | None] = {}
@@ -123,21 +143,26 @@ class _Answerer:
         from ..inputs.images import load_image
 
         task, names = self.job.task, [str(name) for name in batch["input"]]
-        records: dict[int, dict] = {i: error_record(names[i], str(batch["error"][i]))
-                                    for i in range(len(names)) if batch["error"][i]}
+        records: dict[int, dict] = {
+            i: error_record(names[i], str(batch["error"][i])) for i in range(len(names)) if batch["error"][i]
+        }
         prepared: dict[int, Any] = {}
         for i in (i for i in range(len(names)) if i not in records):
-            pixels = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["height"][i]),
-                                                                                int(batch["width"][i]), 3)
+            pixels = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(
+                int(batch["height"][i]), int(batch["width"][i]), 3
+            )
             try:
-                prepared[i] = (torch.from_numpy(pixels.copy()) if batch["prepared"][i]
-                               else task.prepare(self.model, load_image(pixels.copy())))
-            except INPUT_ERRORS as exc:                 # e.g. too small for this task: this input fails alone
+                prepared[i] = (
+                    torch.from_numpy(pixels.copy())
+                    if batch["prepared"][i]
+                    else task.prepare(self.model, load_image(pixels.copy()))
+                )
+            except INPUT_ERRORS as exc:  # e.g. too small for this task: this input fails alone
                 records[i] = error_record(names[i], exc)
         if prepared:
             try:
                 answers = task.run(self.model, list(prepared.values()), backend=self.job.model.backend)
-            except INPUT_ERRORS as exc:                 # the batch failed: each of its inputs says why
+            except INPUT_ERRORS as exc:  # the batch failed: each of its inputs says why
                 answers = [exc] * len(prepared)
             records.update((i, task.record(names[i], answer)) for i, answer in zip(prepared, answers))
         return {"record": [json.dumps(records[i], ensure_ascii=False) for i in range(len(names))]}

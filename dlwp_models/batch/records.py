@@ -21,8 +21,9 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from ..errors import ResultsFileError
 from ..safe_write import staged, write_failure
@@ -80,13 +81,16 @@ def open_writer(output: str, task: Task, *, append: bool) -> RecordWriter:
         return RecordWriter(sys.stdout, task, csv=False, owns=False)
     path = Path(output)
     if not append and path.exists() and path.stat().st_size > 0:
-        raise ResultsFileError(f"{output} already holds results; pass --resume to continue that run, or "
-                               "choose another --output (or delete the file) to start over.")
+        raise ResultsFileError(
+            f"{output} already holds results; pass --resume to continue that run, or "
+            "choose another --output (or delete the file) to start over."
+        )
     try:
         stream = open(path, "a" if append else "w", encoding="utf-8", newline="")
     except OSError as exc:
-        raise ResultsFileError(f"cannot write results to {output} ({exc.strerror or exc}); check the path "
-                               "and its permissions.") from None
+        raise ResultsFileError(
+            f"cannot write results to {output} ({exc.strerror or exc}); check the path and its permissions."
+        ) from None
     writer = RecordWriter(stream, task, csv=_is_csv(output), owns=True)
     if writer._columns is not None and stream.tell() == 0:
         stream.write(",".join(writer._columns) + "\n")
@@ -127,7 +131,8 @@ def _keep_answered(source: IO[str], kept: IO[str], columns: list[str] | None, ou
                 raise ResultsFileError(
                     f"{output} has the columns {line.strip()!r}, not those of this job "
                     f"({','.join(columns)}); resume with the same task and --topk, or choose "
-                    "another --output.")
+                    "another --output."
+                )
             kept.write(line)
             continue
         record_input, answered = _parse(line, columns, output, number)
@@ -159,5 +164,7 @@ def _parse(line: str, columns: list[str] | None, output: str, number: int) -> tu
             raise ValueError("wrong number of fields")
         return row[0], not row[-1]
     except ValueError:
-        raise ResultsFileError(f"line {number} of {output} is not a result record of this job; --resume "
-                               "continues a file written by the same command. Choose another --output.") from None
+        raise ResultsFileError(
+            f"line {number} of {output} is not a result record of this job; --resume "
+            "continues a file written by the same command. Choose another --output."
+        ) from None

@@ -5,8 +5,9 @@ and end with the exit status and the line "N of M failed"."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ..tasks import ModelSpec, Task, error_record
 from . import inputs as batch_inputs
@@ -19,9 +20,9 @@ __all__ = ["Job", "Settings", "run_job", "local_engine"]
 class Job:
     """Everything needed to answer inputs of one task, on any machine (picklable)."""
 
-    task: Task                      # the task, with the options that change its answers
-    model: ModelSpec                # which network, weights, device and backend
-    batch_size: int | None = None   # None: the task's (or the model's) default
+    task: Task  # the task, with the options that change its answers
+    model: ModelSpec  # which network, weights, device and backend
+    batch_size: int | None = None  # None: the task's (or the model's) default
 
 
 #: an engine takes a job, gets ready (builds the model, starts Ray, …) and returns the function
@@ -33,12 +34,12 @@ Engine = Callable[[Job], Callable[[Iterable[str]], Iterable[dict[str, Any]]]]
 class Settings:
     """How to run a job: where records go and what to do on failures."""
 
-    specs: tuple[str, ...]          # INPUTS as given
-    output: str                     # a .jsonl / .csv path, or "-"
+    specs: tuple[str, ...]  # INPUTS as given
+    output: str  # a .jsonl / .csv path, or "-"
     resume: bool = False
     stop_on_error: bool = False
-    progress: bool | None = None    # None: on a terminal only
-    quiet: bool = False             # no download bars
+    progress: bool | None = None  # None: on a terminal only
+    quiet: bool = False  # no download bars
 
 
 def local_engine(quiet: bool) -> Engine:
@@ -62,21 +63,26 @@ def run_job(job: Job, settings: Settings, engine: Engine) -> int:
     else 1 (the last line on standard error says how many failed)."""
     done = resume(settings.output, job.task) if settings.resume else set()
     total = _total(settings)
-    answer = engine(job)                 # a model that cannot be built fails before the output is touched
+    answer = engine(job)  # a model that cannot be built fails before the output is touched
     writer = open_writer(settings.output, job.task, append=settings.resume)
     counts = {"seen": 0, "failed": 0}
     claimed: set[str] = set()
-    early: list[dict[str, Any]] = []     # records decided before running (translate's name clashes)
+    early: list[dict[str, Any]] = []  # records decided before running (translate's name clashes)
 
     def todo() -> Iterator[str]:
         for item in batch_inputs.expand(settings.specs, sys.stdin):
             counts["seen"] += 1
             out = job.task.output_of(item)
-            if out is not None:           # two inputs must not write one file
+            if out is not None:  # two inputs must not write one file
                 if out in claimed:
                     if item not in done:
-                        early.append(error_record(item, f"another input is already written to {out}; rename "
-                                                        "one of them or write them into different folders."))
+                        early.append(
+                            error_record(
+                                item,
+                                f"another input is already written to {out}; rename "
+                                "one of them or write them into different folders.",
+                            )
+                        )
                     continue
                 claimed.add(out)
             if item in done:
@@ -105,8 +111,10 @@ def run_job(job: Job, settings: Settings, engine: Engine) -> int:
     except _Stop as stop:
         bar.close()
         print(f"dlwp: error: {stop.record['input']}: {stop.record['error']}", file=sys.stderr)
-        print(f"stopped at the first failure (--on-error stop): {counts['failed']} of {counts['seen']} failed",
-              file=sys.stderr)
+        print(
+            f"stopped at the first failure (--on-error stop): {counts['failed']} of {counts['seen']} failed",
+            file=sys.stderr,
+        )
         return 1
     finally:
         close = getattr(records, "close", None)
@@ -139,5 +147,11 @@ def _show_progress(settings: Settings) -> bool:
 def _progress_bar(total: int | None, settings: Settings) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", file=sys.stderr, disable=not _show_progress(settings),
-                dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        total=total,
+        unit="img",
+        file=sys.stderr,
+        disable=not _show_progress(settings),
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )

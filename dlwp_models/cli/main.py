@@ -12,8 +12,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .. import __version__
 from ..errors import DlwpError, UsageError
@@ -71,8 +71,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     ws = _weights_by_name_or_model(args.name)
-    meta = {k: (f"<{len(v)} labels>" if k == "categories" and isinstance(v, list) else v)
-            for k, v in ws.meta.items()}
+    meta = {k: (f"<{len(v)} labels>" if k == "categories" and isinstance(v, list) else v) for k, v in ws.meta.items()}
     print(f"{ws.name}  (model {ws.model}, format {ws.format}{', default' if ws.default else ''})")
     print(f"  from manifest {ws.source}")
     for role, spec in ws.files.items():
@@ -107,34 +106,43 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.mirror_manifest:
         if args.checkpoint or args.model or args.tag or args.categories or args.dry_run:
             raise UsageError("--mirror-manifest takes only --repo, --release and --manifest")
-        names = mirror_manifest(repo=args.repo, release=args.release, manifest=args.manifest,
-                                progress=not args.quiet)
+        names = mirror_manifest(repo=args.repo, release=args.release, manifest=args.manifest, progress=not args.quiet)
         print(f"{len(names)} files now served first from release {args.release} of {args.repo}:")
         for name in names:
             print(f"  {name}")
         return 0
-    missing = [flag for flag, value in (("CHECKPOINT", args.checkpoint), ("--model", args.model),
-                                        ("--tag", args.tag)) if not value]
+    missing = [
+        flag
+        for flag, value in (("CHECKPOINT", args.checkpoint), ("--model", args.model), ("--tag", args.tag))
+        if not value
+    ]
     if missing:
         raise UsageError(f"publishing a checkpoint needs {', '.join(missing)}")
-    entry = publish_checkpoint(args.checkpoint, model=args.model, tag=args.tag, repo=args.repo,
-                               release=args.release, manifest=args.manifest, categories=args.categories,
-                               dry_run=args.dry_run)
+    entry = publish_checkpoint(
+        args.checkpoint,
+        model=args.model,
+        tag=args.tag,
+        repo=args.repo,
+        release=args.release,
+        manifest=args.manifest,
+        categories=args.categories,
+        dry_run=args.dry_run,
+    )
     shown = {**entry, "meta": {**entry["meta"], "categories": f"<{len(entry['meta']['categories'])} labels>"}}
     print(json.dumps(shown, indent=2))
     if args.dry_run:
         print("dry run: nothing was uploaded and no manifest was changed")
     else:
-        print(f"published {entry['name']}; load it with torch.hub.load(REPO, {entry['model']!r}, "
-              f"weights={args.tag!r})")
+        print(f"published {entry['name']}; load it with torch.hub.load(REPO, {entry['model']!r}, weights={args.tag!r})")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_model
 
-    path = export_model(args.name, output=args.output, format=args.format, weights=args.weights,
-                        input_size=tuple(args.input_size))
+    path = export_model(
+        args.name, output=args.output, format=args.format, weights=args.weights, input_size=tuple(args.input_size)
+    )
     print(f"wrote {path} ({args.format}); input: uint8 images (N, 3, H, W)")
     return 0
 
@@ -143,8 +151,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from ..serve import ServeSettings, serve
     except ImportError as exc:
-        raise UsageError(f"serve needs the [serve] extra ({exc.name} is missing); install it with "
-                         "pip install -e \".[serve]\".") from None
+        raise UsageError(
+            f'serve needs the [serve] extra ({exc.name} is missing); install it with pip install -e ".[serve]".'
+        ) from None
     from ..models.onnx_backend import check_backend
 
     weights = {}
@@ -155,14 +164,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         weights[model.strip()] = tag.strip()
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     for model in (*models, *weights):
-        family_info(model)                                   # ValueError listing the models
-    check_backend(args.backend)                              # onnxruntime missing: say so before loading
+        family_info(model)  # ValueError listing the models
+    check_backend(args.backend)  # onnxruntime missing: say so before loading
     if unused := sorted(set(weights) - set(models)):
         raise UsageError(f"--weights names {', '.join(unused)}, which --models does not serve")
-    return serve(ServeSettings(models=models, weights=weights, host=args.host, port=args.port,
-                               max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                               max_upload_mb=args.max_upload_mb, device=args.device,
-                               cors_origins=tuple(args.cors_origin), backend=args.backend))
+    return serve(
+        ServeSettings(
+            models=models,
+            weights=weights,
+            host=args.host,
+            port=args.port,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+            max_upload_mb=args.max_upload_mb,
+            device=args.device,
+            cors_origins=tuple(args.cors_origin),
+            backend=args.backend,
+        )
+    )
 
 
 def _size_arg(text: str) -> int | None:
@@ -178,7 +198,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dlwp_models",
         description="Models of chapter 2 of Deep Learning with PyTorch: weights, classification, "
-                    "horse-to-zebra translation and captioning.")
+        "horse-to-zebra translation and captioning.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
     parser.add_argument("--version", action="version", version=f"dlwp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,31 +218,61 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_fetch)
 
-    p = add_task_command(sub, "classify", "top-k ImageNet labels for images", lambda a: Classify(topk=a.topk),
-                         weights="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)", backend=True)
+    p = add_task_command(
+        sub,
+        "classify",
+        "top-k ImageNet labels for images",
+        lambda a: Classify(topk=a.topk),
+        weights="weight tag, e.g. IMAGENET1K_V2 (default: the book's weights)",
+        backend=True,
+    )
     p.add_argument("--model", default=Classify.default_model, help=f"classifier (default: {Classify.default_model})")
     p.add_argument("--topk", type=positive_int, default=5, help="how many labels per image (default: 5)")
 
-    p = add_task_command(sub, "translate", "turn horses into zebras (CycleGAN)",
-                         lambda a: Translate(size=a.size, preset=a.preset, output_dir=str(a.output_dir),
-                                             overwrite=a.overwrite or a.resume),
-                         weights="weight tag or a local generator file (default: horse2zebra)", backend=True)
-    p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR",
-                   help="folder for <stem>_zebra.png files")
-    p.add_argument("--preset", choices=PRESETS, default="trained",
-                   help="input scaling: as the weights were trained (default) or as the book feeds it")
+    p = add_task_command(
+        sub,
+        "translate",
+        "turn horses into zebras (CycleGAN)",
+        lambda a: Translate(
+            size=a.size, preset=a.preset, output_dir=str(a.output_dir), overwrite=a.overwrite or a.resume
+        ),
+        weights="weight tag or a local generator file (default: horse2zebra)",
+        backend=True,
+    )
+    p.add_argument(
+        "-o", "--output-dir", type=Path, required=True, metavar="DIR", help="folder for <stem>_zebra.png files"
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="trained",
+        help="input scaling: as the weights were trained (default) or as the book feeds it",
+    )
     p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing <stem>_zebra.png files (default: refuse before translating)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing <stem>_zebra.png files (default: refuse before translating)",
+    )
 
-    p = add_task_command(sub, "caption", "describe images in a sentence (NeuralTalk2)",
-                         lambda a: Caption(beam_size=a.beam_size), weights="weight tag (default: coco_fc)",
-                         backend=False)
+    p = add_task_command(
+        sub,
+        "caption",
+        "describe images in a sentence (NeuralTalk2)",
+        lambda a: Caption(beam_size=a.beam_size),
+        weights="weight tag (default: coco_fc)",
+        backend=False,
+    )
     p.add_argument("--beam-size", type=positive_int, default=2, help="beam width (default: 2, as the book)")
 
     p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
-    p.add_argument("checkpoint", nargs="?", type=Path, metavar="CHECKPOINT",
-                   help="a state dict (or a dict holding one under 'state_dict' or 'model')")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="a state dict (or a dict holding one under 'state_dict' or 'model')",
+    )
     p.add_argument("--model", help="the classifier architecture, e.g. resnet50")
     p.add_argument("--tag", help="weight-set tag: the entry becomes <model>.<tag>")
     p.add_argument("--repo", required=True, help="OWNER/REPO whose release holds the file")
@@ -229,8 +280,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, help="manifest to update (default: weights/manifest.json)")
     p.add_argument("--categories", type=Path, help="labels, one per line (default: the base weights')")
     p.add_argument("--dry-run", action="store_true", help="do everything but upload and write; print the entry")
-    p.add_argument("--mirror-manifest", action="store_true",
-                   help="re-host every file of the manifest as release assets and list them first")
+    p.add_argument(
+        "--mirror-manifest",
+        action="store_true",
+        help="re-host every file of the manifest as release assets and list them first",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_publish)
 
@@ -239,30 +293,57 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weight tag (default: the model's default)")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
-    p.add_argument("--input-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
-                   help="image size to check at; torch.export and onnx artefacts are specialised to it "
-                        "(default 480 640)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=(480, 640),
+        metavar=("H", "W"),
+        help="image size to check at; torch.export and onnx artefacts are specialised to it (default 480 640)",
+    )
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("serve", help="serve the models over HTTP, with a web page to try them (the [serve] extra)")
-    p.add_argument("--models", default="resnet101,cyclegan,neuraltalk2",
-                   help="comma-separated models to load (default: resnet101,cyclegan,neuraltalk2)")
-    p.add_argument("--weights", action="append", default=[], metavar="MODEL=TAG",
-                   help="weight set per model, e.g. resnet101=IMAGENET1K_V2 (repeatable; default: each model's)")
+    p.add_argument(
+        "--models",
+        default="resnet101,cyclegan,neuraltalk2",
+        help="comma-separated models to load (default: resnet101,cyclegan,neuraltalk2)",
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="MODEL=TAG",
+        help="weight set per model, e.g. resnet101=IMAGENET1K_V2 (repeatable; default: each model's)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-batch", type=positive_int, default=16, help="most requests per forward pass (default 16)")
-    p.add_argument("--max-wait-ms", type=non_negative_float, default=10.0,
-                   help="longest wait for a batch to fill after its first request (default 10)")
-    p.add_argument("--max-queue", type=positive_int, default=64,
-                   help="requests queued per model before answering 503 (default 64)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=non_negative_float,
+        default=10.0,
+        help="longest wait for a batch to fill after its first request (default 10)",
+    )
+    p.add_argument(
+        "--max-queue", type=positive_int, default=64, help="requests queued per model before answering 503 (default 64)"
+    )
     p.add_argument("--max-upload-mb", type=positive_float, default=20.0, help="largest upload in MiB (default 20)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the models run (default cpu)")
-    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow browser pages from this origin to call the API (repeatable; default none)")
-    p.add_argument("--backend", choices=BACKENDS, default="eager",
-                   help="engine for the classifiers' and the generator's network: eager PyTorch (default) or "
-                        "ONNX Runtime (needs pip install -e \".[onnx]\")")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from this origin to call the API (repeatable; default none)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="eager",
+        help="engine for the classifiers' and the generator's network: eager PyTorch (default) or "
+        'ONNX Runtime (needs pip install -e ".[onnx]")',
+    )
     p.set_defaults(run=cmd_serve)
     return parser
 
@@ -272,9 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if hasattr(args, "records") and (problem := batch_usage_error(args)):
         parser.error(problem)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="dlwp: %(levelname)s: %(message)s")
-    for chatty in ("onnxscript", "onnx_ir"):     # the ONNX exporter's per-pass notes are not dlwp's news
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="dlwp: %(levelname)s: %(message)s"
+    )
+    for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter's per-pass notes are not dlwp's news
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.run(args)

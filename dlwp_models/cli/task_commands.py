@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..batch import Job, Settings, local_engine, run_job
 from ..errors import UsageError
@@ -18,24 +19,43 @@ from .arguments import positive_int
 
 __all__ = ["add_task_command", "batch_usage_error", "run_task"]
 
-_INPUTS_HELP = ("image files or http(s) URLs; with --output also folders, quoted globs, @list.txt or - "
-                "(a list on standard input)")
-_BATCH_ONLY = (("resume", False, "--resume"), ("on_error", None, "--on-error"), ("batch_size", None, "--batch-size"),
-               ("engine", None, "--engine"), ("ray_address", None, "--ray-address"),
-               ("num_workers", None, "--num-workers"), ("device", None, "--device"), ("progress", None, "--progress"))
+_INPUTS_HELP = (
+    "image files or http(s) URLs; with --output also folders, quoted globs, @list.txt or - (a list on standard input)"
+)
+_BATCH_ONLY = (
+    ("resume", False, "--resume"),
+    ("on_error", None, "--on-error"),
+    ("batch_size", None, "--batch-size"),
+    ("engine", None, "--engine"),
+    ("ray_address", None, "--ray-address"),
+    ("num_workers", None, "--num-workers"),
+    ("device", None, "--device"),
+    ("progress", None, "--progress"),
+)
 
 
-def add_task_command(sub: "argparse._SubParsersAction", name: str, help: str, make_task: Callable[[Any], Task], *,
-                     weights: str, backend: bool) -> argparse.ArgumentParser:
+def add_task_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    make_task: Callable[[Any], Task],
+    *,
+    weights: str,
+    backend: bool,
+) -> argparse.ArgumentParser:
     """A task's subcommand: INPUTS, --weights, -q, the batch-job options and, for the tasks whose
     networks ONNX Runtime can run, --backend; ``make_task(args)`` makes the task from its options."""
     p = sub.add_parser(name, help=help)
     p.add_argument("images", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
     p.add_argument("--weights", help=weights)
     if backend:
-        p.add_argument("--backend", choices=BACKENDS, default="eager",
-                       help="engine for the network: eager PyTorch, as the book (default), or ONNX Runtime "
-                            "(faster; needs pip install -e \".[onnx]\"; last-digit differences)")
+        p.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default="eager",
+            help="engine for the network: eager PyTorch, as the book (default), or ONNX Runtime "
+            '(faster; needs pip install -e ".[onnx]"; last-digit differences)',
+        )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_batch_options(p)
     p.set_defaults(run=run_task, make_task=make_task)
@@ -44,24 +64,44 @@ def add_task_command(sub: "argparse._SubParsersAction", name: str, help: str, ma
 
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "batch jobs", "with --output, INPUTS may also be folders (searched recursively for images), quoted "
-                      "globs, @list.txt (one path or URL a line) or - (that list on standard input)")
-    group.add_argument("--output", dest="records", metavar="FILE",
-                       help="write one record per input to FILE as each batch completes: .jsonl (JSON Lines) "
-                            "or .csv; - writes JSON Lines to standard output")
-    group.add_argument("--resume", action="store_true",
-                       help="continue a killed run: skip inputs FILE already answers, retry its failures, append")
-    group.add_argument("--on-error", choices=("skip", "stop"),
-                       help="skip (default): record a failure and go on; stop: end the run at the first failure")
+        "batch jobs",
+        "with --output, INPUTS may also be folders (searched recursively for images), quoted "
+        "globs, @list.txt (one path or URL a line) or - (that list on standard input)",
+    )
+    group.add_argument(
+        "--output",
+        dest="records",
+        metavar="FILE",
+        help="write one record per input to FILE as each batch completes: .jsonl (JSON Lines) "
+        "or .csv; - writes JSON Lines to standard output",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run: skip inputs FILE already answers, retry its failures, append",
+    )
+    group.add_argument(
+        "--on-error",
+        choices=("skip", "stop"),
+        help="skip (default): record a failure and go on; stop: end the run at the first failure",
+    )
     group.add_argument("--batch-size", type=positive_int, help="inputs per forward pass (default: the model's)")
     group.add_argument("--engine", choices=("local", "ray"), help="local (default): this process; ray: Ray Data")
-    group.add_argument("--ray-address", metavar="ADDR",
-                       help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    group.add_argument(
+        "--ray-address", metavar="ADDR", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)"
+    )
     group.add_argument("--num-workers", type=positive_int, help="Ray actors, each holding one model (default 2)")
-    group.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default cpu); with Ray, "
-                                                                 "cuda gives each actor one GPU")
-    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                       help="show a progress bar on standard error (default: only on a terminal)")
+    group.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where the model runs (default cpu); with Ray, cuda gives each actor one GPU",
+    )
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on standard error (default: only on a terminal)",
+    )
 
 
 def batch_usage_error(args: argparse.Namespace) -> str | None:
@@ -95,8 +135,14 @@ def run_task(args: argparse.Namespace) -> int:
 
 
 def _run_batch(args: argparse.Namespace, job: Job) -> int:
-    settings = Settings(specs=tuple(args.images), output=args.records, resume=args.resume,
-                        stop_on_error=args.on_error == "stop", progress=args.progress, quiet=args.quiet)
+    settings = Settings(
+        specs=tuple(args.images),
+        output=args.records,
+        resume=args.resume,
+        stop_on_error=args.on_error == "stop",
+        progress=args.progress,
+        quiet=args.quiet,
+    )
     if args.engine == "ray":
         from ..batch.ray_engine import ray_engine
 

@@ -14,27 +14,43 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import (BudgetExceededError, HttpLimitError, ImageFetchError, ImageInputError, ImageNotFoundError,
-                      StallError)
+from ..errors import (
+    BudgetExceededError,
+    HttpLimitError,
+    ImageFetchError,
+    ImageInputError,
+    ImageNotFoundError,
+    StallError,
+)
 
-__all__ = ["ImageItem", "ImageSource", "image_sources", "load_images", "load_image", "to_float_tensor", "image_hw",
-           "resized_hw", "same_size_chunks"]
+__all__ = [
+    "ImageItem",
+    "ImageSource",
+    "image_sources",
+    "load_images",
+    "load_image",
+    "to_float_tensor",
+    "image_hw",
+    "resized_hw",
+    "same_size_chunks",
+]
 
 log = logging.getLogger(__name__)
 
-ImageItem = Union[Image.Image, torch.Tensor]
-ImageSource = Callable[[], "list[ImageItem]"]   # decodes one input when called (from any thread)
-URL_TIMEOUT = (5.0, 20.0)            # connect, read (seconds)
-URL_DEADLINE = 120.0                 # the whole download, so a server that drips bytes cannot hang us
-URL_MAX_BYTES = 64 * 1024 * 1024     # an image bigger than this over HTTP is refused
+ImageItem = Image.Image | torch.Tensor
+ImageSource = Callable[[], "list[ImageItem]"]  # decodes one input when called (from any thread)
+URL_TIMEOUT = (5.0, 20.0)  # connect, read (seconds)
+URL_DEADLINE = 120.0  # the whole download, so a server that drips bytes cannot hang us
+URL_MAX_BYTES = 64 * 1024 * 1024  # an image bigger than this over HTTP is refused
 _OPEN_LOCK = threading.Lock()
 _EXIF_ORIENTATION = 0x0112
 _KINDS = "a path, an http(s) URL, a PIL image, a numpy HWC uint8 array or a CHW/NCHW tensor"
@@ -80,7 +96,7 @@ def to_float_tensor(item: ImageItem) -> torch.Tensor:
     """An item from :func:`load_images` as a float32 CHW tensor in [0, 1] (what ToTensor gives)."""
     if isinstance(item, torch.Tensor):
         return item
-    array = np.asarray(item, dtype=np.uint8)                     # H, W, 3
+    array = np.asarray(item, dtype=np.uint8)  # H, W, 3
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
 
 
@@ -109,7 +125,7 @@ def same_size_chunks(tensors: list[torch.Tensor], batch_pixels: int) -> list[lis
     chunks = []
     for shape, indices in groups.items():
         per_chunk = max(1, batch_pixels // (shape[-1] * shape[-2]))
-        chunks += [indices[k:k + per_chunk] for k in range(0, len(indices), per_chunk)]
+        chunks += [indices[k : k + per_chunk] for k in range(0, len(indices), per_chunk)]
     return chunks
 
 
@@ -145,22 +161,25 @@ def _loaded(img: Image.Image) -> Image.Image:
         img.load()
     except ValueError as exc:
         if _is_closed(img):
-            raise ImageInputError("the PIL image was closed before it was passed (its pixels are gone); "
-                                  "pass it before closing it, or pass img.copy().") from None
+            raise ImageInputError(
+                "the PIL image was closed before it was passed (its pixels are gone); "
+                "pass it before closing it, or pass img.copy()."
+            ) from None
         raise ImageInputError(f"the PIL image could not be decoded ({exc}).") from None
     except (OSError, SyntaxError) as exc:
-        raise ImageInputError(f"the PIL image could not be decoded ({exc}); its file is damaged or "
-                              "truncated. Re-save or re-download it.") from None
+        raise ImageInputError(
+            f"the PIL image could not be decoded ({exc}); its file is damaged or truncated. Re-save or re-download it."
+        ) from None
     return img
 
 
 def _is_closed(img: Image.Image) -> bool:
     """Whether ``img`` was closed: its pixel store then refuses access (Pillow >= 10)."""
     try:
-        img.im
+        _ = img.im
     except ValueError:
         return True
-    except Exception:  # noqa: BLE001 - any other state (e.g. never loaded) is not "closed"
+    except Exception:
         return False
     return False
 
@@ -192,14 +211,16 @@ def _decode(open_arg: Any, what: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageInputError(
             f"{what} is too large to decode safely ({exc}). Downscale it first, or raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file.") from None
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file."
+        ) from None
     except UnidentifiedImageError:
         raise ImageInputError(f"{what} is not an image PIL can read; pass a JPEG, PNG or other image file.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageInputError):
             raise
-        raise ImageInputError(f"{what} could not be decoded ({exc}); the file is damaged or truncated. "
-                              "Re-save or re-download it.") from None
+        raise ImageInputError(
+            f"{what} could not be decoded ({exc}); the file is damaged or truncated. Re-save or re-download it."
+        ) from None
 
 
 def _check_path(path: Path) -> None:
@@ -214,8 +235,9 @@ def _check_path(path: Path) -> None:
 def _check_url(url: str) -> None:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise ImageInputError(f"refusing to open {url!r}: only http(s) URLs are fetched; for a local "
-                              "file pass its path instead.")
+        raise ImageInputError(
+            f"refusing to open {url!r}: only http(s) URLs are fetched; for a local file pass its path instead."
+        )
 
 
 def _from_url(url: str) -> Image.Image:
@@ -224,38 +246,48 @@ def _from_url(url: str) -> Image.Image:
 
     from ..weights import http
 
-    timeout = (URL_TIMEOUT[0], min(URL_TIMEOUT[1], URL_DEADLINE))   # a silent server cannot outlast the deadline
+    timeout = (URL_TIMEOUT[0], min(URL_TIMEOUT[1], URL_DEADLINE))  # a silent server cannot outlast the deadline
     started = time.monotonic()
     try:
         with requests.get(url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"}) as resp:
             if resp.status_code != 200:
-                raise ImageFetchError(f"fetching image {url!r} failed: HTTP {resp.status_code} "
-                                      f"{resp.reason or ''}. Check the URL.".replace("  ", " "))
+                raise ImageFetchError(
+                    f"fetching image {url!r} failed: HTTP {resp.status_code} "
+                    f"{resp.reason or ''}. Check the URL.".replace("  ", " ")
+                )
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype.startswith("text/") or ctype in ("application/json", "application/xhtml+xml"):
-                raise ImageFetchError(f"{url!r} returned {ctype}, not an image (a web page rather than "
-                                      "the picture?). Use the direct link to the image file.")
+                raise ImageFetchError(
+                    f"{url!r} returned {ctype}, not an image (a web page rather than "
+                    "the picture?). Use the direct link to the image file."
+                )
             # a wall-clock deadline checked after every read, however small: a drip cannot hang us
             watch = http.Stopwatch(deadline=URL_DEADLINE)
             data = b"".join(http.read_limited(resp, budget=URL_MAX_BYTES, watch=watch))
     except (StallError, requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
         if not isinstance(exc, StallError) and time.monotonic() - started < URL_DEADLINE:
-            raise ImageFetchError(f"fetching image {url!r} timed out (limits {timeout[0]:.0f}s to connect, "
-                                  f"{timeout[1]:.0f}s between bytes); try again or download it "
-                                  "first.") from None
-        raise ImageFetchError(f"fetching image {url!r} took longer than {URL_DEADLINE:.0f}s; "
-                              "download it first and pass the file.") from None
+            raise ImageFetchError(
+                f"fetching image {url!r} timed out (limits {timeout[0]:.0f}s to connect, "
+                f"{timeout[1]:.0f}s between bytes); try again or download it "
+                "first."
+            ) from None
+        raise ImageFetchError(
+            f"fetching image {url!r} took longer than {URL_DEADLINE:.0f}s; download it first and pass the file."
+        ) from None
     except BudgetExceededError:
-        raise ImageFetchError(f"{url!r} is larger than {URL_MAX_BYTES >> 20} MiB; download it "
-                              "and pass the file instead.") from None
+        raise ImageFetchError(
+            f"{url!r} is larger than {URL_MAX_BYTES >> 20} MiB; download it and pass the file instead."
+        ) from None
     except HttpLimitError as exc:
         raise ImageFetchError(f"fetching image {url!r} failed: {exc}; download it and pass the file.") from None
     except requests.RequestException as exc:
-        raise ImageFetchError(f"fetching image {url!r} failed ({type(exc).__name__}: {exc}); check the URL "
-                              "and the network.") from None
-    except urllib3.exceptions.HTTPError as exc:             # raised by the raw reads
-        raise ImageFetchError(f"fetching image {url!r} failed ({type(exc).__name__}: {exc}); check the URL "
-                              "and the network.") from None
+        raise ImageFetchError(
+            f"fetching image {url!r} failed ({type(exc).__name__}: {exc}); check the URL and the network."
+        ) from None
+    except urllib3.exceptions.HTTPError as exc:  # raised by the raw reads
+        raise ImageFetchError(
+            f"fetching image {url!r} failed ({type(exc).__name__}: {exc}); check the URL and the network."
+        ) from None
     if not data:
         raise ImageFetchError(f"{url!r} returned no data; check the URL.")
     return _decode(io.BytesIO(data), f"the image at {url!r}")
@@ -268,7 +300,7 @@ def _to_rgb(img: Image.Image, what: str) -> Image.Image:
     try:
         if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
             img = ImageOps.exif_transpose(img)
-    except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the picture
+    except Exception as exc:
         log.warning("ignoring unreadable EXIF orientation of %s (%s)", what, exc)
     if img.mode == "RGB":
         return img
@@ -289,8 +321,10 @@ def _to_rgb(img: Image.Image, what: str) -> Image.Image:
 
 def _from_array(array: np.ndarray) -> Image.Image:
     if array.dtype != np.uint8:
-        raise ImageInputError(f"numpy images must be uint8 HWC arrays, got dtype {array.dtype}; convert with "
-                              "(array * 255).round().astype(np.uint8) or pass a float tensor in [0, 1].")
+        raise ImageInputError(
+            f"numpy images must be uint8 HWC arrays, got dtype {array.dtype}; convert with "
+            "(array * 255).round().astype(np.uint8) or pass a float tensor in [0, 1]."
+        )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim == 2:
@@ -312,9 +346,11 @@ def _from_tensor(tensor: torch.Tensor) -> list[torch.Tensor]:
         raise ImageInputError(f"image tensors must be CHW or NCHW, got shape {tuple(tensor.shape)}.")
     n, c, h, w = batch.shape
     if c not in (1, 3):
-        raise ImageInputError(f"image tensors must have 1 or 3 channels (CHW / NCHW), got shape "
-                              f"{tuple(tensor.shape)} with {c} channels. Drop alpha, or permute an HWC "
-                              "tensor with .permute(2, 0, 1).")
+        raise ImageInputError(
+            f"image tensors must have 1 or 3 channels (CHW / NCHW), got shape "
+            f"{tuple(tensor.shape)} with {c} channels. Drop alpha, or permute an HWC "
+            "tensor with .permute(2, 0, 1)."
+        )
     if n == 0 or h == 0 or w == 0:
         raise ImageInputError(f"image tensor has an empty dimension: shape {tuple(tensor.shape)}.")
     batch = batch.detach()
@@ -328,10 +364,10 @@ def _from_tensor(tensor: torch.Tensor) -> list[torch.Tensor]:
         if low < 0.0 or high > 1.0:
             raise ImageInputError(
                 f"float image tensors must hold values in [0, 1], got [{low:.3g}, {high:.3g}]. Pass the "
-                "unnormalised image (the model normalises it), or a uint8 tensor.")
+                "unnormalised image (the model normalises it), or a uint8 tensor."
+            )
     else:
         raise ImageInputError(f"image tensors must be uint8 or float, got {batch.dtype}.")
     if c == 1:
         batch = batch.expand(n, 3, h, w)
     return [img.contiguous() for img in batch]
-

@@ -9,11 +9,12 @@ needs the same cores) is the caller's choice: ``ordered_map(..., overlap=...)``.
 from __future__ import annotations
 
 import os
-from collections import deque
 import queue
 import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["usable_cores", "default_workers", "ordered_map"]
 
@@ -44,8 +45,9 @@ class _DaemonPool:
 
     def __init__(self, workers: int) -> None:
         self._tasks: queue.SimpleQueue[tuple[Future, Callable[[Any], Any], Any] | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"dlwp-prepare-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"dlwp-prepare-{i}", daemon=True) for i in range(workers)
+        ]
         self._pending: list[Future] = []
         for thread in self._threads:
             thread.start()
@@ -56,10 +58,10 @@ class _DaemonPool:
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(item))
-                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                except BaseException as exc:
                     future.set_exception(exc)
 
-    def submit(self, fn: Callable[[S], T], item: S) -> "Future[T]":
+    def submit(self, fn: Callable[[S], T], item: S) -> Future[T]:
         future: Future[T] = Future()
         self._pending = [f for f in self._pending if not f.done()] + [future]
         self._tasks.put((future, fn, item))
@@ -76,8 +78,9 @@ class _DaemonPool:
                 thread.join()
 
 
-def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead: int,
-                overlap: bool = True) -> Iterator[T]:
+def ordered_map(
+    fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead: int, overlap: bool = True
+) -> Iterator[T]:
     """``map(fn, items)`` computed by ``workers`` threads, at most ``ahead`` results ahead of the
     consumer. With ``overlap`` the workers start the next item as soon as one is taken; without
     it they start the next ``ahead`` items only once the consumer has taken all of the previous
@@ -105,7 +108,7 @@ def ordered_map(fn: Callable[[S], T], items: Iterable[S], *, workers: int, ahead
             if not pending:
                 return
             yield pending.popleft().result()
-    except KeyboardInterrupt:   # don't make Ctrl-C wait for a download already running
+    except KeyboardInterrupt:  # don't make Ctrl-C wait for a download already running
         interrupted = True
         raise
     finally:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from ..errors import DlwpError, ImageInputError
 from .images import ImageItem, image_sources
@@ -33,13 +34,21 @@ def _one_item(item: Any) -> ImageItem:
     sources, _ = image_sources(item)
     images = [image for source in sources for image in source()]
     if len(images) != 1:
-        raise ImageInputError(f"this input holds {len(images)} images; a stream takes one image per input. "
-                              "Pass the images one by one.")
+        raise ImageInputError(
+            f"this input holds {len(images)} images; a stream takes one image per input. Pass the images one by one."
+        )
     return images[0]
 
 
-def stream_batches(inputs: Iterable[Any], prepare: Callable[[ImageItem], P], run: Callable[[list[P]], list[R]], *,
-                   batch_size: int, on_cpu: bool, workers: int | None = None) -> Iterator[tuple[Any, R | BaseException]]:
+def stream_batches(
+    inputs: Iterable[Any],
+    prepare: Callable[[ImageItem], P],
+    run: Callable[[list[P]], list[R]],
+    *,
+    batch_size: int,
+    on_cpu: bool,
+    workers: int | None = None,
+) -> Iterator[tuple[Any, R | BaseException]]:
     """``(input, outcome)`` for each of ``inputs``, in order: ``outcome`` is ``run``'s result for that
     input, or the exception (one of :data:`INPUT_ERRORS`) that decoding, ``prepare`` or the input's
     batch raised.
@@ -61,10 +70,11 @@ def stream_batches(inputs: Iterable[Any], prepare: Callable[[ImageItem], P], run
             return item, exc, False
 
     workers = default_workers() if workers is None else workers
-    prepared = ordered_map(prepare_one, inputs, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size,
-                           overlap=not on_cpu)
-    pending: deque[tuple[Any, Any, bool]] = deque()   # prepared, not yet answered, in input order
-    ready = 0                                          # how many of them were prepared successfully
+    prepared = ordered_map(
+        prepare_one, inputs, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size, overlap=not on_cpu
+    )
+    pending: deque[tuple[Any, Any, bool]] = deque()  # prepared, not yet answered, in input order
+    ready = 0  # how many of them were prepared successfully
     try:
         for entry in prepared:
             pending.append(entry)
@@ -89,7 +99,7 @@ def _answer(pending: deque, run: Callable[[list[Any]], list[Any]]) -> Iterator[t
             if len(answers) != len(batch):
                 raise AssertionError(f"a batch of {len(batch)} gave {len(answers)} results")
             results = iter(answers)
-        except INPUT_ERRORS as exc:                    # the whole batch failed: each of its inputs says why
+        except INPUT_ERRORS as exc:  # the whole batch failed: each of its inputs says why
             failure = exc
     while pending:
         item, value, ok = pending.popleft()

@@ -4,7 +4,8 @@ that names the weight set and its manifest."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from ..errors import ManifestError
 from ..weights.manifest import WeightSet
@@ -15,8 +16,11 @@ T = TypeVar("T")
 
 
 def _rgb_triple(name: str, value: Any) -> tuple[float, float, float]:
-    if (not isinstance(value, (tuple, list)) or len(value) != 3
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}")
     return (float(value[0]), float(value[1]), float(value[2]))
 
@@ -35,11 +39,12 @@ def from_weight_set(build: Callable[..., T], weights: WeightSet, allowed: Collec
     settings = dict(weights.transforms)
     unknown = set(settings) - set(allowed)
     if unknown:
-        raise ManifestError(f"weight set {weights.name!r} has unknown transform setting "
-                         f"{sorted(unknown)[0]!r}; expected only {sorted(allowed)}. Fix its "
-                         f"\"transforms\" in {weights.source}.")
+        raise ManifestError(
+            f"weight set {weights.name!r} has unknown transform setting "
+            f"{sorted(unknown)[0]!r}; expected only {sorted(allowed)}. Fix its "
+            f'"transforms" in {weights.source}.'
+        )
     try:
         return build(**settings)
     except (TypeError, ValueError) as exc:
-        raise ManifestError(f"weight set {weights.name!r}: {exc}. Fix its \"transforms\" in "
-                         f"{weights.source}.") from None
+        raise ManifestError(f'weight set {weights.name!r}: {exc}. Fix its "transforms" in {weights.source}.') from None

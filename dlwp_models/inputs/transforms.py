@@ -13,15 +13,16 @@ eager tensors and exports cannot drift apart.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights.manifest import WeightSet
 from ..errors import ImageInputError, ImageTooLargeError, ManifestError
+from ..weights.manifest import WeightSet
 from .transform_settings import from_weight_set, mean_std
 
 if TYPE_CHECKING:
@@ -29,22 +30,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassifierTransform", "CycleGANTransform", "CaptionTransform", "ClassifierPreprocess",
-           "CycleGANPreprocess", "resize_shorter_side", "resize_and_crop", "PRESETS", "MAX_SIDE",
-           "IMAGENET_MEAN", "IMAGENET_STD", "fit_side", "MAX_RESIZED_PIXELS", "check_resized_pixels"]
+__all__ = [
+    "ClassifierTransform",
+    "CycleGANTransform",
+    "ClassifierPreprocess",
+    "CycleGANPreprocess",
+    "resize_shorter_side",
+    "resize_and_crop",
+    "PRESETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_RESIZED_PIXELS",
+    "check_resized_pixels",
+]
 
 #: CycleGAN input conventions: as the weights were trained ([-1, 1]) or as the book feeds them ([0, 1])
 PRESETS = ("trained", "book")
-#: captioning downscales images whose longer side exceeds this (memory guard)
-MAX_SIDE = 2048
 #: classifiers refuse an image whose resized (pre-crop) size exceeds this many pixels (memory guard:
 #: a 40000×1 image would become 256×10,240,000); DLWP_MAX_RESIZED_PIXELS overrides
 MAX_RESIZED_PIXELS = 4096 * 4096
-#: ImageNet statistics, the captioning encoder's input normalisation
+#: ImageNet statistics (the classifiers' default and the captioning encoder's input normalisation)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _CYCLEGAN_KEYS = {"resize", "mean", "std"}
-_CAPTION_KEYS = {"mean", "std", "max_side"}
 
 
 def _is_int(value: Any) -> bool:
@@ -58,8 +66,9 @@ def _max_resized_pixels() -> int:
     if not value:
         return MAX_RESIZED_PIXELS
     if not value.isdigit() or int(value) < 1:
-        raise ImageInputError(f"DLWP_MAX_RESIZED_PIXELS must be a positive number of pixels, got {value!r}; "
-                              "fix or unset it.")
+        raise ImageInputError(
+            f"DLWP_MAX_RESIZED_PIXELS must be a positive number of pixels, got {value!r}; fix or unset it."
+        )
     return int(value)
 
 
@@ -75,7 +84,8 @@ def check_resized_pixels(height: int, width: int, short: int) -> None:
             f"an image of {width}x{height} pixels (width x height) would be resized to {new_w}x{new_h} = "
             f"{new_h * new_w:,} pixels before the center crop, over the classifiers' limit of {limit:,} "
             "resized pixels (memory guard). Crop it to a less extreme aspect ratio first, or raise the "
-            "limit with DLWP_MAX_RESIZED_PIXELS if this machine has the memory.")
+            "limit with DLWP_MAX_RESIZED_PIXELS if this machine has the memory."
+        )
 
 
 def _channels(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
@@ -106,7 +116,7 @@ def resize_and_crop(x: torch.Tensor, resize: int, crop: int, mode: str = "biline
     height, width = x.shape[-2], x.shape[-1]
     top = int(round((height - crop) / 2.0))
     left = int(round((width - crop) / 2.0))
-    return x[..., top:top + crop, left:left + crop]
+    return x[..., top : top + crop, left : left + crop]
 
 
 def _as_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -119,7 +129,7 @@ class ClassifierPreprocess(nn.Module):
     """uint8 (or float [0, 1]) images (N, 3, H, W) → the normalised (N, 3, crop, crop) batch of a
     :class:`ClassifierTransform`. Scriptable and exportable."""
 
-    def __init__(self, transform: "ClassifierTransform") -> None:
+    def __init__(self, transform: ClassifierTransform) -> None:
         super().__init__()
         self.resize, self.crop, self.mode = transform.resize, transform.crop, transform.interpolation
         self.register_buffer("mean", torch.tensor(transform.mean).view(1, 3, 1, 1), persistent=False)
@@ -135,7 +145,7 @@ class CycleGANPreprocess(nn.Module):
     shorter side resized (bilinear, antialiased, clamped to [0, 1]), then normalised when the
     transform has mean/std. Scriptable and exportable."""
 
-    def __init__(self, transform: "CycleGANTransform") -> None:
+    def __init__(self, transform: CycleGANTransform) -> None:
         super().__init__()
         self.resize = -1 if transform.resize is None else transform.resize
         self.normalise = transform.mean is not None
@@ -173,13 +183,15 @@ class ClassifierTransform:
     interpolation: str = "bilinear"
 
     @classmethod
-    def from_weights(cls, weights: WeightSet) -> "ClassifierTransform":
+    def from_weights(cls, weights: WeightSet) -> ClassifierTransform:
         """Read and check a weight set's ``transforms`` settings."""
         settings = weights.transforms
 
         def bad(key: str, want: str) -> ManifestError:
-            return ManifestError(f"{weights.source}: weight set {weights.name!r}.transforms.{key}: expected "
-                                 f"{want}, got {settings.get(key)!r}. Fix that field of the manifest.")
+            return ManifestError(
+                f"{weights.source}: weight set {weights.name!r}.transforms.{key}: expected "
+                f"{want}, got {settings.get(key)!r}. Fix that field of the manifest."
+            )
 
         for key in ("resize", "crop"):
             value = settings.get(key)
@@ -187,29 +199,41 @@ class ClassifierTransform:
                 raise bad(key, "a positive number of pixels")
         for key in ("mean", "std"):
             value = settings.get(key)
-            if (not isinstance(value, list) or len(value) != 3
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-                    or (key == "std" and not all(v > 0 for v in value))):
+            if (
+                not isinstance(value, list)
+                or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                or (key == "std" and not all(v > 0 for v in value))
+            ):
                 raise bad(key, "a list of 3 numbers" + (" above 0" if key == "std" else ""))
         interpolation = settings.get("interpolation", "bilinear")
         if interpolation not in ("nearest", "nearest-exact", "bilinear", "bicubic"):
             raise bad("interpolation", "one of 'nearest', 'nearest-exact', 'bilinear', 'bicubic'")
-        return cls(settings["resize"], settings["crop"], tuple(float(v) for v in settings["mean"]),
-                   tuple(float(v) for v in settings["std"]), interpolation)
+        return cls(
+            settings["resize"],
+            settings["crop"],
+            tuple(float(v) for v in settings["mean"]),
+            tuple(float(v) for v in settings["std"]),
+            interpolation,
+        )
 
-    def __call__(self, image: "Image.Image | torch.Tensor | Any") -> torch.Tensor:
+    def __call__(self, image: Image.Image | torch.Tensor | Any) -> torch.Tensor:
         from PIL import Image
         from torchvision.transforms import functional as F
 
-        is_float_rgb = (isinstance(image, torch.Tensor) and image.is_floating_point()
-                        and image.dim() in (3, 4) and image.shape[-3] == 3)
+        is_float_rgb = (
+            isinstance(image, torch.Tensor)
+            and image.is_floating_point()
+            and image.dim() in (3, 4)
+            and image.shape[-3] == 3
+        )
         if not is_float_rgb and not (isinstance(image, Image.Image) and image.mode == "RGB"):
             from .images import load_image
 
             image = load_image(image)  # grey/RGBA PIL images, uint8 tensors, arrays, paths...
         return F.normalize(_scaled(self.crop_pixels(image)), mean=list(self.mean), std=list(self.std))
 
-    def crop_pixels(self, item: "Image.Image | torch.Tensor") -> torch.Tensor:
+    def crop_pixels(self, item: Image.Image | torch.Tensor) -> torch.Tensor:
         """The first two steps (resize, center crop) of one item from ``_images``, exactly as
         :meth:`__call__` does them: an RGB PIL image becomes a uint8 (crop, crop, 3) HWC tensor, a
         float CHW tensor stays float CHW. :meth:`collate` does the rest for a whole batch.
@@ -223,9 +247,11 @@ class ClassifierTransform:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
-        height, width = (int(item.shape[-2]), int(item.shape[-1])) if isinstance(item, torch.Tensor) else item.size[::-1]
-        check_resized_pixels(height, width, self.resize)      # before any large allocation
-        if isinstance(item, torch.Tensor):                    # float CHW (or NCHW) in [0, 1]
+        height, width = (
+            (int(item.shape[-2]), int(item.shape[-1])) if isinstance(item, torch.Tensor) else item.size[::-1]
+        )
+        check_resized_pixels(height, width, self.resize)  # before any large allocation
+        if isinstance(item, torch.Tensor):  # float CHW (or NCHW) in [0, 1]
             batch = item if item.dim() == 4 else item.unsqueeze(0)
             out = resize_and_crop(batch, self.resize, self.crop, self.interpolation)
             return out if item.dim() == 4 else out[0]
@@ -233,7 +259,7 @@ class ClassifierTransform:
         image = F.center_crop(image, [self.crop, self.crop])
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
 
-    def collate(self, pixels: "Sequence[torch.Tensor]", device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def collate(self, pixels: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """:meth:`crop_pixels` results → one normalised (N, 3, crop, crop) batch in channels-last
         memory, on ``device``: ``ToTensor`` (÷ 255) and ``Normalize`` done once for the batch,
         with the same float operations, so each image's numbers equal the per-image pipeline's."""
@@ -247,13 +273,15 @@ class ClassifierTransform:
         batch = F.normalize(batch, mean=list(self.mean), std=list(self.std), inplace=True)
         return batch.to(dtype).contiguous(memory_format=torch.channels_last)
 
-    def tensor_module(self) -> "ClassifierPreprocess":
+    def tensor_module(self) -> ClassifierPreprocess:
         """This transform as a scriptable module on uint8 image batches (what export embeds)."""
         return ClassifierPreprocess(self)
 
     def __repr__(self) -> str:
-        return (f"ClassifierTransform(resize={self.resize}, crop={self.crop}, interpolation="
-                f"{self.interpolation!r}, mean={list(self.mean)}, std={list(self.std)})")
+        return (
+            f"ClassifierTransform(resize={self.resize}, crop={self.crop}, interpolation="
+            f"{self.interpolation!r}, mean={list(self.mean)}, std={list(self.std)})"
+        )
 
 
 def _scaled(pixels: torch.Tensor) -> torch.Tensor:
@@ -264,8 +292,8 @@ def _scaled(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float()
 
 
-
 # --------------------------------------------------------------------------- cyclegan
+
 
 @dataclass(frozen=True)
 class CycleGANTransform:
@@ -290,25 +318,27 @@ class CycleGANTransform:
     std: tuple[float, float, float] | None = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
-        if self.resize is not None and (not isinstance(self.resize, int) or isinstance(self.resize, bool)
-                                        or self.resize < 1):
+        if self.resize is not None and (
+            not isinstance(self.resize, int) or isinstance(self.resize, bool) or self.resize < 1
+        ):
             raise ValueError(f"resize must be None or a positive integer, got {self.resize!r}")
         if (self.mean is None) != (self.std is None):
-            raise ValueError(f"mean and std must both be given or both be None, got mean={self.mean!r}, "
-                             f"std={self.std!r}")
+            raise ValueError(
+                f"mean and std must both be given or both be None, got mean={self.mean!r}, std={self.std!r}"
+            )
         if self.mean is not None:
             mean, std = mean_std(self.mean, self.std)
             object.__setattr__(self, "mean", mean)
             object.__setattr__(self, "std", std)
 
     @classmethod
-    def from_weights(cls, weights: WeightSet | None) -> "CycleGANTransform":
+    def from_weights(cls, weights: WeightSet | None) -> CycleGANTransform:
         """The transform a weight set's manifest entry describes (defaults without weights)."""
         if weights is None:
             return cls()
         return from_weight_set(cls, weights, _CYCLEGAN_KEYS)
 
-    def configured(self, *, size: int | None, preset: str) -> "CycleGANTransform":
+    def configured(self, *, size: int | None, preset: str) -> CycleGANTransform:
         """This transform with the shorter side set to ``size`` and the input range of ``preset``
         (``"trained"`` keeps mean/std, ``"book"`` feeds [0, 1])."""
         if preset not in PRESETS:
@@ -331,7 +361,7 @@ class CycleGANTransform:
         from .images import image_hw, load_image, to_float_tensor
 
         if not isinstance(image, (Image.Image, torch.Tensor)):
-            image = load_image(image)   # a path, URL or numpy array, as translate accepts
+            image = load_image(image)  # a path, URL or numpy array, as translate accepts
         elif isinstance(image, Image.Image) and image.mode != "RGB":
             image = load_image(image)
         height, width = image_hw(image)
@@ -340,78 +370,12 @@ class CycleGANTransform:
             return self.tensor_module()(image.unsqueeze(0))[0]
         if (new_h, new_w) != (height, width):
             image = TF.resize(image, [new_h, new_w])  # PIL bilinear, as Resize(256) does
-        x = to_float_tensor(image)                                          # (3, H', W') in [0, 1]
+        x = to_float_tensor(image)  # (3, H', W') in [0, 1]
         if self.mean is not None:
             x = (x - _channels(self.mean, x)) / _channels(self.std, x)
         return x
 
-    def tensor_module(self) -> "CycleGANPreprocess":
+    def tensor_module(self) -> CycleGANPreprocess:
         """This transform as a scriptable module on image batches (uint8, or float in [0, 1]):
         what ``__call__`` does to tensors, and what export embeds."""
         return CycleGANPreprocess(self)
-
-
-
-# --------------------------------------------------------------------------- captioning
-
-@dataclass(frozen=True)
-class CaptionTransform:
-    """Image → encoder input (the ``transforms`` attribute of the model): RGB, ``/255``, then
-    ImageNet ``mean``/``std``, at the image's own size (upstream's preprocessing; no resize).
-
-    Calling it on a PIL image or a CHW tensor (uint8, or float in [0, 1]; 1 channel is tiled to 3)
-    returns a float32 (3, H, W) tensor. ``max_side`` records the weight set's memory-guard limit for
-    reference; the transform itself never resizes, :meth:`NeuralTalk2.caption` applies its own
-    ``max_side`` argument (default 2048) before it.
-    """
-
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    max_side: int | None = MAX_SIDE
-
-    def __post_init__(self) -> None:
-        mean, std = mean_std(self.mean, self.std)
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
-        if self.max_side is not None and (not _is_int(self.max_side) or self.max_side < 1):
-            raise ValueError(f"max_side must be None or a positive integer, got {self.max_side!r}")
-
-    @classmethod
-    def from_weights(cls, weights: WeightSet | None) -> "CaptionTransform":
-        """The transform a weight set's manifest entry describes (ImageNet defaults without one)."""
-        if weights is None:
-            return cls()
-        return from_weight_set(cls, weights, _CAPTION_KEYS)
-
-    def __call__(self, image: Any) -> torch.Tensor:  # PIL image or (C, H, W) -> (3, H, W) float32
-        if isinstance(image, torch.Tensor):
-            x = image.float().div(255) if image.dtype == torch.uint8 else image.float()
-            if x.dim() != 3 or x.shape[0] not in (1, 3):
-                raise ValueError(f"expected a (3, H, W) or (1, H, W) image tensor, got {tuple(image.shape)}")
-            x = x.expand(3, -1, -1)
-        else:
-            from .images import to_float_tensor
-
-            x = to_float_tensor(image.convert("RGB"))                  # (3, H, W) in [0, 1]
-        return (x - _channels(self.mean, x)) / _channels(self.std, x)
-
-
-def fit_side(item: Any, max_side: int | None, where: str) -> Any:
-    """Downscale an image whose longer side exceeds ``max_side`` (aspect kept), with a log note."""
-    from .images import image_hw
-
-    height, width = image_hw(item)
-    if max_side is None or max(height, width) <= max_side:
-        return item
-    scale = max_side / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    log.info("%s is %dx%d (width x height), more than max_side=%d; captioning it downscaled to %dx%d "
-             "to bound memory (pass max_side=None to keep the full size)",
-             where, width, height, max_side, new_w, new_h)
-    if isinstance(item, torch.Tensor):
-        x = item.float().unsqueeze(0)                                   # (1, C, H, W)
-        return F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False,
-                             antialias=True).squeeze(0).clamp_(0, 1)
-    from PIL import Image
-
-    return item.resize((new_w, new_h), Image.Resampling.BILINEAR)

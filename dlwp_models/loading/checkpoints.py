@@ -14,10 +14,12 @@ import logging
 import pickle
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
+
 from ..errors import IncompatibleWeightsError, UnsafeFileError, first_line, reason
 
 __all__ = ["load_state_dict_file", "restricted_load", "plain_state_dict"]
@@ -37,23 +39,27 @@ def load_state_dict_file(path: str | Path, map_location: Any = None, *, mmap: bo
         raise UnsafeFileError(
             f"refused to load {path.name}: it holds objects that a weights-only load does not allow "
             f"({first_line(exc) or type(exc).__name__}). Only tensors and plain containers are loaded; "
-            "re-save the file as a plain state dict with torch.save(model.state_dict(), path).") from None
+            "re-save the file as a plain state dict with torch.save(model.state_dict(), path)."
+        ) from None
     except RuntimeError as exc:
         message = first_line(exc)
         if "CUDA" in message or "device" in message.lower():
             raise UnsafeFileError(
                 f"cannot load {path.name} onto this machine's devices ({message}). Pass "
-                "map_location='cpu' (or another available device).") from None
+                "map_location='cpu' (or another available device)."
+            ) from None
         raise UnsafeFileError(
             f"cannot read {path.name} as a PyTorch checkpoint ({reason(exc)}). The file is "
-            "damaged or not a checkpoint; delete it from the cache and fetch it again.") from None
+            "damaged or not a checkpoint; delete it from the cache and fetch it again."
+        ) from None
     except (EOFError, OSError, ValueError) as exc:
         raise UnsafeFileError(
             f"cannot read {path.name} as a PyTorch checkpoint ({reason(exc)}). The file is damaged "
-            "or not a checkpoint; delete it from the cache and fetch it again.") from None
+            "or not a checkpoint; delete it from the cache and fetch it again."
+        ) from None
 
 
-def plain_state_dict(raw: Any, *, source: str) -> "OrderedDict[str, torch.Tensor]":
+def plain_state_dict(raw: Any, *, source: str) -> OrderedDict[str, torch.Tensor]:
     """A training checkpoint's state dict: ``raw`` itself, or the mapping under ``state_dict`` /
     ``model``; a ``module.`` prefix on every key (DataParallel / DDP) is stripped."""
     if isinstance(raw, Mapping):
@@ -64,15 +70,17 @@ def plain_state_dict(raw: Any, *, source: str) -> "OrderedDict[str, torch.Tensor
     if not isinstance(raw, Mapping) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise IncompatibleWeightsError(
             f"{source}: expected a state dict of tensors (or a dict holding one under 'state_dict' or "
-            "'model'); save it with torch.save(model.state_dict(), path).")
+            "'model'); save it with torch.save(model.state_dict(), path)."
+        )
     if all(isinstance(k, str) and k.startswith("module.") for k in raw):
-        raw = {k[len("module."):]: v for k, v in raw.items()}
+        raw = {k[len("module.") :]: v for k, v in raw.items()}
     return OrderedDict(raw)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, allowed: Mapping[tuple[str, str], Any], name: str,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, file: io.BufferedIOBase, allowed: Mapping[tuple[str, str], Any], name: str, **kwargs: Any
+    ) -> None:
         super().__init__(file, **kwargs)
         self._allowed = allowed
         self._name = name
@@ -84,15 +92,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise UnsafeFileError(
                 f"refused to load {self._name}: it references the global {module}.{name}, which is "
                 "not on the allow-list for this file, so it was not imported or run. Use the "
-                "published file, or re-create it without custom objects.") from None
+                "published file, or re-create it without custom objects."
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeFileError(f"refused to load {self._name}: it uses persistent ids, which this "
-                              "file format never needs. Use the published file.")
+        raise UnsafeFileError(
+            f"refused to load {self._name}: it uses persistent ids, which this "
+            "file format never needs. Use the published file."
+        )
 
 
-def restricted_load(path: str | Path, allowed: Mapping[tuple[str, str], Any], *,
-                    encoding: str = "ASCII") -> Any:
+def restricted_load(path: str | Path, allowed: Mapping[tuple[str, str], Any], *, encoding: str = "ASCII") -> Any:
     """Unpickle ``path`` resolving only the globals in ``allowed`` ({(module, name): object})."""
     path = Path(path)
     with open(path, "rb") as fh:
@@ -100,8 +110,17 @@ def restricted_load(path: str | Path, allowed: Mapping[tuple[str, str], Any], *,
             return _RestrictedUnpickler(fh, allowed, path.name, encoding=encoding).load()
         except UnsafeFileError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, UnicodeDecodeError) as exc:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+            UnicodeDecodeError,
+        ) as exc:
             raise UnsafeFileError(
                 f"cannot read {path.name} as a pickle ({reason(exc)}). The file is "
-                "damaged or not the expected file; delete it from the cache and fetch it again.") from None
+                "damaged or not the expected file; delete it from the cache and fetch it again."
+            ) from None

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -41,21 +42,26 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, Any], *, source
         if key not in state_dict:
             raise IncompatibleWeightsError(
                 f"{source}: missing key {key!r} (expected shape {tuple(want.shape)}). The file does not "
-                "match this architecture; check the model name and its arguments.")
+                "match this architecture; check the model name and its arguments."
+            )
         got = state_dict[key]
         if not isinstance(got, torch.Tensor):
-            raise IncompatibleWeightsError(f"{source}: key {key!r} holds {type(got).__name__}, not a tensor. "
-                                           "The file is not a state dict of this architecture.")
+            raise IncompatibleWeightsError(
+                f"{source}: key {key!r} holds {type(got).__name__}, not a tensor. "
+                "The file is not a state dict of this architecture."
+            )
         if tuple(got.shape) != tuple(want.shape):
             raise IncompatibleWeightsError(
                 f"{source}: key {key!r} has shape {tuple(got.shape)}, expected {tuple(want.shape)}. "
                 "The file does not match this architecture; check the model name and its arguments "
-                "(e.g. num_classes).")
+                "(e.g. num_classes)."
+            )
     for key in state_dict:
         if key not in expected:
             raise IncompatibleWeightsError(
                 f"{source}: unexpected key {key!r}. The file does not match this architecture; check "
-                "the model name and its arguments.")
+                "the model name and its arguments."
+            )
 
 
 class _SkipMetaInit(torch.overrides.TorchFunctionMode):
@@ -65,10 +71,22 @@ class _SkipMetaInit(torch.overrides.TorchFunctionMode):
     Python decomposition (most of building a model on meta). Thread-local, unlike patching
     ``nn.init``."""
 
-    _SKIP = frozenset({torch.Tensor.uniform_, torch.Tensor.normal_, torch.Tensor.fill_, torch.Tensor.zero_,
-                       torch.Tensor.exponential_, torch.Tensor.bernoulli_, torch.Tensor.random_,
-                       *(getattr(nn.init, name) for name in dir(nn.init)
-                         if name.endswith("_") and not name.startswith("_") and callable(getattr(nn.init, name)))})
+    _SKIP = frozenset(
+        {
+            torch.Tensor.uniform_,
+            torch.Tensor.normal_,
+            torch.Tensor.fill_,
+            torch.Tensor.zero_,
+            torch.Tensor.exponential_,
+            torch.Tensor.bernoulli_,
+            torch.Tensor.random_,
+            *(
+                getattr(nn.init, name)
+                for name in dir(nn.init)
+                if name.endswith("_") and not name.startswith("_") and callable(getattr(nn.init, name))
+            ),
+        }
+    )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -96,7 +114,8 @@ def load_into(module: M, state_dict: Mapping[str, torch.Tensor], *, source: str)
         if tensor.is_meta:  # a non-persistent buffer that the weights cannot provide
             raise IncompatibleWeightsError(
                 f"{source}: {name!r} was not set by the weights, so this architecture cannot be built "
-                "from them. Please report this.")
+                "from them. Please report this."
+            )
     return module
 
 

@@ -8,7 +8,8 @@ download), fetches the files, and hands them to :meth:`Family.load`. A family ho
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,8 +26,10 @@ class Family:
     def check_arguments(self, model: str, kwargs: Mapping[str, Any]) -> None:
         """Refuse keyword arguments the model does not take (TypeError), before anything else."""
         if kwargs:
-            raise TypeError(f"{model}() got an unexpected keyword argument {sorted(kwargs)[0]!r}; it takes "
-                            "pretrained, weights, progress and map_location.")
+            raise TypeError(
+                f"{model}() got an unexpected keyword argument {sorted(kwargs)[0]!r}; it takes "
+                "pretrained, weights, progress and map_location."
+            )
 
     def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
         """The model with random weights (``pretrained=False`` and no ``weights``)."""

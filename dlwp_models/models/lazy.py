@@ -3,8 +3,9 @@ imports no network code."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from importlib import import_module
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = ["lazy_getattr"]
 

@@ -3,7 +3,7 @@
 Only the forward pass changes: the network (without preprocessing, which stays the eager path's
 threaded decode and batched normalisation) is exported once with :func:`~.onnx_graphs.export_graph`,
 checked by ONNX Runtime against the eager network, and cached beside its verified weight file as a
-derived copy (:func:`dlwp_models.weights.store.derived_copy`): ``<weights>.torch<v>.ort<v>.<size>.onnx``,
+derived copy (:func:`dlwp_models.weights.derived.derived_copy`): ``<weights>.torch<v>.ort<v>.<size>.onnx``,
 keyed by the weight file's sha256 (in its record), the torch and onnxruntime versions and the input
 size (a classifier's crop; the generator's graph takes any size). A new weight file or a new
 onnxruntime makes a new graph. A cached graph is trusted only while its record matches it and its
@@ -21,17 +21,25 @@ from __future__ import annotations
 import logging
 import tempfile
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..weights import store
+from ..weights import derived, store
 from ..weights.integrity import sha256_file
-from .onnx_graphs import (check_graph, dynamic_samples, eval_mode, export_graph, import_onnxruntime,
-                          onnx_versions, session_for)
+from .onnx_graphs import (
+    check_graph,
+    dynamic_samples,
+    eval_mode,
+    export_graph,
+    import_onnxruntime,
+    onnx_versions,
+    session_for,
+)
 from .pipelines import plain_module
 
 __all__ = ["BACKENDS", "check_backend", "OnnxRunner"]
@@ -40,15 +48,17 @@ log = logging.getLogger(__name__)
 
 #: the engines that can run a network: eager PyTorch (the book's numbers), or ONNX Runtime
 BACKENDS = ("eager", "onnxruntime")
-LOCK_TIMEOUT = 900.0     # seconds to wait for another process exporting the same graph; then export our own
-_SESSIONS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
+LOCK_TIMEOUT = 900.0  # seconds to wait for another process exporting the same graph; then export our own
+_SESSIONS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
 
 def check_backend(backend: Any) -> str:
     """``backend`` when it is one of :data:`BACKENDS` (and onnxruntime is importable when asked for)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}. 'eager' (default) is "
-                         "PyTorch as the book runs it; 'onnxruntime' is faster, with last-digit differences.")
+        raise ValueError(
+            f"backend must be one of {list(BACKENDS)}, got {backend!r}. 'eager' (default) is "
+            "PyTorch as the book runs it; 'onnxruntime' is faster, with last-digit differences."
+        )
     if backend == "onnxruntime":
         import_onnxruntime()
     return backend
@@ -62,13 +72,15 @@ class OnnxRunner:
     generator); otherwise one graph per input size (a classifier's crop). It knows no model family:
     the families whose registration says ``onnx`` call it."""
 
-    def __init__(self, model: nn.Module, weight_file: "store.CachedFile | None", *, any_size: bool) -> None:
+    def __init__(self, model: nn.Module, weight_file: store.CachedFile | None, *, any_size: bool) -> None:
         import_onnxruntime()
         param = next(model.parameters(), None)
         if param is None or param.dtype != torch.float32:
-            raise ValueError(f"the onnxruntime backend runs float32 models; this one holds "
-                             f"{None if param is None else param.dtype}. Call model.float() first or use "
-                             "backend='eager'.")
+            raise ValueError(
+                f"the onnxruntime backend runs float32 models; this one holds "
+                f"{None if param is None else param.dtype}. Call model.float() first or use "
+                "backend='eager'."
+            )
         self.model, self.weight_file, self.device, self.any_size = model, weight_file, param.device, any_size
         self.dynamic = (0, 2, 3) if any_size else (0,)
 
@@ -79,7 +91,7 @@ class OnnxRunner:
         sessions = _SESSIONS.setdefault(self.model, {})
         key = (size, str(self.device))
         if key not in sessions:
-            with torch.inference_mode(False):      # exporting traces the network: no inference tensors
+            with torch.inference_mode(False):  # exporting traces the network: no inference tensors
                 sessions[key] = self._session(size or (32, 48))
         return run_session(sessions[key], x)
 
@@ -103,35 +115,50 @@ class OnnxRunner:
         found = None
         if isinstance(file, store.CachedFile) and file.sha256 is not None and file.path.is_file():
             torch_version, ort_version = onnx_versions()
-            suffix = store.onnx_suffix(f"torch{torch_version}", f"ort{ort_version}",
-                                       "anysize" if self.any_size else f"{size[0]}x{size[1]}")
-            found = store.derived_copy(file, suffix, make, lock_timeout=LOCK_TIMEOUT, validate=_intact)
+            suffix = store.onnx_suffix(
+                f"torch{torch_version}", f"ort{ort_version}", "anysize" if self.any_size else f"{size[0]}x{size[1]}"
+            )
+            found = derived.derived_copy(file, suffix, make, lock_timeout=LOCK_TIMEOUT, validate=_intact)
         if built:
             return built[0]
         if found is None:
-            log.info("%s: not cached (no verified weight file, or a cache that cannot be written); exporting "
-                     "it for this process", what)
+            log.info(
+                "%s: not cached (no verified weight file, or a cache that cannot be written); exporting "
+                "it for this process",
+                what,
+            )
             return self._in_memory(network, sample, reference, what)
         session = session_for(found[0], self.device)
         try:
             check_graph(session, [sample], reference, what=what)
         except ExportError:
-            log.warning("%s (%s) does not reproduce the model: its parameters changed after loading? "
-                        "Exporting it again for this process only.", what, found[0].name)
+            log.warning(
+                "%s (%s) does not reproduce the model: its parameters changed after loading? "
+                "Exporting it again for this process only.",
+                what,
+                found[0].name,
+            )
             return self._in_memory(network, sample, reference, what)
         log.info("%s: using %s", what, found[0].name)
         return session
 
-    def _export(self, network: nn.Module, sample: torch.Tensor, path: Path,
-                reference: Callable[[torch.Tensor], torch.Tensor], what: str) -> Any:
+    def _export(
+        self,
+        network: nn.Module,
+        sample: torch.Tensor,
+        path: Path,
+        reference: Callable[[torch.Tensor], torch.Tensor],
+        what: str,
+    ) -> Any:
         log.info("%s: exporting (once per weight file and version of torch and onnxruntime)", what)
         export_graph(network, sample, path, dynamic=self.dynamic, input_name="input")
         session = session_for(path, self.device)
         check_graph(session, dynamic_samples(sample, self.dynamic), reference, what=what)
         return session
 
-    def _in_memory(self, network: nn.Module, sample: torch.Tensor,
-                   reference: Callable[[torch.Tensor], torch.Tensor], what: str) -> Any:
+    def _in_memory(
+        self, network: nn.Module, sample: torch.Tensor, reference: Callable[[torch.Tensor], torch.Tensor], what: str
+    ) -> Any:
         with tempfile.TemporaryDirectory(prefix="dlwp-onnx-") as folder:
             return self._export(network, sample, Path(folder) / "graph.onnx", reference, what)
 

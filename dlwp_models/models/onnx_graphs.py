@@ -9,8 +9,9 @@ runs the graph at a second size of every dynamic dimension as well."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,15 +20,26 @@ from ..errors import ExportError, MissingDependencyError, first_line
 from ..inputs.pipeline import usable_cores
 from ..loading.modules import eval_mode
 
-__all__ = ["INSTALL_HINT", "TOLERANCE", "import_onnxruntime", "onnx_versions", "export_graph",
-           "relative_difference", "check_graph", "dynamic_samples", "session_for", "run_session", "eval_mode"]
+__all__ = [
+    "INSTALL_HINT",
+    "TOLERANCE",
+    "import_onnxruntime",
+    "onnx_versions",
+    "export_graph",
+    "relative_difference",
+    "check_graph",
+    "dynamic_samples",
+    "session_for",
+    "run_session",
+    "eval_mode",
+]
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 #: the largest difference to the eager model an ONNX graph may show, relative to the output's scale
 TOLERANCE = 1e-4
-_DIM_BOUNDS = {0: (1, 4096), 2: (8, 16384), 3: (8, 16384)}   # batch, height, width
+_DIM_BOUNDS = {0: (1, 4096), 2: (8, 16384), 3: (8, 16384)}  # batch, height, width
 _DIM_NAMES = {0: "batch", 2: "height", 3: "width"}
 
 
@@ -40,7 +52,8 @@ def _require(*modules: str, needed_for: str) -> list[Any]:
     except ImportError as exc:
         raise MissingDependencyError(
             f"{needed_for} uses {' and '.join(modules)}, which cannot be imported here ({exc}). Install "
-            f"dlwp's onnx extra: {INSTALL_HINT}") from None
+            f"dlwp's onnx extra: {INSTALL_HINT}"
+        ) from None
 
 
 def import_onnxruntime() -> Any:
@@ -57,23 +70,41 @@ def onnx_versions() -> tuple[str, str]:
     return torch.__version__, import_onnxruntime().__version__
 
 
-def export_graph(module: nn.Module, sample: torch.Tensor, path: Path, *, dynamic: Sequence[int],
-                 input_name: str = "images", output_name: str = "output") -> None:
+def export_graph(
+    module: nn.Module,
+    sample: torch.Tensor,
+    path: Path,
+    *,
+    dynamic: Sequence[int],
+    input_name: str = "images",
+    output_name: str = "output",
+) -> None:
     """Write ``module`` (called on one (N, 3, H, W) tensor like ``sample``) to ``path`` as one
     self-contained ONNX file; the ``dynamic`` axes (0 batch, 2 height, 3 width) are symbolic, the
     others fixed at ``sample``'s. Raises :class:`ExportError` when the exporter fails."""
     _require_exporter()
-    dims = {axis: torch.export.Dim(_DIM_NAMES[axis], min=_DIM_BOUNDS[axis][0], max=_DIM_BOUNDS[axis][1])
-            for axis in dynamic}
+    dims = {
+        axis: torch.export.Dim(_DIM_NAMES[axis], min=_DIM_BOUNDS[axis][0], max=_DIM_BOUNDS[axis][1]) for axis in dynamic
+    }
     try:
         with torch.no_grad(), eval_mode(module):
-            torch.onnx.export(module, (sample,), str(path), dynamo=True, dynamic_shapes=(dims,),
-                              input_names=[input_name], output_names=[output_name], external_data=False,
-                              verbose=False)
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; report one clearly
-        raise ExportError(f"torch.onnx.export failed for {type(module).__name__} ({type(exc).__name__}: "
-                          f"{first_line(exc)}). Use the eager backend or another --format, and please "
-                          "report this.") from None
+            torch.onnx.export(
+                module,
+                (sample,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=(dims,),
+                input_names=[input_name],
+                output_names=[output_name],
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as exc:
+        raise ExportError(
+            f"torch.onnx.export failed for {type(module).__name__} ({type(exc).__name__}: "
+            f"{first_line(exc)}). Use the eager backend or another --format, and please "
+            "report this."
+        ) from None
 
 
 def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -91,36 +122,43 @@ def check_graph(session: Any, samples: Sequence[torch.Tensor], reference: Any, *
             expected = reference(sample)
         got = run_session(session, sample)
         if got.shape != expected.shape:
-            raise ExportError(f"{what}: ONNX Runtime gives shape {tuple(got.shape)} on input "
-                              f"{tuple(sample.shape)}, the eager model {tuple(expected.shape)}; nothing "
-                              "was kept. Please report this.")
+            raise ExportError(
+                f"{what}: ONNX Runtime gives shape {tuple(got.shape)} on input "
+                f"{tuple(sample.shape)}, the eager model {tuple(expected.shape)}; nothing "
+                "was kept. Please report this."
+            )
         worst = max(worst, relative_difference(got.cpu(), expected.cpu()))
         if not worst <= TOLERANCE:
-            raise ExportError(f"{what}: ONNX Runtime differs from the eager model by {worst:.2e} relative to "
-                              f"the output's scale on input {tuple(sample.shape)} (tolerance {TOLERANCE}); "
-                              "nothing was kept. Use the eager backend, and please report this.")
+            raise ExportError(
+                f"{what}: ONNX Runtime differs from the eager model by {worst:.2e} relative to "
+                f"the output's scale on input {tuple(sample.shape)} (tolerance {TOLERANCE}); "
+                "nothing was kept. Use the eager backend, and please report this."
+            )
     return worst
 
 
-def session_for(source: "Path | bytes", device: torch.device) -> Any:
+def session_for(source: Path | bytes, device: torch.device) -> Any:
     """An ONNX Runtime session for a graph (a file or its bytes): CUDA's execution provider when
     ``device`` is a CUDA device and onnxruntime has it, else the CPU one with this machine's cores."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
-    options.log_severity_level = 3                       # errors only; dlwp logs what matters
+    options.log_severity_level = 3  # errors only; dlwp logs what matters
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
     else:
         if device.type == "cuda":
-            log.warning("onnxruntime has no CUDA execution provider here (install onnxruntime-gpu); "
-                        "the ONNX graph runs on the CPU")
+            log.warning(
+                "onnxruntime has no CUDA execution provider here (install onnxruntime-gpu); "
+                "the ONNX graph runs on the CPU"
+            )
         options.intra_op_num_threads = usable_cores()
         # no busy-waiting between runs: predict's decoding threads need the cores then (measured on
         # the shared 2-core machine: ResNet-101 batches 10-20 % faster per image without spinning)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-    return ort.InferenceSession(source if isinstance(source, bytes) else str(source), sess_options=options,
-                                providers=providers)
+    return ort.InferenceSession(
+        source if isinstance(source, bytes) else str(source), sess_options=options, providers=providers
+    )
 
 
 def run_session(session: Any, x: torch.Tensor) -> torch.Tensor:
@@ -146,4 +184,3 @@ def dynamic_samples(sample: torch.Tensor, dynamic: Sequence[int]) -> list[torch.
     else:
         other = torch.randn(shape, generator=generator).to(sample.dtype)
     return [sample, other.to(sample.device)]
-

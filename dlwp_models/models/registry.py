@@ -13,32 +13,33 @@ a new family is a new package with one :func:`register_family` call (plus its en
 from __future__ import annotations
 
 import pkgutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..weights.manifest import WeightSet, register_format
 
 if TYPE_CHECKING:
     from .family import Family
 
-__all__ = ["FamilyInfo", "register_family", "families", "family_info", "load_family", "models",
-           "models_for_task"]
+__all__ = ["FamilyInfo", "register_family", "families", "family_info", "load_family", "models", "models_for_task"]
+
 
 @dataclass(frozen=True)
 class FamilyInfo:
     """What the rest of dlwp knows about one model family."""
 
-    name: str                                  # its package under dlwp_models.models
-    models: tuple[str, ...]                    # its entrypoints, in hubconf.py's order
-    format: str                                # the manifest "format" of its weight sets
-    task: str                                  # the name of a task of dlwp_models.tasks
-    builder: str                               # "module:attribute" of its Family, imported when a model is built
-    docstring: Callable[[str, Sequence[WeightSet]], str]   # each entrypoint's docstring (torch.hub.help)
-    roles: tuple[str, ...] = ("state_dict",)   # the file roles of a weight set of its format
-    accepts_files: bool = True                 # a one-off checkpoint (path, or URL with sha256=) may stand in
-    onnx: bool = False                         # the ONNX Runtime backend runs its network
-    exportable: bool = False                   # `dlwp export` writes it with its preprocessing
+    name: str  # its package under dlwp_models.models
+    models: tuple[str, ...]  # its entrypoints, in hubconf.py's order
+    format: str  # the manifest "format" of its weight sets
+    task: str  # the name of a task of dlwp_models.tasks
+    builder: str  # "module:attribute" of its Family, imported when a model is built
+    docstring: Callable[[str, Sequence[WeightSet]], str]  # each entrypoint's docstring (torch.hub.help)
+    roles: tuple[str, ...] = ("state_dict",)  # the file roles of a weight set of its format
+    accepts_files: bool = True  # a one-off checkpoint (path, or URL with sha256=) may stand in
+    onnx: bool = False  # the ONNX Runtime backend runs its network
+    exportable: bool = False  # `dlwp export` writes it with its preprocessing
     #: model -> attribute paths of its classification head (the layers a new head replaces)
     heads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -96,7 +97,7 @@ def family_info(model: str) -> FamilyInfo:
     return info
 
 
-def load_family(model: str) -> "Family":
+def load_family(model: str) -> Family:
     """The :class:`~.family.Family` that builds ``model`` (its module imported now)."""
     module, _, attribute = family_info(model).builder.partition(":")
     return getattr(import_module(module), attribute)

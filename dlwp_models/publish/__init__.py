@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import re
 import tempfile
 from collections import OrderedDict
@@ -43,12 +42,11 @@ _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*\Z")
 # --------------------------------------------------------------------------- checkpoints
 
 
-def normalise_checkpoint(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
+def normalise_checkpoint(path: str | Path) -> OrderedDict[str, torch.Tensor]:
     """Read a checkpoint safely (weights only) and return its plain state dict (see
     :func:`~dlwp_models.loading.checkpoints.plain_state_dict`)."""
     raw = load_state_dict_file(path, map_location="cpu", mmap=False)
-    return OrderedDict((k, v.detach().contiguous()) for k, v in
-                       plain_state_dict(raw, source=Path(path).name).items())
+    return OrderedDict((k, v.detach().contiguous()) for k, v in plain_state_dict(raw, source=Path(path).name).items())
 
 
 def _read_categories(path: Path, num_classes: int) -> list[str]:
@@ -57,8 +55,10 @@ def _read_categories(path: Path, num_classes: int) -> list[str]:
     except OSError as exc:
         raise PublishError(f"cannot read --categories {path}: {exc.strerror or exc}.") from None
     if len(labels) != num_classes:
-        raise PublishError(f"--categories {path} has {len(labels)} labels, but the checkpoint's classifier "
-                           f"has {num_classes} outputs; give one label per line, in output order.")
+        raise PublishError(
+            f"--categories {path} has {len(labels)} labels, but the checkpoint's classifier "
+            f"has {num_classes} outputs; give one label per line, in output order."
+        )
     return labels
 
 
@@ -74,11 +74,16 @@ def _load_manifest_json(path: Path) -> tuple[dict, list[WeightSet]]:
 
 
 def _write_manifest_json(path: Path, data: dict) -> None:
-    parse_manifest(data, str(path))   # never write a manifest that would not load
+    parse_manifest(data, str(path))  # never write a manifest that would not load
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else None      # keep it as readable as it was
-    write_file(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"), replace=True, mode=mode,
-               doing=f"write the manifest {path.name}")
+    mode = path.stat().st_mode & 0o777 if path.exists() else None  # keep it as readable as it was
+    write_file(
+        path,
+        (json.dumps(data, indent=2) + "\n").encode("utf-8"),
+        replace=True,
+        mode=mode,
+        doing=f"write the manifest {path.name}",
+    )
 
 
 def _manifest_to_edit(manifest: str | Path | None) -> Path:
@@ -88,15 +93,17 @@ def _manifest_to_edit(manifest: str | Path | None) -> Path:
         return Path(manifest)
     path = checkout_manifest_path()
     if path is None:
-        raise PublishError("this dlwp is installed, not a checkout, so it has no weights/manifest.json to edit; "
-                           "pass --manifest PATH (e.g. your fork's weights/manifest.json or a team manifest "
-                           "used through DLWP_MANIFEST).")
+        raise PublishError(
+            "this dlwp is installed, not a checkout, so it has no weights/manifest.json to edit; "
+            "pass --manifest PATH (e.g. your fork's weights/manifest.json or a team manifest "
+            "used through DLWP_MANIFEST)."
+        )
     return path
 
 
 def _release_download_url(api: GitHubReleases | None, repo: str, release: str, name: str) -> str:
     """Where an asset will be downloadable (github.com, or a GitHub Enterprise host)."""
-    api_url = api.api if api else api_base()              # refuses credentials or plain http
+    api_url = api.api if api else api_base()  # refuses credentials or plain http
     web = "https://github.com" if api_url == "https://api.github.com" else api_url.removesuffix("/api/v3")
     return f"{web}/{repo}/releases/download/{release}/{name}"
 
@@ -104,9 +111,17 @@ def _release_download_url(api: GitHubReleases | None, repo: str, release: str, n
 # --------------------------------------------------------------------------- publish
 
 
-def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: str, release: str,
-                       manifest: str | Path | None = None, categories: str | Path | None = None,
-                       dry_run: bool = False) -> dict:
+def publish_checkpoint(
+    checkpoint: str | Path,
+    *,
+    model: str,
+    tag: str,
+    repo: str,
+    release: str,
+    manifest: str | Path | None = None,
+    categories: str | Path | None = None,
+    dry_run: bool = False,
+) -> dict:
     """Publish a fine-tuned classifier checkpoint; returns the manifest entry (written unless
     ``dry_run``, which also skips the upload)."""
     if not _TAG.match(tag):
@@ -125,8 +140,10 @@ def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: st
     elif num_classes == 1000:
         labels = categories_of(base)
     else:
-        raise PublishError(f"the checkpoint has {num_classes} classes, so the base weights' labels do not "
-                           "apply; give --categories FILE with one label per line.")
+        raise PublishError(
+            f"the checkpoint has {num_classes} classes, so the base weights' labels do not "
+            "apply; give --categories FILE with one label per line."
+        )
     data, _ = _load_manifest_json(manifest_path)
     api = None if dry_run else GitHubReleases(repo)
 
@@ -143,15 +160,21 @@ def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: st
             url = asset["browser_download_url"]
 
     entry = {
-        "name": f"{model}.{tag.lower()}", "model": model, "default": False, "format": "torchvision",
+        "name": f"{model}.{tag.lower()}",
+        "model": model,
+        "default": False,
+        "format": "torchvision",
         "files": {"state_dict": {"filename": filename, "urls": [url], "sha256": sha256, "size": size}},
         "transforms": copy.deepcopy(dict(base.transforms)),
-        "meta": {"categories": labels, "num_classes": num_classes,
-                 "num_params": sum(p.numel() for p in net.parameters()),
-                 "base_weights": base.name,
-                 "provenance": f"published from {checkpoint.name} with `python -m dlwp_models publish` "
-                               f"on {datetime.now(timezone.utc):%Y-%m-%d}",
-                 "file_size_mb": round(size / 2**20, 3)},
+        "meta": {
+            "categories": labels,
+            "num_classes": num_classes,
+            "num_params": sum(p.numel() for p in net.parameters()),
+            "base_weights": base.name,
+            "provenance": f"published from {checkpoint.name} with `python -m dlwp_models publish` "
+            f"on {datetime.now(timezone.utc):%Y-%m-%d}",
+            "file_size_mb": round(size / 2**20, 3),
+        },
     }
     if not dry_run:
         weights = [w for w in data["weights"] if str(w.get("name", "")).lower() != entry["name"]]
@@ -161,8 +184,7 @@ def publish_checkpoint(checkpoint: str | Path, *, model: str, tag: str, repo: st
     return entry
 
 
-def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = None,
-                    progress: bool = True) -> list[str]:
+def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = None, progress: bool = True) -> list[str]:
     """Re-host every file of ``manifest`` (default: the bundled one) as an asset of ``release``,
     unchanged and verified, and put the release URL first in that file's ``urls``. Files published
     only as parts are uploaded joined (and gain the joined file's sha256 and size). Returns the
@@ -176,7 +198,7 @@ def mirror_manifest(*, repo: str, release: str, manifest: str | Path | None = No
     for raw in data["weights"]:
         ws = specs[raw["name"].lower()]
         for role, spec in ws.files.items():
-            cached = fetch_file(spec, progress=progress)              # verified, parts joined
+            cached = fetch_file(spec, progress=progress)  # verified, parts joined
             path, sha256 = cached.path, cached.sha256
             asset = api.upload(target, path, name=spec.filename, sha256=sha256)
             url = asset["browser_download_url"]

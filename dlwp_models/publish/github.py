@@ -38,13 +38,17 @@ def api_base(api_url: str | None = None) -> str:
     url = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API).strip().rstrip("/")
     parts = urlsplit(url)
     if "@" in parts.netloc:
-        raise PublishError("GITHUB_API_URL must not contain credentials (user:password@host); remove them "
-                           "and put the token in GITHUB_TOKEN.")
+        raise PublishError(
+            "GITHUB_API_URL must not contain credentials (user:password@host); remove them "
+            "and put the token in GITHUB_TOKEN."
+        )
     host = (parts.hostname or "").lower()
     if not host or not (parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK)):
-        raise PublishError(f"GITHUB_API_URL must be an https:// URL (plain http only for a loopback test "
-                           f"server), got {parts.scheme or '(no scheme)'}://{host}; the token is never sent "
-                           "in clear text.")
+        raise PublishError(
+            f"GITHUB_API_URL must be an https:// URL (plain http only for a loopback test "
+            f"server), got {parts.scheme or '(no scheme)'}://{host}; the token is never sent "
+            "in clear text."
+        )
     return url
 
 
@@ -75,28 +79,34 @@ class GitHubReleases:
         self.api = api_base(api_url)
         token = token if token is not None else os.environ.get("GITHUB_TOKEN")
         if not token:
-            raise PublishError("GITHUB_TOKEN is not set; create a token with permission to write "
-                               "releases (contents: write) and export GITHUB_TOKEN=... before publishing.")
+            raise PublishError(
+                "GITHUB_TOKEN is not set; create a token with permission to write "
+                "releases (contents: write) and export GITHUB_TOKEN=... before publishing."
+            )
         self._token = token
         api_origin = _origin(self.api)
         self._token_origins = {api_origin}
         if api_origin == _origin(DEFAULT_API):
             self._token_origins.add(_origin("https://uploads.github.com"))
         self.session = requests.Session()
-        self.session.headers.update({
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28",
-            "User-Agent": "dlwp-models-publish",
-        })
+        self.session.headers.update(
+            {
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": "dlwp-models-publish",
+            }
+        )
 
     # -- plumbing --------------------------------------------------------------------------
     def _auth(self, url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
         """``headers`` plus the token, for a URL on an origin the token may go to (else refused)."""
         if _origin(url) not in self._token_origins:
             scheme, host, port = _origin(url)
-            raise PublishError(f"refusing to send the GitHub token to {scheme}://{host}:{port}, which is not "
-                               f"the configured API ({self.api}); check GITHUB_API_URL, or report the "
-                               "reply that named that host.")
+            raise PublishError(
+                f"refusing to send the GitHub token to {scheme}://{host}:{port}, which is not "
+                f"the configured API ({self.api}); check GITHUB_API_URL, or report the "
+                "reply that named that host."
+            )
         return {**(headers or {}), "Authorization": f"Bearer {self._token}"}
 
     def _message(self, resp: requests.Response) -> str:
@@ -107,17 +117,30 @@ class GitHubReleases:
             message = None
         return _mask(str(message), self._token)[:200] if message else "(no message)"
 
-    def _call(self, method: str, url: str, *, ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None,
-              **kwargs: Any) -> requests.Response:
+    def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         try:
             resp = self.session.request(method, url, timeout=TIMEOUT, headers=self._auth(url, headers), **kwargs)
         except requests.RequestException as exc:
-            raise PublishError(_mask(f"{method} {url} failed ({type(exc).__name__}: {exc}); check the network "
-                                     "and GITHUB_API_URL.", self._token)) from None
+            raise PublishError(
+                _mask(
+                    f"{method} {url} failed ({type(exc).__name__}: {exc}); check the network and GITHUB_API_URL.",
+                    self._token,
+                )
+            ) from None
         if resp.status_code not in ok:
-            hint = {401: "the token is missing or invalid", 403: "the token lacks permission (contents: write)",
-                    404: "the repository or release does not exist, or the token cannot see it"}.get(
-                        resp.status_code, "see GitHub's message")
+            hint = {
+                401: "the token is missing or invalid",
+                403: "the token lacks permission (contents: write)",
+                404: "the repository or release does not exist, or the token cannot see it",
+            }.get(resp.status_code, "see GitHub's message")
             raise PublishError(f"{method} {url} answered HTTP {resp.status_code}: {self._message(resp)} ({hint}).")
         return resp
 
@@ -140,8 +163,9 @@ class GitHubReleases:
         assets: list[dict] = []
         page = 1
         while True:
-            resp = self._call("GET", self._repo_url(f"/releases/{release['id']}/assets"),
-                              params={"per_page": 100, "page": page})
+            resp = self._call(
+                "GET", self._repo_url(f"/releases/{release['id']}/assets"), params={"per_page": 100, "page": page}
+            )
             batch = resp.json()
             assets.extend(batch)
             if len(batch) < 100:
@@ -156,8 +180,12 @@ class GitHubReleases:
         digest = asset.get("digest") or ""
         if digest.startswith("sha256:"):
             return digest.split(":", 1)[1]
-        resp = self._call("GET", self._repo_url(f"/releases/assets/{asset['id']}"), stream=True,
-                          headers={"Accept": "application/octet-stream"})
+        resp = self._call(
+            "GET",
+            self._repo_url(f"/releases/assets/{asset['id']}"),
+            stream=True,
+            headers={"Accept": "application/octet-stream"},
+        )
         sha = hashlib.sha256()
         for chunk in resp.iter_content(1 << 20):
             sha.update(chunk)
@@ -180,24 +208,45 @@ class GitHubReleases:
                     raise PublishError(
                         f"release {release.get('tag_name')!r} of {self.repo} already has an asset {name!r} with "
                         f"different content (sha256 {found}, yours {sha256}). Publish under a new --tag, or "
-                        "delete that asset on GitHub if it is wrong.")
+                        "delete that asset on GitHub if it is wrong."
+                    )
             upload_url = str(release.get("upload_url", "")).split("{", 1)[0]
-            headers = self._auth(upload_url, {"Content-Type": "application/octet-stream",
-                                              "Content-Length": str(path.stat().st_size)})
+            headers = self._auth(
+                upload_url, {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+            )
             try:
                 with open(path, "rb") as fh:
-                    resp = self.session.post(upload_url, params={"name": name}, data=fh, timeout=TIMEOUT,
-                                             headers=headers, allow_redirects=False)
+                    resp = self.session.post(
+                        upload_url,
+                        params={"name": name},
+                        data=fh,
+                        timeout=TIMEOUT,
+                        headers=headers,
+                        allow_redirects=False,
+                    )
             except requests.RequestException as exc:
-                log.warning("upload of %s failed (%s); attempt %d of %d", name, _mask(str(exc), self._token),
-                            attempt, UPLOAD_ATTEMPTS)
+                log.warning(
+                    "upload of %s failed (%s); attempt %d of %d",
+                    name,
+                    _mask(str(exc), self._token),
+                    attempt,
+                    UPLOAD_ATTEMPTS,
+                )
             else:
                 if resp.status_code == 201:
                     return resp.json()
-                log.warning("upload of %s answered HTTP %d (%s); attempt %d of %d", name, resp.status_code,
-                            self._message(resp), attempt, UPLOAD_ATTEMPTS)
+                log.warning(
+                    "upload of %s answered HTTP %d (%s); attempt %d of %d",
+                    name,
+                    resp.status_code,
+                    self._message(resp),
+                    attempt,
+                    UPLOAD_ATTEMPTS,
+                )
                 if resp.status_code < 500 and resp.status_code not in (408, 422, 429):
-                    raise PublishError(f"uploading {name} answered HTTP {resp.status_code}: {self._message(resp)}. "
-                                       "Check the token's permissions and the release.")
-            time.sleep(min(2 ** attempt, 10) * 0.1)
+                    raise PublishError(
+                        f"uploading {name} answered HTTP {resp.status_code}: {self._message(resp)}. "
+                        "Check the token's permissions and the release."
+                    )
+            time.sleep(min(2**attempt, 10) * 0.1)
         raise PublishError(f"uploading {name} to {self.repo} failed {UPLOAD_ATTEMPTS} times; try again later.")

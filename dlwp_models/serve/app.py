@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,8 +48,10 @@ MAX_SIZE = 1024
 MAX_BEAM = 10
 
 _PAGE = Path(__file__).resolve().parent / "static" / "index.html"
-_UPLOAD_DOC = ("The body is the image file's bytes (any `image/*` or `application/octet-stream` content type), "
-               "or a multipart form with the field `image`.")
+_UPLOAD_DOC = (
+    "The body is the image file's bytes (any `image/*` or `application/octet-stream` content type), "
+    "or a multipart form with the field `image`."
+)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -65,12 +68,20 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
         yield
         await run_in_threadpool(state.close)
 
-    app = FastAPI(title="dlwp serve", version=__version__, lifespan=lifespan,
-                  description="The models of chapter 2 of *Deep Learning with PyTorch* behind an HTTP API.")
+    app = FastAPI(
+        title="dlwp serve",
+        version=__version__,
+        lifespan=lifespan,
+        description="The models of chapter 2 of *Deep Learning with PyTorch* behind an HTTP API.",
+    )
     app.state.dlwp = state
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "Accept"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Accept"],
+        )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     _add_error_handlers(app)
 
@@ -88,8 +99,9 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
             return JSONResponse({"status": "ready", "models": list(state.served)})
         if state.failure is not None:
             return _error(503, "a model failed to load; see the server's output.")
-        return _error(503, f"loading models: {len(state.served)} of {len(settings.models)} ready.",
-                      {"Retry-After": "5"})
+        return _error(
+            503, f"loading models: {len(state.served)} of {len(settings.models)} ready.", {"Retry-After": "5"}
+        )
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -97,31 +109,53 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
 
     @app.get("/v1/models", summary="the loaded models: task, weights, size, batching")
     async def models() -> dict[str, Any]:
-        return {"models": [{"name": name, "task": served.task.name, "weights": served.weights,
-                            **served.task.describe(served.model), "batching": settings.batching()}
-                           for name, served in state.served.items()]}
+        return {
+            "models": [
+                {
+                    "name": name,
+                    "task": served.task.name,
+                    "weights": served.weights,
+                    **served.task.describe(served.model),
+                    "batching": settings.batching(),
+                }
+                for name, served in state.served.items()
+            ]
+        }
 
     @app.post("/v1/classify", summary="top-k labels of one image", description=_UPLOAD_DOC)
-    async def classify(request: Request, model: str | None = None,
-                       topk: int = Query(5, ge=1, description="how many labels")) -> dict[str, Any]:
+    async def classify(
+        request: Request, model: str | None = None, topk: int = Query(5, ge=1, description="how many labels")
+    ) -> dict[str, Any]:
         served, task, answer = await _answer(state, request, model, Classify(topk=topk))
         return {"model": served.name, "weights": served.weights, **task.answer(answer)}
 
-    @app.post("/v1/translate", summary="horse → zebra: a PNG (or JPEG) of the resized image's size",
-              description=_UPLOAD_DOC, response_class=Response,
-              responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-    async def translate(request: Request, model: str | None = None,
-                        size: int = Query(256, ge=MIN_SIDE, le=MAX_SIZE, description="shorter side after resizing")
-                        ) -> Response:
+    @app.post(
+        "/v1/translate",
+        summary="horse → zebra: a PNG (or JPEG) of the resized image's size",
+        description=_UPLOAD_DOC,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+    )
+    async def translate(
+        request: Request,
+        model: str | None = None,
+        size: int = Query(256, ge=MIN_SIDE, le=MAX_SIZE, description="shorter side after resizing"),
+    ) -> Response:
         served, _, image = await _answer(state, request, model, Translate(size=size))
         jpeg = _wants_jpeg(request.headers.get("accept", ""))
         data = await run_in_threadpool(_encode, image, "JPEG" if jpeg else "PNG")
-        return Response(data, media_type="image/jpeg" if jpeg else "image/png",
-                        headers={"X-Model": served.name, "X-Weights": served.weights or ""})
+        return Response(
+            data,
+            media_type="image/jpeg" if jpeg else "image/png",
+            headers={"X-Model": served.name, "X-Weights": served.weights or ""},
+        )
 
     @app.post("/v1/caption", summary="a sentence describing one image", description=_UPLOAD_DOC)
-    async def caption(request: Request, model: str | None = None,
-                      beam_size: int = Query(2, ge=1, le=MAX_BEAM, description="1: greedy")) -> dict[str, Any]:
+    async def caption(
+        request: Request,
+        model: str | None = None,
+        beam_size: int = Query(2, ge=1, le=MAX_BEAM, description="1: greedy"),
+    ) -> dict[str, Any]:
         served, task, sentence = await _answer(state, request, model, Caption(beam_size=beam_size))
         return {"model": served.name, "weights": served.weights, **task.answer(sentence)}
 
@@ -136,7 +170,7 @@ async def _answer(state: ServerState, request: Request, model: str | None, task:
     except (ValueError, TypeError) as exc:
         raise ApiError(422, f"bad parameters for {served.name}: {exc}") from None
     try:
-        batcher.check_room()                        # refuse before spending time on the upload
+        batcher.check_room()  # refuse before spending time on the upload
     except (QueueFull, BatcherClosed) as exc:
         raise _refused(state, served.name, batcher.max_queue, exc) from None
     try:
@@ -145,12 +179,12 @@ async def _answer(state: ServerState, request: Request, model: str | None, task:
         state.metrics.disconnects.labels(served.name).inc()
         raise ApiError(499, "the client closed the connection while sending.") from None
     try:
-        with batcher.admit() as admission:          # a place in the queue before decoding, or 503
-            async with state.decode_slots:          # decoded photos in memory: at most one per slot
+        with batcher.admit() as admission:  # a place in the queue before decoding, or 503
+            async with state.decode_slots:  # decoded photos in memory: at most one per slot
                 prepared = await run_in_threadpool(_prepare, served, task, body, state.settings.max_pixels)
             del body
             job = admission.submit((task, task.batch_key(prepared)), prepared)
-    except (QueueFull, BatcherClosed) as exc:       # the queue filled (or closed) during the upload
+    except (QueueFull, BatcherClosed) as exc:  # the queue filled (or closed) during the upload
         raise _refused(state, served.name, batcher.max_queue, exc) from None
     disconnected = asyncio.ensure_future(_disconnect(request))
     try:
@@ -161,7 +195,7 @@ async def _answer(state: ServerState, request: Request, model: str | None, task:
         return served, task, job.future.result()
     finally:
         disconnected.cancel()
-        if not job.future.done():       # the client left, or the handler was cancelled at shutdown
+        if not job.future.done():  # the client left, or the handler was cancelled at shutdown
             batcher.cancel(job)
 
 
@@ -181,8 +215,7 @@ def _refused(state: ServerState, model: str, max_queue: int, exc: QueueFull | Ba
     if isinstance(exc, BatcherClosed):
         return ApiError(503, "the server is shutting down; retry on another instance.", {"Retry-After": "5"})
     state.metrics.rejected.labels(model).inc()
-    return ApiError(503, f"{model} is too busy ({max_queue} requests queued); retry in a moment.",
-                    {"Retry-After": "1"})
+    return ApiError(503, f"{model} is too busy ({max_queue} requests queued); retry in a moment.", {"Retry-After": "1"})
 
 
 async def _disconnect(request: Request) -> None:
@@ -221,8 +254,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        )
         return _error(422, f"bad parameters: {problems}.")
 
     @app.exception_handler(Exception)

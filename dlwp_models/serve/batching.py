@@ -18,9 +18,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any
 
 from ..errors import BatcherClosed, QueueFull
 
@@ -38,7 +39,7 @@ class Job:
 
     key: Hashable
     item: Any
-    future: "asyncio.Future[Any]"
+    future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.monotonic)
     cancelled: bool = False
@@ -48,13 +49,13 @@ class Admission:
     """A place in a model's queue, held from a request's arrival until :meth:`submit` (or until
     the request fails before that, when the place is given back)."""
 
-    def __init__(self, batcher: "Batcher") -> None:
+    def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
         self.submitted = False
 
     def submit(self, key: Hashable, item: Any) -> Job:
         """Queue ``item`` in the place held; await ``job.future`` for its result."""
-        self.submitted = True           # the place is used up, whether the job is queued or refused
+        self.submitted = True  # the place is used up, whether the job is queued or refused
         return self._batcher._enqueue(key, item)
 
 
@@ -63,18 +64,28 @@ class Batcher:
 
     ``on_batch(size, seconds)`` is called after every batch (for metrics)."""
 
-    def __init__(self, name: str, run_batch: RunBatch, *, max_batch: int, max_wait_s: float, max_queue: int,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        run_batch: RunBatch,
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
-            raise ValueError(f"max_batch and max_queue must be at least 1 and max_wait_s at least 0, got "
-                             f"{max_batch}, {max_queue}, {max_wait_s}.")
+            raise ValueError(
+                f"max_batch and max_queue must be at least 1 and max_wait_s at least 0, got "
+                f"{max_batch}, {max_queue}, {max_wait_s}."
+            )
         self.name = name
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._run_batch = run_batch
         self._on_batch = on_batch
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
-        self._incoming = 0                  # admitted requests not queued yet (reading, decoding)
+        self._incoming = 0  # admitted requests not queued yet (reading, decoding)
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"dlwp-serve-{name}", daemon=True)
         self._thread.start()
@@ -168,7 +179,7 @@ class Batcher:
                     self._cond.wait()
                     continue
                 first = self._queue[0]
-                same = [job for job in self._queue if job.key == first.key][:self.max_batch]
+                same = [job for job in self._queue if job.key == first.key][: self.max_batch]
                 remaining = first.enqueued + self.max_wait_s - time.monotonic()
                 if len(same) >= self.max_batch or remaining <= 0 or self._closing:
                     for job in same:
@@ -198,7 +209,7 @@ def _resolve(job: Job, *, result: Any = None, error: BaseException | None = None
         return
 
     def settle() -> None:
-        if job.future.done():          # cancelled meanwhile: the client has gone
+        if job.future.done():  # cancelled meanwhile: the client has gone
             return
         if error is not None:
             job.future.set_exception(error)
@@ -207,5 +218,5 @@ def _resolve(job: Job, *, result: Any = None, error: BaseException | None = None
 
     try:
         job.loop.call_soon_threadsafe(settle)
-    except RuntimeError:               # the event loop has closed: nobody is waiting
+    except RuntimeError:  # the event loop has closed: nobody is waiting
         pass

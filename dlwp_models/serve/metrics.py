@@ -5,7 +5,8 @@ ASGI middleware that counts the requests."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -20,20 +21,39 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("dlwp_requests", "HTTP requests by route and status", ["route", "method", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("dlwp_request_seconds", "HTTP request latency by route", ["route"],
-                                 buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("dlwp_batch_size", "Requests per forward pass, by model", ["model"],
-                                    buckets=_BATCH_BUCKETS, registry=self.registry)
-        self.batch_seconds = Histogram("dlwp_batch_seconds", "Time per batch (forward pass and postprocessing)",
-                                       ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("dlwp_queue_depth", "Requests waiting for a batch, by model", ["model"],
-                                 registry=self.registry)
-        self.rejected = Counter("dlwp_queue_full", "Requests refused with 503 because the queue was full",
-                                ["model"], registry=self.registry)
-        self.disconnects = Counter("dlwp_client_disconnects", "Clients that left before their answer", ["model"],
-                                   registry=self.registry)
+        self.requests = Counter(
+            "dlwp_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "dlwp_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "dlwp_batch_size",
+            "Requests per forward pass, by model",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "dlwp_batch_seconds",
+            "Time per batch (forward pass and postprocessing)",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "dlwp_queue_depth", "Requests waiting for a batch, by model", ["model"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "dlwp_queue_full", "Requests refused with 503 because the queue was full", ["model"], registry=self.registry
+        )
+        self.disconnects = Counter(
+            "dlwp_client_disconnects", "Clients that left before their answer", ["model"], registry=self.registry
+        )
 
     def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
         """Report ``model``'s queue depth by calling ``depth`` at each scrape."""

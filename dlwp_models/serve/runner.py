@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import uvicorn
 from PIL import Image
@@ -48,13 +48,21 @@ def serve(settings: ServeSettings) -> int:
     # uploads over settings.max_pixels are refused before decoding; PIL's warning would only repeat it
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     state = ServerState(settings)
-    config = uvicorn.Config(create_app(settings, state), host=settings.host, port=settings.port,
-                            log_level="warning", timeout_graceful_shutdown=GRACEFUL_SECONDS,
-                            server_header=False, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings, state),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        server_header=False,
+        access_log=False,
+        lifespan="on",
+    )
     server = _Server(config)
     failed = threading.Event()
-    threading.Thread(target=_announce, args=(server, state, settings, failed), daemon=True,
-                     name="dlwp-serve-announce").start()
+    threading.Thread(
+        target=_announce, args=(server, state, settings, failed), daemon=True, name="dlwp-serve-announce"
+    ).start()
     server.run()
     return 1 if failed.is_set() or not server.started else 0
 
@@ -71,5 +79,7 @@ def _announce(server: _Server, state: ServerState, settings: ServeSettings, fail
         threading.Event().wait(0.05)
     if server.started:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        print(f"dlwp serve: {', '.join(settings.models)} ready; open http://{host}:{settings.port}/ "
-              "(Ctrl-C to stop)", flush=True)
+        print(
+            f"dlwp serve: {', '.join(settings.models)} ready; open http://{host}:{settings.port}/ (Ctrl-C to stop)",
+            flush=True,
+        )

@@ -7,8 +7,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 from PIL import Image
 from torch import nn
@@ -32,7 +33,7 @@ class ServeSettings:
     """The ``serve`` command's options."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
-    weights: dict[str, str] = field(default_factory=dict)   # model -> weight tag or name
+    weights: dict[str, str] = field(default_factory=dict)  # model -> weight tag or name
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 16
@@ -41,7 +42,7 @@ class ServeSettings:
     max_upload_mb: float = 20.0
     device: str = "cpu"
     cors_origins: tuple[str, ...] = ()
-    backend: str = "eager"                                  # for the models that can run on it: --backend
+    backend: str = "eager"  # for the models that can run on it: --backend
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb limit
     decode_slots: int = field(default_factory=lambda: 2 * usable_cores())  # uploads decoded at once: 2 per core
 
@@ -75,7 +76,7 @@ class Served:
 
     def run_batch(self, key: Hashable, items: Sequence[Any]) -> list[Any]:
         """One batch of prepared inputs sharing ``key`` = (the requests' task, its batch key)."""
-        task: Task = key[0]                                             # type: ignore[index]
+        task: Task = key[0]  # type: ignore[index]
         return task.run(self.model, list(items), backend=self.backend)
 
 
@@ -83,8 +84,9 @@ class ServerState:
     """The models, their tasks and batchers. :meth:`start_loading` loads them in a thread;
     ``loaded`` is set when that ends, ``failure`` then holds the error message if one failed."""
 
-    def __init__(self, settings: ServeSettings, build: Callable[[str, str | None, str], nn.Module] = build_model
-                 ) -> None:
+    def __init__(
+        self, settings: ServeSettings, build: Callable[[str, str | None, str], nn.Module] = build_model
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.served: dict[str, Served] = {}
@@ -109,8 +111,9 @@ class ServerState:
             for name in self.settings.models:
                 log.info("loading %s", name)
                 model = self._build(name, self.settings.weights.get(name), self.settings.device)
-                self.add(Served(name, model, task_named(family_info(name).task),
-                                backend_for(name, self.settings.backend)))
+                self.add(
+                    Served(name, model, task_named(family_info(name).task), backend_for(name, self.settings.backend))
+                )
         except Exception as exc:  # reported by the command, which then stops the server
             log.debug("loading failed", exc_info=True)
             self.failure = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
@@ -122,9 +125,14 @@ class ServerState:
         with self._lock:
             if self._closed:
                 return
-            batcher = Batcher(served.name, served.run_batch, max_batch=self.settings.max_batch,
-                              max_wait_s=self.settings.max_wait_ms / 1000, max_queue=self.settings.max_queue,
-                              on_batch=self.metrics.batch_observer(served.name))
+            batcher = Batcher(
+                served.name,
+                served.run_batch,
+                max_batch=self.settings.max_batch,
+                max_wait_s=self.settings.max_wait_ms / 1000,
+                max_queue=self.settings.max_queue,
+                on_batch=self.metrics.batch_observer(served.name),
+            )
             self.metrics.watch_queue(served.name, batcher.depth)
             self.served[served.name], self.batchers[served.name] = served, batcher
 
@@ -142,8 +150,9 @@ class ServerState:
         if served is None:
             if name in self.settings.models and not self.loaded.is_set():
                 raise ApiError(503, f"{name} is still loading; retry in a few seconds.", {"Retry-After": "5"})
-            raise ApiError(404, f"unknown model {name!r}; this server has {', '.join(self.served) or 'none'} "
-                                "(see /v1/models).")
+            raise ApiError(
+                404, f"unknown model {name!r}; this server has {', '.join(self.served) or 'none'} (see /v1/models)."
+            )
         if served.task.name != kind:
             raise ApiError(404, f"{name} does not {kind} (it does {served.task.name}); use /v1/{served.task.name}.")
         return served, self.batchers[name]

@@ -16,7 +16,9 @@ from ..inputs.images import load_image
 
 __all__ = ["read_upload", "decode_image", "image_from_multipart"]
 
-_ACCEPTED = "send the image file's bytes as image/* or application/octet-stream, or a multipart form with a field 'image'"
+_ACCEPTED = (
+    "send the image file's bytes as image/* or application/octet-stream, or a multipart form with a field 'image'"
+)
 
 
 async def read_upload(request: Request, *, max_bytes: int) -> bytes:
@@ -36,8 +38,9 @@ async def read_upload(request: Request, *, max_bytes: int) -> bytes:
 async def _read_body(request: Request, max_bytes: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``max_bytes`` (from the
     Content-Length header before reading anything, else while reading)."""
-    too_large = ApiError(413, f"the upload is larger than the server's limit of {max_bytes / 2**20:g} MiB; "
-                              "send a smaller image.")
+    too_large = ApiError(
+        413, f"the upload is larger than the server's limit of {max_bytes / 2**20:g} MiB; send a smaller image."
+    )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large
@@ -55,8 +58,9 @@ def image_from_multipart(body: bytes, content_type: str) -> bytes:
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
-        raise ApiError(400, "the multipart form has no boundary in its Content-Type; let the client "
-                            "library build the form.")
+        raise ApiError(
+            400, "the multipart form has no boundary in its Content-Type; let the client library build the form."
+        )
     parts: list[tuple[dict[bytes, bytes], bytearray]] = []
     header = [b"", b""]
 
@@ -76,9 +80,16 @@ def image_from_multipart(body: bytes, content_type: str) -> bytes:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1][1].extend(data[start:end])
 
-    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                                        "on_header_value": on_header_value, "on_header_end": on_header_end,
-                                        "on_part_data": on_part_data})
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+        },
+    )
     try:
         parser.write(body)
         parser.finalize()
@@ -97,26 +108,32 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ApiError(400, f"the request body is empty; {_ACCEPTED}.")
     try:
-        image = Image.open(io.BytesIO(data))          # reads the header only
+        image = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError:
         raise _too_many_pixels(max_pixels) from None
     except UnidentifiedImageError:
-        raise ApiError(400, "the upload is not an image the server can read; send a JPEG, PNG, WebP or "
-                            "other common image file.") from None
+        raise ApiError(
+            400, "the upload is not an image the server can read; send a JPEG, PNG, WebP or other common image file."
+        ) from None
     except (OSError, SyntaxError, ValueError):
-        raise ApiError(400, "the upload could not be read as an image; it is damaged or truncated. Send "
-                            "the complete file.") from None
+        raise ApiError(
+            400, "the upload could not be read as an image; it is damaged or truncated. Send the complete file."
+        ) from None
     if image.width * image.height > max_pixels:
         image.close()
         raise _too_many_pixels(max_pixels, image.width, image.height)
     try:
-        return load_image(image)                       # decodes now; RGB; EXIF orientation
+        return load_image(image)  # decodes now; RGB; EXIF orientation
     except (ImageInputError, OSError, SyntaxError, ValueError):
-        raise ApiError(400, "the upload could not be decoded as an image; it is damaged or truncated. "
-                            "Send the complete file.") from None
+        raise ApiError(
+            400, "the upload could not be decoded as an image; it is damaged or truncated. Send the complete file."
+        ) from None
 
 
 def _too_many_pixels(limit: int, width: int | None = None, height: int | None = None) -> ApiError:
     size = f" ({width}×{height})" if width is not None else ""
-    return ApiError(413, f"the image has too many pixels{size} for this server (at most {limit / 1e6:.0f} "
-                         "megapixels); downscale it first.")
+    return ApiError(
+        413,
+        f"the image has too many pixels{size} for this server (at most {limit / 1e6:.0f} "
+        "megapixels); downscale it first.",
+    )

@@ -19,9 +19,10 @@ A :class:`ModelSpec` says which network, with which weights, where and on which 
 from __future__ import annotations
 
 import pkgutil
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, Callable, ClassVar, Hashable, Iterable, Iterator
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -39,7 +40,7 @@ def error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def error_record(name: str, exc: "BaseException | str") -> dict[str, str]:
+def error_record(name: str, exc: BaseException | str) -> dict[str, str]:
     """The record of an input that failed."""
     return {"input": name, "error": exc if isinstance(exc, str) else error_text(exc)}
 
@@ -58,7 +59,7 @@ class ModelSpec:
     build a task's model on any machine (picklable)."""
 
     model: str
-    weights: str | None = None          # a tag or name; None: the model's default weight set
+    weights: str | None = None  # a tag or name; None: the model's default weight set
     device: str = "cpu"
     backend: str = "eager"
 
@@ -71,16 +72,18 @@ class ModelSpec:
 
         check_backend(self.backend)
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda, but no CUDA GPU is visible to PyTorch here; run on a machine with "
-                             "one, or use --device cpu.")
+            raise ValueError(
+                "--device cuda, but no CUDA GPU is visible to PyTorch here; run on a machine with "
+                "one, or use --device cpu."
+            )
         model = build(self.model, weights=self.weights or "DEFAULT", progress=progress, map_location="cpu")
         return model.to(self.device).eval()
 
 
-_TASKS: dict[str, type["Task"]] = {}
+_TASKS: dict[str, type[Task]] = {}
 
 
-def tasks() -> dict[str, type["Task"]]:
+def tasks() -> dict[str, type[Task]]:
     """Every task by name (each module of this package defines one and registers it)."""
     if not _TASKS:
         package = __name__.rpartition(".")[0]
@@ -90,7 +93,7 @@ def tasks() -> dict[str, type["Task"]]:
     return _TASKS
 
 
-def task_named(name: str) -> type["Task"]:
+def task_named(name: str) -> type[Task]:
     """The task called ``name``; a ValueError listing them otherwise."""
     task = tasks().get(name)
     if task is None:
@@ -142,8 +145,9 @@ class Task:
 
     # ------------------------------------------------------------------ answering
 
-    def stream(self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None,
-               backend: str = "eager") -> Iterator[tuple[Any, Any]]:
+    def stream(
+        self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None, backend: str = "eager"
+    ) -> Iterator[tuple[Any, Any]]:
         """``(input, outcome)`` for each of ``inputs`` (paths, URLs, images), in order, as soon as
         its batch is done; ``outcome`` is the answer or the exception that input raised."""
         raise NotImplementedError

@@ -6,8 +6,9 @@ written down."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from torch import nn
 
@@ -34,12 +35,13 @@ class Caption(Task):
     def describe(cls, model: nn.Module) -> dict[str, Any]:
         return {"vocabulary_size": len(model.vocab)}
 
-    def stream(self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None,
-               backend: str = "eager") -> Iterator[tuple[Any, Any]]:
+    def stream(
+        self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None, backend: str = "eager"
+    ) -> Iterator[tuple[Any, Any]]:
         return model.caption_stream(inputs, beam_size=self.beam_size, batch_size=self.batch_size(model, batch_size))
 
     def prepare(self, model: nn.Module, image: ImageItem) -> Any:
-        return model.caption_preparer()(image)                  # (3, H, W), downscaled to max_side as caption
+        return model.caption_preparer()(image)  # (3, H, W), downscaled to max_side as caption
 
     def run(self, model: nn.Module, batch: list[Any], *, backend: str = "eager") -> list[str]:
         return model.caption_batch(batch, beam_size=self.beam_size)

@@ -6,8 +6,9 @@ written down."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from torch import nn
 
@@ -30,8 +31,9 @@ class Classify(Task):
     def check(self, model: nn.Module) -> None:
         count = len(getattr(model, "categories", None) or [])
         if not count:
-            raise ValueError("this model has no category names (model.categories is None); give it one label "
-                             "per output first.")
+            raise ValueError(
+                "this model has no category names (model.categories is None); give it one label per output first."
+            )
         if isinstance(self.topk, bool) or not isinstance(self.topk, int) or not 1 <= self.topk <= count:
             raise ValueError(f"topk must be between 1 and {count} (the number of categories), got {self.topk!r}.")
 
@@ -39,12 +41,13 @@ class Classify(Task):
     def describe(cls, model: nn.Module) -> dict[str, Any]:
         return {"categories": len(model.categories or [])}
 
-    def stream(self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None,
-               backend: str = "eager") -> Iterator[tuple[Any, Any]]:
+    def stream(
+        self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None, backend: str = "eager"
+    ) -> Iterator[tuple[Any, Any]]:
         return model.predict_stream(inputs, topk=self.topk, batch_size=batch_size, backend=backend)
 
     def prepare(self, model: nn.Module, image: ImageItem) -> Any:
-        return model.transforms.crop_pixels(image)              # uint8 (crop, crop, 3), as predict
+        return model.transforms.crop_pixels(image)  # uint8 (crop, crop, 3), as predict
 
     def run(self, model: nn.Module, batch: list[Any], *, backend: str = "eager") -> list[Prediction]:
         return model.predict_crops(batch, self.topk, backend=backend)
@@ -59,12 +62,19 @@ class Classify(Task):
         return None if chosen is None else ClassifierTransform.from_weights(chosen).crop_pixels
 
     def answer(self, outcome: Prediction) -> dict[str, Any]:
-        return {"predictions": [{"label": label, "index": index, "percent": percent}
-                                for (label, percent), index in zip(outcome, outcome.indices or ())]}
+        return {
+            "predictions": [
+                {"label": label, "index": index, "percent": percent}
+                for (label, percent), index in zip(outcome, outcome.indices or ())
+            ]
+        }
 
     def csv_columns(self) -> list[str]:
-        return ["input", *(f"{kind}_{rank}" for rank in range(1, self.topk + 1) for kind in ("label", "percent")),
-                "error"]
+        return [
+            "input",
+            *(f"{kind}_{rank}" for rank in range(1, self.topk + 1) for kind in ("label", "percent")),
+            "error",
+        ]
 
     def csv_cells(self, record: dict[str, Any]) -> list[Any]:
         return [value for p in record["predictions"] for value in (p["label"], repr(p["percent"]))]

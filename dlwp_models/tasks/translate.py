@@ -7,9 +7,10 @@ planted link, never over a file unless asked) and how it is recorded."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from torch import nn
@@ -32,13 +33,15 @@ class Translate(Task):
 
     size: int | None = 256
     preset: str = "trained"
-    output_dir: str | None = None     # where the pictures go (records and the shell); the server answers them
-    overwrite: bool = False           # replace existing pictures
+    output_dir: str | None = None  # where the pictures go (records and the shell); the server answers them
+    overwrite: bool = False  # replace existing pictures
 
-    def stream(self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None,
-               backend: str = "eager") -> Iterator[tuple[Any, Any]]:
-        return model.translate_stream(inputs, size=self.size, preset=self.preset,
-                                      batch_size=self.batch_size(model, batch_size), backend=backend)
+    def stream(
+        self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None, backend: str = "eager"
+    ) -> Iterator[tuple[Any, Any]]:
+        return model.translate_stream(
+            inputs, size=self.size, preset=self.preset, batch_size=self.batch_size(model, batch_size), backend=backend
+        )
 
     def check(self, model: nn.Module) -> None:
         model.translate_preparer(size=self.size, preset=self.preset)
@@ -68,12 +71,15 @@ class Translate(Task):
         outputs = [self.output_path(name) for name in names]
         clash = next((out for i, out in enumerate(outputs) if out in outputs[:i]), None)
         if clash is not None:
-            raise ValueError(f"two inputs would both be written to {clash}; rename one of them or translate "
-                             "them into different folders.")
+            raise ValueError(
+                f"two inputs would both be written to {clash}; rename one of them or translate "
+                "them into different folders."
+            )
         for out in outputs:
             if not self.overwrite and (out.exists() or out.is_symlink()):
-                raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it, or choose another "
-                                        "output folder.")
+                raise OutputExistsError(
+                    f"{out} already exists; pass --overwrite to replace it, or choose another output folder."
+                )
 
     def record(self, name: str, outcome: Any) -> dict[str, Any]:
         """Writes the picture, then records where (a picture that cannot be written fails its input)."""
@@ -82,9 +88,10 @@ class Translate(Task):
         out = self.output_path(name)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_file(out, lambda fh: outcome.save(fh, format="PNG"), replace=self.overwrite,
-                       doing=f"write {out.name}")
-        except DlwpError as exc:              # exists (without --overwrite), full disk, …: this input fails
+            write_file(
+                out, lambda fh: outcome.save(fh, format="PNG"), replace=self.overwrite, doing=f"write {out.name}"
+            )
+        except DlwpError as exc:  # exists (without --overwrite), full disk, …: this input fails
             return error_record(name, exc)
         except OSError as exc:
             return error_record(name, write_failure(exc, out.parent, f"create the folder {out.parent}"))

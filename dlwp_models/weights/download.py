@@ -15,8 +15,9 @@ import email.utils
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # requests and tqdm are imported where a download happens:
@@ -32,10 +33,10 @@ __all__ = ["fetch", "fetch_files", "fetch_file", "is_offline"]
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = (10.0, 60.0)          # connect, read (seconds)
-MAX_ATTEMPTS = 5                # per source, counting resumes after dropped connections
-BACKOFF = 0.5                   # seconds, doubled per attempt
-MAX_RETRY_AFTER = 60.0          # a longer Retry-After gives up on that source instead of waiting
+TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
+MAX_ATTEMPTS = 5  # per source, counting resumes after dropped connections
+BACKOFF = 0.5  # seconds, doubled per attempt
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After gives up on that source instead of waiting
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _USER_AGENT = "dlwp-models/0.1 (+https://github.com/org/dlwp)"
 
@@ -75,8 +76,9 @@ def _retry_after(response: requests.Response, attempt: int) -> float:
                 delay = BACKOFF * 2**attempt
         delay = max(0.0, delay)
         if delay > MAX_RETRY_AFTER:
-            raise _SourceFailed(f"HTTP {response.status_code} with Retry-After {value!r} (longer than "
-                                f"{MAX_RETRY_AFTER:.0f}s)")
+            raise _SourceFailed(
+                f"HTTP {response.status_code} with Retry-After {value!r} (longer than {MAX_RETRY_AFTER:.0f}s)"
+            )
         return delay
     return BACKOFF * 2**attempt
 
@@ -84,15 +86,18 @@ def _retry_after(response: requests.Response, attempt: int) -> float:
 def _check_scheme(url: str, spec: FileSpec) -> None:
     """Refuse ``url`` (a source, or any hop of its redirects, before it is requested) when its
     scheme is weaker than the file's pin allows."""
-    from . import http   # only a download needs it: a warm load imports nothing of it
+    from . import http  # only a download needs it: a warm load imports nothing of it
+
     scheme = urlsplit(url).scheme.lower()
     if scheme == "https":
         return
     if scheme == "http":
         if spec.strongly_pinned:
             return
-        raise _SourceFailed(f"plain http:// is refused for a file pinned only by sha256_prefix "
-                            f"({http.url_host(url)}); serve it over https or pin it by full sha256 or git_blob_sha1")
+        raise _SourceFailed(
+            f"plain http:// is refused for a file pinned only by sha256_prefix "
+            f"({http.url_host(url)}); serve it over https or pin it by full sha256 or git_blob_sha1"
+        )
     raise _SourceFailed(f"unsupported URL scheme {scheme!r}; only https (or http with a full hash) is fetched")
 
 
@@ -109,7 +114,8 @@ class _Stream:
     """One download of ``spec`` from ``url`` into its resumable partial file (see :mod:`.resume`)."""
 
     def __init__(self, session: requests.Session, url: str, spec: FileSpec, progress: bool) -> None:
-        from . import http   # only a download needs it: a warm load imports nothing of it
+        from . import http  # only a download needs it: a warm load imports nothing of it
+
         self.session, self.url, self.spec, self.progress = session, url, spec, progress
         self.budget = spec.size if spec.size is not None else http.max_download_bytes()
         self.rate, self.window = http.stall_limits()
@@ -119,7 +125,8 @@ class _Stream:
         """Stream the file; return the partial's path and sha256 once size and hash match the spec.
         Bytes kept by an earlier run for this URL and pin are continued; if the result then fails
         its check, it is fetched once more from the start."""
-        from . import resume   # only a download needs it: a warm load imports nothing of it
+        from . import resume  # only a download needs it: a warm load imports nothing of it
+
         try:
             kept = resume.resumable(self.spec)
             if kept is not None and kept.url == self.url and 0 < kept.size <= self.budget:
@@ -127,10 +134,10 @@ class _Stream:
                 reason, partial, sha256 = self._fetch(kept.path, kept.size)
                 if reason is None:
                     return partial, sha256
-                log.warning("the continued download of %s failed its check (%s); starting over",
-                            self.spec.filename, reason)
-            partial = _cache_write(lambda: resume.start_resumable(self.spec, self.url), self.spec,
-                                   "start the download")
+                log.warning(
+                    "the continued download of %s failed its check (%s); starting over", self.spec.filename, reason
+                )
+            partial = _cache_write(lambda: resume.start_resumable(self.spec, self.url), self.spec, "start the download")
             reason, partial, sha256 = self._fetch(partial, 0)
             if reason is not None:
                 raise _SourceFailed(reason)
@@ -143,11 +150,22 @@ class _Stream:
     def _fetch(self, partial: Path, have: int) -> tuple[str | None, Path, str]:
         from tqdm.auto import tqdm
 
-        fd = _cache_write(lambda: os.open(partial, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)), self.spec,
-                          "open the partial download")
-        with os.fdopen(fd, "r+b") as out, tqdm(total=self.spec.size, initial=have, unit="B", unit_scale=True,
-                                               unit_divisor=1024, desc=self.spec.filename,
-                                               disable=not self.progress, leave=False) as bar:
+        fd = _cache_write(
+            lambda: os.open(partial, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)), self.spec, "open the partial download"
+        )
+        with (
+            os.fdopen(fd, "r+b") as out,
+            tqdm(
+                total=self.spec.size,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=self.spec.filename,
+                disable=not self.progress,
+                leave=False,
+            ) as bar,
+        ):
             digests = self._transfer(out, have, bar)
         size = partial.stat().st_size
         sha256 = digests.sha256.hexdigest()
@@ -155,17 +173,23 @@ class _Stream:
         return mismatch(self.spec, size, sha256, blob), partial, sha256
 
     def _transfer(self, out: BinaryIO, have: int, bar: Any) -> Digests:
-        from . import http   # only a download needs it: a warm load imports nothing of it
         import requests
         import urllib3
+
+        from . import http  # only a download needs it: a warm load imports nothing of it
 
         digests: Digests | None = None
         attempt = 0
         while True:
             headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                with http.get_checked(self.session, self.url, check=lambda u: _check_scheme(u, self.spec),
-                                      headers=headers, timeout=self.timeout) as resp:
+                with http.get_checked(
+                    self.session,
+                    self.url,
+                    check=lambda u: _check_scheme(u, self.spec),
+                    headers=headers,
+                    timeout=self.timeout,
+                ) as resp:
                     status = resp.status_code
                     if status in _RETRY_STATUS:
                         attempt += 1
@@ -183,15 +207,17 @@ class _Stream:
                     if status not in (200, 206):
                         raise _SourceFailed(f"HTTP {status} {resp.reason or ''}".strip())
                     if status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
-                        raise _SourceFailed(f"server answered a range request with "
-                                            f"Content-Range {resp.headers.get('Content-Range')!r}")
+                        raise _SourceFailed(
+                            f"server answered a range request with Content-Range {resp.headers.get('Content-Range')!r}"
+                        )
                     total = _total_from(resp)
                     if self.spec.size is not None and total is not None and total != self.spec.size:
-                        raise _SourceFailed(f"size mismatch: server announces {total} bytes, "
-                                            f"expected {self.spec.size}")
+                        raise _SourceFailed(f"size mismatch: server announces {total} bytes, expected {self.spec.size}")
                     if total is not None and total > self.budget:
-                        raise _SourceFailed(f"server announces {total} bytes, over the download budget of "
-                                            f"{self.budget} ({_BUDGET_HINT})")
+                        raise _SourceFailed(
+                            f"server announces {total} bytes, over the download budget of "
+                            f"{self.budget} ({_BUDGET_HINT})"
+                        )
                     if status == 200:
                         have, digests = 0, None
                     if digests is None:
@@ -203,7 +229,7 @@ class _Stream:
                     bar.update(have)
                     watch = http.Stopwatch(self.rate, self.window)
                     for chunk in http.read_limited(resp, budget=self.budget - have, watch=watch):
-                        _cache_write(lambda: out.write(chunk), self.spec, "write the download")
+                        _cache_write(lambda chunk=chunk: out.write(chunk), self.spec, "write the download")
                         digests.update(chunk)
                         have += len(chunk)
                         bar.update(len(chunk))
@@ -217,8 +243,12 @@ class _Stream:
                 raise _SourceFailed(f"sent {exc} ({_BUDGET_HINT})") from None
             except HttpLimitError as exc:
                 raise _SourceFailed(str(exc)) from None
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    urllib3.exceptions.HTTPError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError,
+            ) as exc:
                 attempt += 1
                 if attempt >= MAX_ATTEMPTS:
                     raise _SourceFailed(f"connection failed after {attempt} attempts: {exc}", keep=True) from None
@@ -229,8 +259,7 @@ class _Stream:
                 raise _SourceFailed(f"request failed: {exc}") from None
 
 
-_BUDGET_HINT = ("pin the file's size in the manifest, or raise DLWP_MAX_DOWNLOAD_BYTES for a file "
-                "without one")
+_BUDGET_HINT = "pin the file's size in the manifest, or raise DLWP_MAX_DOWNLOAD_BYTES for a file without one"
 _STALL_HINT = "DLWP_STALL_BYTES_PER_S and DLWP_STALL_SECONDS set the limit"
 
 
@@ -287,7 +316,7 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> CachedFile:
             return _fetch_locked(spec, dest, progress)
     except store.CacheWriteError as exc:
         if exc.read_only:
-            hit = store.verify_read_only(spec)   # a read-only cache holding the right bytes still works
+            hit = store.verify_read_only(spec)  # a read-only cache holding the right bytes still works
             if hit is not None:
                 log.warning("%s verified without its lock (%s)", dest.name, exc)
                 return hit
@@ -295,7 +324,8 @@ def fetch_file(spec: FileSpec, progress: bool = True) -> CachedFile:
 
 
 def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
-    from . import resume   # only a download needs it: a warm load imports nothing of it
+    from . import resume  # only a download needs it: a warm load imports nothing of it
+
     hit = store.settle(spec)  # placed by hand, cached by an older layout, or fetched by another process
     if hit is not None:
         return hit
@@ -304,23 +334,24 @@ def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
             raise OfflineError(
                 f"{dest} cannot be checked offline: it is pinned only through its parts and its "
                 f"{dest.name}.verified record is missing. Copy the .verified files along with "
-                "the cache folder, or unset DLWP_OFFLINE to join the parts again.")
+                "the cache folder, or unset DLWP_OFFLINE to join the parts again."
+            )
         raise OfflineError(
             f"{spec.filename} is not in the cache ({dest}) and DLWP_OFFLINE=1 forbids downloading. "
             "Run `python -m dlwp_models fetch NAME` on a machine with network and copy its cache "
-            "folder (with the .verified files) here, or unset DLWP_OFFLINE.")
+            "folder (with the .verified files) here, or unset DLWP_OFFLINE."
+        )
     store.remove_stale_partials(spec)
     failures: list[str] = []
     # a file pinned only through its parts is never taken whole from anywhere: nothing could check it
-    sources = ([f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls)
-               if spec.has_own_hash else [])
+    sources = [f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls) if spec.has_own_hash else []
     import requests
 
     with requests.Session() as session:
         session.headers["User-Agent"] = _USER_AGENT
         session.headers["Accept-Encoding"] = "identity"  # sizes, hashes and ranges are of the file's bytes
         for url in sources:
-            got = _try_source(spec, lambda: _Stream(session, url, spec, progress).run(), url, failures)
+            got = _try_source(spec, lambda url=url: _Stream(session, url, spec, progress).run(), url, failures)
             if got is not None:
                 resume.drop_resumable(spec)
                 return got
@@ -334,18 +365,20 @@ def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
     raise DownloadError(
         f"could not fetch {spec.filename}; every source failed:\n{listing}\n"
         "Check the network (or DLWP_MIRROR), or download the file by other means and place it at "
-        f"{dest}; it is accepted once it matches the pinned hash.")
+        f"{dest}; it is accepted once it matches the pinned hash."
+    )
 
 
-def _try_source(spec: FileSpec, produce: Callable[[], tuple[Path, str]], label: str,
-                failures: list[str]) -> CachedFile | None:
+def _try_source(
+    spec: FileSpec, produce: Callable[[], tuple[Path, str]], label: str, failures: list[str]
+) -> CachedFile | None:
     try:
         partial, sha256 = produce()
         cached = _cache_write(lambda: store.install(partial, spec, sha256), spec, "move the verified file into place")
         log.info("fetched %s from %s", spec.filename, label)
         return cached
     except store.CacheWriteError:
-        raise                                    # a full or read-only disk: no other source would help
+        raise  # a full or read-only disk: no other source would help
     except (_SourceFailed, DownloadError, IntegrityError, OfflineError) as exc:
         log.warning("source %s failed for %s: %s", label, spec.filename, exc)
         failures.append(f"{label}: {exc}")
@@ -358,6 +391,6 @@ def fetch_files(weights: WeightSet, progress: bool = True) -> dict[str, CachedFi
     return {role: fetch_file(spec, progress=progress) for role, spec in weights.files.items()}
 
 
-def fetch(weights: "WeightSet | str", progress: bool = True) -> dict[str, Path]:
+def fetch(weights: WeightSet | str, progress: bool = True) -> dict[str, Path]:
     """Fetch every file of a weight set (a :class:`WeightSet` or its name); returns ``{role: cached path}``."""
     return {role: cached.path for role, cached in fetch_files(weights, progress).items()}

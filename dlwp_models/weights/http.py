@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import BudgetExceededError, DownloadError, HttpLimitError, StallError
@@ -24,15 +25,24 @@ from ..errors import BudgetExceededError, DownloadError, HttpLimitError, StallEr
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["MAX_DOWNLOAD_BYTES", "STALL_BYTES_PER_S", "STALL_SECONDS", "MAX_REDIRECTS", "READ_SIZE",
-           "max_download_bytes", "stall_limits", "get_checked",
-           "read_limited", "Stopwatch"]
+__all__ = [
+    "MAX_DOWNLOAD_BYTES",
+    "STALL_BYTES_PER_S",
+    "STALL_SECONDS",
+    "MAX_REDIRECTS",
+    "READ_SIZE",
+    "max_download_bytes",
+    "stall_limits",
+    "get_checked",
+    "read_limited",
+    "Stopwatch",
+]
 
-MAX_DOWNLOAD_BYTES = 8 << 30    # a weight file without a pinned size; DLWP_MAX_DOWNLOAD_BYTES overrides
-STALL_BYTES_PER_S = 1024.0      # slower than this on average ...; DLWP_STALL_BYTES_PER_S overrides
-STALL_SECONDS = 60.0            # ... over this many seconds is a stall; DLWP_STALL_SECONDS overrides
-MAX_REDIRECTS = 10              # hops followed from one URL
-READ_SIZE = 1 << 20             # the most one short read asks for (it returns what has arrived)
+MAX_DOWNLOAD_BYTES = 8 << 30  # a weight file without a pinned size; DLWP_MAX_DOWNLOAD_BYTES overrides
+STALL_BYTES_PER_S = 1024.0  # slower than this on average ...; DLWP_STALL_BYTES_PER_S overrides
+STALL_SECONDS = 60.0  # ... over this many seconds is a stall; DLWP_STALL_SECONDS overrides
+MAX_REDIRECTS = 10  # hops followed from one URL
+READ_SIZE = 1 << 20  # the most one short read asks for (it returns what has arrived)
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 
@@ -56,8 +66,10 @@ def max_download_bytes() -> int:
 
 def stall_limits() -> tuple[float, float]:
     """``(bytes per second, seconds)``: a transfer slower than that on average over that long stalls."""
-    return (_env_number("DLWP_STALL_BYTES_PER_S", STALL_BYTES_PER_S, 0),
-            _env_number("DLWP_STALL_SECONDS", STALL_SECONDS, 0.001))
+    return (
+        _env_number("DLWP_STALL_BYTES_PER_S", STALL_BYTES_PER_S, 0),
+        _env_number("DLWP_STALL_SECONDS", STALL_SECONDS, 0.001),
+    )
 
 
 class Stopwatch:
@@ -84,12 +96,20 @@ class Stopwatch:
             samples.popleft()
         start, at = samples[0]
         if self.rate > 0 and now - start >= self.window and self.total - at < self.rate * (now - start):
-            raise StallError(f"stalled: {self.total - at} bytes in the last {now - start:.0f}s (under "
-                             f"{self.rate:g} B/s on average over {self.window:g}s)")
+            raise StallError(
+                f"stalled: {self.total - at} bytes in the last {now - start:.0f}s (under "
+                f"{self.rate:g} B/s on average over {self.window:g}s)"
+            )
 
 
-def get_checked(session: "requests.Session", url: str, *, check: Callable[[str], None],
-                headers: dict[str, str] | None = None, timeout: tuple[float, float]) -> "requests.Response":
+def get_checked(
+    session: requests.Session,
+    url: str,
+    *,
+    check: Callable[[str], None],
+    headers: dict[str, str] | None = None,
+    timeout: tuple[float, float],
+) -> requests.Response:
     """GET ``url`` as a stream, following redirects here (at most :data:`MAX_REDIRECTS`) so that
     ``check(url)`` vets every hop *before* it is requested (it raises to refuse). The caller
     closes the response."""
@@ -107,7 +127,7 @@ def get_checked(session: "requests.Session", url: str, *, check: Callable[[str],
     raise HttpLimitError(f"more than {MAX_REDIRECTS} redirects")
 
 
-def read_limited(resp: "requests.Response", *, budget: int, watch: Stopwatch) -> Iterator[bytes]:
+def read_limited(resp: requests.Response, *, budget: int, watch: Stopwatch) -> Iterator[bytes]:
     """The raw body of ``resp`` (no content decoding) in short reads; raises
     :class:`BudgetExceededError` the moment more than ``budget`` bytes arrive and :class:`StallError`
     when ``watch`` says so, checked after every read, however few bytes it brought."""

@@ -10,7 +10,7 @@ from .manifest import FileSpec
 
 __all__ = ["Digests", "hash_file", "sha256_file", "mismatch", "CHUNK"]
 
-CHUNK = 1 << 20                 # file reads
+CHUNK = 1 << 20  # file reads
 
 
 class Digests:
@@ -19,7 +19,7 @@ class Digests:
 
     def __init__(self, spec: FileSpec, total: int | None) -> None:
         self.sha256 = hashlib.sha256()
-        self.blob: "hashlib._Hash | None" = None
+        self.blob: hashlib._Hash | None = None
         self.count = 0
         if spec.git_blob_sha1 is not None and total is not None:
             self.blob = hashlib.sha1(b"blob %d\0" % total)

@@ -3,8 +3,9 @@
 `weights/manifest.json` at the top of the repository is the single source of truth for where weight
 files come from and how they are checked: a checkout (or a hub repository, or an editable install)
 reads it in place, and an installed package carries a byte-for-byte copy of it (``setup.cfg`` maps
-the ``weights/`` folder into the package as ``dlwp_models._bundled``). Extra manifests named in ``DLWP_MANIFEST`` (``path[:path...]``) are layered
-over it in order; an entry with the same ``name`` replaces the earlier one.
+the ``weights/`` folder into the package as ``dlwp_models._bundled``). Extra manifests named in
+``DLWP_MANIFEST`` (``path[:path...]``) are layered over it in order; an entry with the same ``name``
+replaces the earlier one.
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ManifestError, WeightsNotFoundError
 
-__all__ = ["FileSpec", "WeightSet", "list_weights", "get_weights", "bundled_manifest_path", "register_format",
-           "formats"]
+__all__ = [
+    "FileSpec",
+    "WeightSet",
+    "list_weights",
+    "get_weights",
+    "bundled_manifest_path",
+    "register_format",
+    "formats",
+]
 
 SCHEMA_VERSION = 1
 #: the weight formats a manifest may name: each model family registers its own
@@ -68,7 +77,7 @@ class FileSpec:
     sha256_prefix: str | None = None
     git_blob_sha1: str | None = None
     size: int | None = None
-    parts: tuple["FileSpec", ...] = ()
+    parts: tuple[FileSpec, ...] = ()
 
     @property
     def has_own_hash(self) -> bool:
@@ -117,17 +126,31 @@ class WeightSet:
         return f"WeightSet({self.name!r}, format={self.format!r}, files={sorted(self.files)})"
 
     def __reduce__(self):  # the read-only mapping proxies neither pickle nor deep-copy themselves
-        return (_weight_set, (self.name, self.model, self.default, self.format, dict(self.files),
-                              dict(self.transforms), dict(self.meta), self.source))
+        return (
+            _weight_set,
+            (
+                self.name,
+                self.model,
+                self.default,
+                self.format,
+                dict(self.files),
+                dict(self.transforms),
+                dict(self.meta),
+                self.source,
+            ),
+        )
 
 
-def _weight_set(name: str, model: str, default: bool, fmt: str, files: dict, transforms: dict,
-                meta: dict, source: str) -> WeightSet:
-    return WeightSet(name, model, default, fmt, MappingProxyType(files), MappingProxyType(transforms),
-                     MappingProxyType(meta), source)
+def _weight_set(
+    name: str, model: str, default: bool, fmt: str, files: dict, transforms: dict, meta: dict, source: str
+) -> WeightSet:
+    return WeightSet(
+        name, model, default, fmt, MappingProxyType(files), MappingProxyType(transforms), MappingProxyType(meta), source
+    )
 
 
 # --------------------------------------------------------------------------- parsing
+
 
 def _fail(source: str, where: str, message: str) -> ManifestError:
     return ManifestError(f"{source}: {where}: {message}. Fix that field of the manifest.")
@@ -144,8 +167,9 @@ def _parse_file_spec(raw: Any, source: str, where: str) -> FileSpec:
     if not isinstance(filename, str) or not filename:
         raise _fail(source, f"{where}.filename", "missing or not a string")
     if "/" in filename or "\\" in filename or ".." in filename or filename.startswith(".") or "\0" in filename:
-        raise _fail(source, f"{where}.filename",
-                    f"{filename!r} is not a plain file name (no '/', '\\', '..' or leading '.')")
+        raise _fail(
+            source, f"{where}.filename", f"{filename!r} is not a plain file name (no '/', '\\', '..' or leading '.')"
+        )
 
     urls = raw.get("urls", [])
     if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
@@ -250,8 +274,10 @@ def read_manifest(path: str | os.PathLike) -> list[WeightSet]:
     try:
         return parse_manifest(data, str(path))
     except RecursionError:
-        raise ManifestError(f"{path}: an entry is nested too deeply (parts within parts, ...) to be a "
-                            "manifest. Fix or replace the file.") from None
+        raise ManifestError(
+            f"{path}: an entry is nested too deeply (parts within parts, ...) to be a "
+            "manifest. Fix or replace the file."
+        ) from None
 
 
 def load_manifest_data(path: str | os.PathLike) -> Any:
@@ -260,15 +286,19 @@ def load_manifest_data(path: str | os.PathLike) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ManifestError(f"cannot read manifest {path}: {exc.strerror or exc}. "
-                            "Check the path (DLWP_MANIFEST takes paths separated by ':').") from None
+        raise ManifestError(
+            f"cannot read manifest {path}: {exc.strerror or exc}. "
+            "Check the path (DLWP_MANIFEST takes paths separated by ':')."
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc}). Fix the file's syntax.") from None
     except RecursionError:
-        raise ManifestError(f"{path}: its JSON is nested too deeply to be a manifest (a manifest is a few "
-                            "levels deep). Fix or replace the file.") from None
+        raise ManifestError(
+            f"{path}: its JSON is nested too deeply to be a manifest (a manifest is a few "
+            "levels deep). Fix or replace the file."
+        ) from None
     return data
 
 
@@ -315,8 +345,9 @@ def _registry_for(stamp: tuple[tuple[str, int, int], ...]) -> tuple[WeightSet, .
             sources = ", ".join(str(p) for p, _, _ in stamp)
             found = ", ".join(names) if names else "none"
             raise ManifestError(
-                f"model {model!r} must have exactly one weight set with \"default\": true across "
-                f"the manifests ({sources}); found {found}. Mark exactly one as default.")
+                f'model {model!r} must have exactly one weight set with "default": true across '
+                f"the manifests ({sources}); found {found}. Mark exactly one as default."
+            )
     return sets
 
 
@@ -327,6 +358,7 @@ def registry() -> tuple[WeightSet, ...]:
 
 # --------------------------------------------------------------------------- look-up
 
+
 def list_weights(model: str | None = None) -> list[WeightSet]:
     """All known weight sets, or those of one model, in manifest order."""
     sets = list(registry())
@@ -335,7 +367,7 @@ def list_weights(model: str | None = None) -> list[WeightSet]:
     return [ws for ws in sets if ws.model.lower() == model.lower()]
 
 
-def get_weights(name: "str | WeightSet", model: str | None = None) -> WeightSet:
+def get_weights(name: str | WeightSet, model: str | None = None) -> WeightSet:
     """Find a weight set by full name (``resnet101.imagenet1k_v1``), by tag when ``model`` is given
     (``IMAGENET1K_V2``), or ``"DEFAULT"``; case-insensitive."""
     if isinstance(name, WeightSet):
@@ -354,13 +386,18 @@ def get_weights(name: "str | WeightSet", model: str | None = None) -> WeightSet:
             ws = next((w for w in sets if w.name.lower() == f"{model.lower()}.{key}"), None)
         if ws is None:
             candidates = list_weights(model) if model else list(sets)
-            valid = ", ".join(["DEFAULT", *(w.tag for w in candidates)] if model
-                              else (w.name for w in candidates)) or "none"
+            valid = (
+                ", ".join(["DEFAULT", *(w.tag for w in candidates)] if model else (w.name for w in candidates))
+                or "none"
+            )
             what = f"for model {model!r}" if model else "in the manifests"
             raise WeightsNotFoundError(
                 f"unknown weights {name!r} {what}; valid choices: {valid}. "
-                "Use one of those, or add an entry through DLWP_MANIFEST.")
+                "Use one of those, or add an entry through DLWP_MANIFEST."
+            )
     if model is not None and ws.model.lower() != model.lower():
-        raise ValueError(f"weights {ws.name!r} belong to model {ws.model!r}, not {model!r}; "
-                         f"expected weights of {model!r} (see list_weights({model!r})).")
+        raise ValueError(
+            f"weights {ws.name!r} belong to model {ws.model!r}, not {model!r}; "
+            f"expected weights of {model!r} (see list_weights({model!r}))."
+        )
     return ws

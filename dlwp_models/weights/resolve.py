@@ -36,8 +36,7 @@ class Choice(NamedTuple):
         return self.weights is None and self.remote is None and self.local is None
 
 
-def resolve(model: str, *, pretrained: Any, weights: Any, sha256: str | None = None,
-            files: bool = True) -> Choice:
+def resolve(model: str, *, pretrained: Any, weights: Any, sha256: str | None = None, files: bool = True) -> Choice:
     """Read the arguments once. ``files`` says whether ``model`` takes one-off checkpoint files
     (paths, URLs); without it ``weights`` must name a weight set."""
     if not isinstance(pretrained, bool):
@@ -47,8 +46,9 @@ def resolve(model: str, *, pretrained: Any, weights: Any, sha256: str | None = N
         if choice is not None:
             return choice
     elif sha256 is not None:
-        raise ValueError(f"{model} takes no sha256=: its weights come only from weight sets, which carry "
-                         "their own pins.")
+        raise ValueError(
+            f"{model} takes no sha256=: its weights come only from weight sets, which carry their own pins."
+        )
     if weights is None:
         return Choice(get_weights("DEFAULT", model)) if pretrained else Choice()
     chosen = get_weights(_weight_set_name(model, weights), model)
@@ -56,11 +56,12 @@ def resolve(model: str, *, pretrained: Any, weights: Any, sha256: str | None = N
         default = get_weights("DEFAULT", model)
         raise ValueError(
             f"pretrained=True asks for {model}'s default weights {default.name!r}, but weights="
-            f"{weights!r} names {chosen.name!r}. Pass only weights={chosen.tag!r} (or only pretrained=True).")
+            f"{weights!r} names {chosen.name!r}. Pass only weights={chosen.tag!r} (or only pretrained=True)."
+        )
     return Choice(chosen)
 
 
-def _weight_set_name(model: str, weights: Any) -> "str | WeightSet":
+def _weight_set_name(model: str, weights: Any) -> str | WeightSet:
     """A weight-set name or record; torchvision's own enum members are accepted as their tag."""
     if isinstance(weights, (str, WeightSet)):
         return weights
@@ -68,11 +69,15 @@ def _weight_set_name(model: str, weights: Any) -> "str | WeightSet":
         chosen = get_weights(weights.name, model)
         expected = chosen.meta.get("torchvision_weights")
         if expected is not None and expected != str(weights):
-            raise ValueError(f"{model}: weights={weights} are torchvision's weights of another model; "
-                             f"expected {expected} (or the tag {chosen.tag!r}).")
+            raise ValueError(
+                f"{model}: weights={weights} are torchvision's weights of another model; "
+                f"expected {expected} (or the tag {chosen.tag!r})."
+            )
         return chosen
-    raise TypeError(f"{model}: weights must be a weight-set tag such as 'IMAGENET1K_V1', a full name, "
-                    f"'DEFAULT', a checkpoint path or an https URL with sha256=; got {weights!r}.")
+    raise TypeError(
+        f"{model}: weights must be a weight-set tag such as 'IMAGENET1K_V1', a full name, "
+        f"'DEFAULT', a checkpoint path or an https URL with sha256=; got {weights!r}."
+    )
 
 
 def _looks_like_path(text: str) -> bool:
@@ -91,21 +96,27 @@ def _one_off_file(weights: Any, *, model: str, sha256: str | None) -> Choice | N
     if isinstance(weights, str) and "://" in weights:
         scheme = urlsplit(weights).scheme.lower()
         if scheme not in ("http", "https"):
-            raise ValueError(f"weights={weights!r}: only http(s) URLs are fetched (plain http only with sha256=, "
-                             "which it always needs); for a local file pass its path.")
+            raise ValueError(
+                f"weights={weights!r}: only http(s) URLs are fetched (plain http only with sha256=, "
+                "which it always needs); for a local file pass its path."
+            )
         if not sha256:
             raise ValueError(
                 f"weights={weights!r} is a URL without sha256=: anyone able to change that file could change "
                 "your model, so a URL is only loaded pinned by its hash. Pass sha256='<64 hex digits>' "
-                "(what `sha256sum FILE` prints for the file you mean to share).")
+                "(what `sha256sum FILE` prints for the file you mean to share)."
+            )
         if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
             raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}.")
         base = re.sub(r"[^A-Za-z0-9._-]", "_", unquote(Path(urlsplit(weights).path).name)).lstrip(".") or "weights.pth"
-        return Choice(remote=FileSpec(filename=f"url-{sha256.lower()[:16]}-{base}", urls=(weights,),
-                                      sha256=sha256.lower()))
+        return Choice(
+            remote=FileSpec(filename=f"url-{sha256.lower()[:16]}-{base}", urls=(weights,), sha256=sha256.lower())
+        )
     if sha256 is not None:
-        raise ValueError("sha256= applies only to weights given as a URL; a weight set carries its own pins "
-                         "and a local file is yours.")
+        raise ValueError(
+            "sha256= applies only to weights given as a URL; a weight set carries its own pins "
+            "and a local file is yours."
+        )
     if weights is None or isinstance(weights, WeightSet):
         return None
     if isinstance(weights, str) and not _looks_like_path(weights):
@@ -113,14 +124,15 @@ def _one_off_file(weights: Any, *, model: str, sha256: str | None) -> Choice | N
             return None
         try:
             get_weights(weights, model)
-            return None                        # a weight-set name wins over a same-named file
+            return None  # a weight-set name wins over a same-named file
         except WeightsNotFoundError:
             pass
     elif not isinstance(weights, (str, os.PathLike)):
-        return None                            # not a path: the weight-set checks report it
+        return None  # not a path: the weight-set checks report it
     path = Path(os.fspath(weights)).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f"weights={os.fspath(weights)!r} is not an existing file. Pass the path of a state dict "
-            f"(.pth), an https URL with sha256=, or a weight-set tag of {model} (see list_weights({model!r})).")
+            f"(.pth), an https URL with sha256=, or a weight-set tag of {model} (see list_weights({model!r}))."
+        )
     return Choice(local=path)

@@ -41,8 +41,12 @@ def resumable(spec: FileSpec) -> Resumable | None:
         st = os.lstat(path)
     except (OSError, ValueError):
         return None
-    if (not isinstance(record, dict) or record.get("pinned") != spec.integrity()
-            or not isinstance(record.get("url"), str) or not stat.S_ISREG(st.st_mode)):
+    if (
+        not isinstance(record, dict)
+        or record.get("pinned") != spec.integrity()
+        or not isinstance(record.get("url"), str)
+        or not stat.S_ISREG(st.st_mode)
+    ):
         return None
     return Resumable(path, record["url"], st.st_size)
 
@@ -52,8 +56,9 @@ def start_resumable(spec: FileSpec, url: str) -> Path:
     (replacing any earlier one), created exclusively, with its record."""
     path = drop_resumable(spec)
     create_exclusive(path).close()
-    write_file(path.with_name(path.name + ".json"), json.dumps({"url": url, "pinned": spec.integrity()}).encode(),
-               replace=True)
+    write_file(
+        path.with_name(path.name + ".json"), json.dumps({"url": url, "pinned": spec.integrity()}).encode(), replace=True
+    )
     return path
 
 

@@ -1,4 +1,5 @@
-"""The cache of weight files: the one owner of its layout, its records and its locks.
+"""The cache of weight files: the one owner of its layout, its records and its locks (the copies
+derived from its files are made by :mod:`.derived`).
 
 Layout, under ``torch.hub.get_dir()/checkpoints/dlwp/`` (so ``TORCH_HOME`` moves it)::
 
@@ -31,22 +32,43 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
-from ..errors import CacheWriteError, DownloadError, first_line
-from ..safe_write import Advice, create_exclusive, is_not_writable, staged, write_failure, write_file
+from ..errors import CacheWriteError, DownloadError
+from ..safe_write import Advice, create_exclusive, is_not_writable, write_failure, write_file
 from .integrity import hash_file, mismatch
 from .manifest import FileSpec
 
-__all__ = ["CachedFile", "cache_dir", "cached_path", "verified", "settle", "install", "discard",
-           "file_lock", "new_partial", "remove_stale_partials", "derived_copy", "remove_derived",
-           "CacheWriteError", "disk_error", "verify_read_only", "onnx_suffix"]
+__all__ = [
+    "CachedFile",
+    "cache_dir",
+    "cached_path",
+    "verified",
+    "settle",
+    "install",
+    "discard",
+    "file_lock",
+    "new_partial",
+    "remove_stale_partials",
+    "remove_derived",
+    "CacheWriteError",
+    "disk_error",
+    "verify_read_only",
+    "onnx_suffix",
+    "MAPPABLE",
+    "record_path",
+    "current_record",
+    "write_record",
+    "is_derived_suffix",
+    "unlink_quietly",
+]
 
 log = logging.getLogger(__name__)
 
-LOCK_TIMEOUT = 3600.0           # seconds to wait for another process's download; DLWP_LOCK_TIMEOUT overrides
+LOCK_TIMEOUT = 3600.0  # seconds to wait for another process's download; DLWP_LOCK_TIMEOUT overrides
 
 
 class CachedFile(NamedTuple):
@@ -79,7 +101,7 @@ def pin_key(spec: FileSpec) -> str:
         return f"gitblob-{spec.git_blob_sha1}"
     if spec.sha256_prefix:
         return f"sha256prefix-{spec.sha256_prefix}"
-    parts = json.dumps(spec.integrity(), sort_keys=True).encode()   # pinned only through its parts
+    parts = json.dumps(spec.integrity(), sort_keys=True).encode()  # pinned only through its parts
     return f"parts-{hashlib.sha256(parts).hexdigest()[:32]}"
 
 
@@ -96,29 +118,35 @@ def _legacy_path(spec: FileSpec) -> Path:
 # --------------------------------------------------------------------------- records
 
 
-def _record_path(path: Path) -> Path:
+def record_path(path: Path) -> Path:
+    """Where the record of cache file ``path`` lives (``<path>.verified``)."""
     return path.with_name(path.name + ".verified")
 
 
-def _write_record(path: Path, **fields: object) -> dict:
+def write_record(path: Path, **fields: object) -> dict:
     """Write (atomically) and return ``path``'s record: its size and modification time now, plus
     ``fields``."""
     st = path.stat()
     record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **fields}
-    write_file(_record_path(path), json.dumps(record).encode("utf-8"), replace=True, durable=True,
-               temporary=path.with_name(f"{path.name}.{uuid.uuid4().hex}.verified-tmp"))
+    write_file(
+        record_path(path),
+        json.dumps(record).encode("utf-8"),
+        replace=True,
+        durable=True,
+        temporary=path.with_name(f"{path.name}.{uuid.uuid4().hex}.verified-tmp"),
+    )
     return record
 
 
 def _read_record(path: Path) -> dict | None:
     try:
-        record = json.loads(_record_path(path).read_text(encoding="utf-8"))
+        record = json.loads(record_path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
 
 
-def _current_record(path: Path) -> dict | None:
+def current_record(path: Path) -> dict | None:
     """``path``'s record when it still describes the file (same size and modification time): a
     stat and a small read, no side effects, so it is safe without the lock."""
     record = _read_record(path)
@@ -133,8 +161,12 @@ def _current_record(path: Path) -> dict | None:
 
 def _verified_by(record: dict | None, spec: FileSpec) -> dict | None:
     """``record`` when it vouches for ``spec``'s bytes (same pins, a sha256, the pinned size)."""
-    if (record is None or record.get("pinned") != spec.integrity() or not isinstance(record.get("sha256"), str)
-            or (spec.size is not None and spec.size != record.get("size"))):
+    if (
+        record is None
+        or record.get("pinned") != spec.integrity()
+        or not isinstance(record.get("sha256"), str)
+        or (spec.size is not None and spec.size != record.get("size"))
+    ):
         return None
     return record
 
@@ -143,7 +175,7 @@ def verified(spec: FileSpec) -> CachedFile | None:
     """The cached file when it was verified against these pins and has not changed since: one
     record read and one stat, no lock, no hashing (the warm path)."""
     path = cached_path(spec)
-    record = _verified_by(_current_record(path), spec)
+    record = _verified_by(current_record(path), spec)
     return CachedFile(path, record["sha256"]) if record else None
 
 
@@ -157,7 +189,7 @@ def install(partial: Path, spec: FileSpec, sha256: str) -> CachedFile:
     finally:
         os.close(fd)
     os.replace(partial, dest)
-    _write_record(dest, sha256=sha256, pinned=spec.integrity())
+    write_record(dest, sha256=sha256, pinned=spec.integrity())
     return CachedFile(dest, sha256)
 
 
@@ -179,7 +211,7 @@ def discard(path: Path) -> None:
     for suffix in _derived_suffixes_of(path):
         remove_derived(path, suffix)
     path.unlink(missing_ok=True)
-    _record_path(path).unlink(missing_ok=True)
+    record_path(path).unlink(missing_ok=True)
 
 
 def settle(spec: FileSpec) -> CachedFile | None:
@@ -192,13 +224,13 @@ def settle(spec: FileSpec) -> CachedFile | None:
     dest = cached_path(spec)
     if not dest.exists():
         _adopt_legacy(spec, dest)
-    record = _verified_by(_current_record(dest), spec)
+    record = _verified_by(current_record(dest), spec)
     if record:
         return CachedFile(dest, record["sha256"])
     try:
         size = dest.stat().st_size
     except FileNotFoundError:
-        _record_path(dest).unlink(missing_ok=True)
+        record_path(dest).unlink(missing_ok=True)
         return None
     if spec.size is not None and size != spec.size:
         log.warning("cached %s has %d bytes, expected %d: fetching it again", dest, size, spec.size)
@@ -215,7 +247,7 @@ def settle(spec: FileSpec) -> CachedFile | None:
         log.warning("cached %s fails verification (%s): fetching it again", dest, reason)
         discard(dest)
         return None
-    _write_record(dest, sha256=sha256, pinned=spec.integrity())
+    write_record(dest, sha256=sha256, pinned=spec.integrity())
     return CachedFile(dest, sha256)
 
 
@@ -236,7 +268,7 @@ def _adopt_legacy(spec: FileSpec, dest: Path) -> None:
             for name in (old.name + suffix, old.name + suffix + ".verified"):
                 source = old.with_name(name)
                 if source.is_file():
-                    os.replace(source, dest.with_name(name))   # same file system: keeps times and records valid
+                    os.replace(source, dest.with_name(name))  # same file system: keeps times and records valid
     log.info("moved %s into the cache's pinned layout (%s)", old.name, dest.parent.name)
 
 
@@ -258,7 +290,8 @@ def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
     """Hold ``<path>.lock`` (across processes) while ``path`` is being written; wait at most
     ``timeout`` seconds (default: DLWP_LOCK_TIMEOUT, else an hour) for another holder. Creates
     ``path``'s folder."""
-    from filelock import FileLock, Timeout as LockTimeout
+    from filelock import FileLock
+    from filelock import Timeout as LockTimeout
 
     timeout = _lock_timeout() if timeout is None else timeout
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +301,7 @@ def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
             lock.acquire()
         except LockTimeout:
             raise
-        except OSError as exc:                  # read-only (EROFS), not ours (EACCES), full (ENOSPC)
+        except OSError as exc:  # read-only (EROFS), not ours (EACCES), full (ENOSPC)
             raise disk_error(exc, Path(lock.lock_file), "create its lock file") from None
     except LockTimeout:
         log.info("waiting for another process that is writing %s", path.name)
@@ -278,7 +311,8 @@ def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
             raise DownloadError(
                 f"gave up after {timeout:.0f}s waiting for another process to finish writing "
                 f"{path.name} (lock {lock.lock_file}). If no other dlwp process is running, delete "
-                "the lock file and try again; DLWP_LOCK_TIMEOUT sets the wait.") from None
+                "the lock file and try again; DLWP_LOCK_TIMEOUT sets the wait."
+            ) from None
     try:
         yield
     finally:
@@ -296,13 +330,18 @@ def new_partial(spec: FileSpec) -> Path:
 
 def _cache_advice(where: Path) -> Advice:
     return Advice(
-        full=(f"the disk holding {where} is full. Free some space there, or set TORCH_HOME to a folder "
-              "on a disk with room, and run again (a download resumes where it stopped)"),
-        not_writable=(f"the cache folder {where} cannot be written. A cached file whose .verified record is "
-                      "missing or out of date must be checked under its lock: make the folder writable, copy "
-                      "the cache with its .verified files keeping times (cp -p), or set TORCH_HOME to a "
-                      "writable folder"),
-        other="check the cache folder (or set TORCH_HOME to another folder) and try again")
+        full=(
+            f"the disk holding {where} is full. Free some space there, or set TORCH_HOME to a folder "
+            "on a disk with room, and run again (a download resumes where it stopped)"
+        ),
+        not_writable=(
+            f"the cache folder {where} cannot be written. A cached file whose .verified record is "
+            "missing or out of date must be checked under its lock: make the folder writable, copy "
+            "the cache with its .verified files keeping times (cp -p), or set TORCH_HOME to a "
+            "writable folder"
+        ),
+        other="check the cache folder (or set TORCH_HOME to another folder) and try again",
+    )
 
 
 def disk_error(exc: OSError, path: Path, doing: str) -> CacheWriteError:
@@ -324,9 +363,9 @@ def remove_stale_partials(spec: FileSpec) -> None:
 
 # --------------------------------------------------------------------------- derived copies
 
-MAPPABLE = ".mmap.pt"           # a legacy-format file's zip-format (memory-mappable) copy
+MAPPABLE = ".mmap.pt"  # a legacy-format file's zip-format (memory-mappable) copy
 DERIVED_SUFFIXES = (MAPPABLE,)
-_ONNX_SUFFIX = re.compile(r"\.[A-Za-z0-9_.-]+\.onnx")   # an ONNX Runtime graph (see onnx_suffix)
+_ONNX_SUFFIX = re.compile(r"\.[A-Za-z0-9_.-]+\.onnx")  # an ONNX Runtime graph (see onnx_suffix)
 
 
 def onnx_suffix(*parts: str) -> str:
@@ -336,107 +375,27 @@ def onnx_suffix(*parts: str) -> str:
     return "." + ".".join(re.sub(r"[^A-Za-z0-9.]+", "_", part) for part in parts) + ".onnx"
 
 
-def _is_derived_suffix(suffix: str) -> bool:
+def is_derived_suffix(suffix: str) -> bool:
     return suffix in DERIVED_SUFFIXES or _ONNX_SUFFIX.fullmatch(suffix) is not None
 
 
 def _derived_suffixes_of(path: Path) -> list[str]:
     """The suffixes of the copies derived from ``path`` that may exist (the mappable copy, and
     every ONNX graph found beside it)."""
-    onnx = [copy.name[len(path.name):] for copy in path.parent.glob(f"{glob.escape(path.name)}.*.onnx")]
-    return [*DERIVED_SUFFIXES, *sorted(suffix for suffix in onnx if _is_derived_suffix(suffix))]
-
-
-def _derived_record(copy: Path, source_sha256: str) -> dict | None:
-    record = _current_record(copy)
-    return record if record is not None and record.get("source_sha256") == source_sha256 else None
-
-
-def _sound_record(copy: Path, source_sha256: str,
-                  validate: Callable[[Path, dict], bool] | None) -> dict | None:
-    """The copy's record when it is current and (with ``validate``) the copy passes the caller's check."""
-    record = _derived_record(copy, source_sha256)
-    if record is not None and validate is not None and not validate(copy, record):
-        log.warning("%s fails its check (damaged?): making it again", copy.name)
-        return None
-    return record
-
-
-def derived_copy(file: CachedFile, suffix: str, make: Callable[[Path], dict | None], *,
-                 lock_timeout: float, validate: Callable[[Path, dict], bool] | None = None
-                 ) -> tuple[Path, dict] | None:
-    """The copy of verified cache file ``file`` that ``suffix`` names (:data:`MAPPABLE`, or an
-    :func:`onnx_suffix`), and its record; made first when missing, stale or (with ``validate``)
-    failing ``validate(copy, record)``, by ``make(tmp)`` (which writes the copy to ``tmp`` and
-    returns fields for its record, or None to give up), under the copy's lock (one process makes
-    it, the others wait at most ``lock_timeout`` seconds), moved into place atomically. None when
-    ``file`` is not a verified cache file or the copy cannot be made (a read-only cache, a full
-    disk: logged)."""
-    if file.sha256 is None or not _is_derived_suffix(suffix):
-        return None
-    copy = file.path.with_name(file.path.name + suffix)
-    record = _sound_record(copy, file.sha256, validate)
-    if record is None:
-        try:
-            with file_lock(copy, timeout=lock_timeout):
-                record = _sound_record(copy, file.sha256, validate) or _make_derived(file, copy, make)
-        except OSError as exc:                # a read-only cache (no lock file), or a writer that hangs
-            _cannot_copy(file.path, copy.name[len(file.path.name):], exc)
-            return None
-    return (copy, record) if record is not None else None
-
-
-def _make_derived(file: CachedFile, copy: Path, make: Callable[[Path], dict | None]) -> dict | None:
-    for pattern in (f"{copy.name}.*.tmp", f"{copy.name}.*.verified-tmp"):   # leftovers of a writer that died
-        for stale in copy.parent.glob(pattern):
-            _unlink(stale)
-    before = file.path.stat()
-    try:
-        _record_path(copy).unlink(missing_ok=True)        # no record may describe a copy being replaced
-        with staged(copy, replace=True, durable=True,
-                    temporary=copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.tmp")) as (tmp, out):
-            out.close()                                   # ours, new: ``make`` writes it by its path
-            fields = make(tmp)
-            after = file.path.stat()
-            record = _current_record(file.path)
-            if (fields is None or record is None or record.get("sha256") != file.sha256
-                    or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)):
-                raise _Abandoned                          # replaced meanwhile (a re-fetch): copy it next time
-        record = _write_record(copy, source_sha256=file.sha256, **fields)
-    except _Abandoned:
-        return None
-    except OSError as exc:
-        _cannot_copy(file.path, copy.name[len(file.path.name):], exc)
-        remove_derived(file.path, copy.name[len(file.path.name):])
-        return None
-    log.info("wrote %s: later loads of %s use it", copy.name, file.path.name)
-    return record
-
-
-class _Abandoned(Exception):
-    """A derived copy that must not be kept (its source changed, or ``make`` gave up)."""
+    onnx = [copy.name[len(path.name) :] for copy in path.parent.glob(f"{glob.escape(path.name)}.*.onnx")]
+    return [*DERIVED_SUFFIXES, *sorted(suffix for suffix in onnx if is_derived_suffix(suffix))]
 
 
 def remove_derived(path: Path, suffix: str) -> None:
     """Remove the copy of ``path`` that ``suffix`` names, and its record."""
     copy = path.with_name(path.name + suffix)
-    _unlink(copy)
-    _unlink(_record_path(copy))
+    unlink_quietly(copy)
+    unlink_quietly(record_path(copy))
 
 
-def _cannot_copy(path: Path, suffix: str, exc: BaseException) -> None:
-    reason = first_line(exc) or type(exc).__name__
-    if suffix == MAPPABLE:
-        log.warning("could not keep a memory-mappable copy of %s (%s); it is read whole on every load",
-                    path.name, reason)
-    else:
-        log.warning("could not keep the derived copy %s%s (%s); it is made again when next needed",
-                    path.name, suffix, reason)
-
-
-def _unlink(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
+    """Remove ``path`` if it is there and ours to remove (never raises)."""
     try:
         path.unlink(missing_ok=True)
-    except OSError:                           # not ours to remove (e.g. a folder), or gone read-only
+    except OSError:  # not ours to remove (e.g. a folder), or gone read-only
         pass
-

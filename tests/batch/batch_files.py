@@ -49,8 +49,14 @@ class BatchEnv:
         return env
 
     def cli(self, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "dlwp_models", *args], env=self.subprocess_env(),
-                              capture_output=True, text=True, timeout=timeout, **kwargs)
+        return subprocess.run(
+            [sys.executable, "-m", "dlwp_models", *args],
+            env=self.subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
 
 
 def make_batch_env(server, folder: Path) -> BatchEnv:
@@ -62,16 +68,25 @@ def make_batch_env(server, folder: Path) -> BatchEnv:
     bundled = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
     torch.manual_seed(0)
     entries = []
-    for set_name, net in (("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1(weights=None)),
-                          ("cyclegan.horse2zebra", ResNetGenerator())):
+    for set_name, net in (
+        ("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1(weights=None)),
+        ("cyclegan.horse2zebra", ResNetGenerator()),
+    ):
         buffer = io.BytesIO()
         torch.save(net.state_dict(), buffer)
         entry = copy.deepcopy(bundled[set_name])
         name = entry["files"]["state_dict"]["filename"]
         data = buffer.getvalue()
         import hashlib
-        entry["files"] = {"state_dict": {"filename": name, "urls": [server.serve(f"batch-{name}", data)],
-                                         "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+
+        entry["files"] = {
+            "state_dict": {
+                "filename": name,
+                "urls": [server.serve(f"batch-{name}", data)],
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+            }
+        }
         entries.append(entry)
     helpers = _captioning_helpers()
     words = {i: f"w{i}" for i in range(1, 30)} | {30: "UNK"}
@@ -79,16 +94,21 @@ def make_batch_env(server, folder: Path) -> BatchEnv:
     decoder = FCDecoder(DecoderConfig(vocab_size=30, input_encoding_size=16, rnn_size=16))
     with torch.no_grad():
         for p in decoder.parameters():
-            p.mul_(8)                     # sharper word choices, so captions differ between images
-        decoder.logit.bias[0] = -1e4      # and no caption ends before it has words
-    entries.append(helpers.coco_fc_entry(server, encoder=helpers.zip_save(helpers.random_caffe_state_dict()),
-                                         decoder=helpers.zip_save(decoder.state_dict()),
-                                         vocab=helpers.infos_pickle(words)))
+            p.mul_(8)  # sharper word choices, so captions differ between images
+        decoder.logit.bias[0] = -1e4  # and no caption ends before it has words
+    entries.append(
+        helpers.coco_fc_entry(
+            server,
+            encoder=helpers.zip_save(helpers.random_caffe_state_dict()),
+            decoder=helpers.zip_save(decoder.state_dict()),
+            vocab=helpers.infos_pickle(words),
+        )
+    )
     (folder / "home").mkdir()
     manifest = folder / "manifest.json"
     manifest.write_text(json.dumps({"schema_version": 1, "weights": entries}), encoding="utf-8")
     env = BatchEnv(folder / "home", manifest)
-    result = env.cli("fetch", "squeezenet1_1", "cyclegan", "neuraltalk2", "-q")   # once per module
+    result = env.cli("fetch", "squeezenet1_1", "cyclegan", "neuraltalk2", "-q")  # once per module
     assert result.returncode == 0, result.stderr
     return env
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from batch_files import make_images, make_mixed_folder, read_jsonl
 
 from dlwp_models.cli.main import main
-from batch_files import make_images, make_mixed_folder, read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +53,30 @@ def by_input(path: Path) -> dict[str, dict]:
     return table
 
 
-@pytest.mark.parametrize("task, extra", [
-    ("classify", ["--model", "squeezenet1_1", "--topk", "3"]),
-    ("caption", ["--beam-size", "2"]),
-    ("translate", ["--size", "32", "-o", "{pictures}"]),
-])
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("classify", ["--model", "squeezenet1_1", "--topk", "3"]),
+        ("caption", ["--beam-size", "2"]),
+        ("translate", ["--size", "32", "-o", "{pictures}"]),
+    ],
+)
 def test_ray_records_equal_the_local_engines(task, extra, ray_cluster, use_env, mixed, tmp_path, capsys):
     results = {}
     for engine in ("local", "ray"):
-        argv = [task, str(mixed), *[a.format(pictures=tmp_path / f"pictures-{engine}") for a in extra],
-                "--engine", engine, "--output", str(tmp_path / f"{engine}.jsonl"), "-q"]
+        argv = [
+            task,
+            str(mixed),
+            *[a.format(pictures=tmp_path / f"pictures-{engine}") for a in extra],
+            "--engine",
+            engine,
+            "--output",
+            str(tmp_path / f"{engine}.jsonl"),
+            "-q",
+        ]
         if engine == "ray":
             argv += ["--num-workers", "2"]
-        assert main(argv) == 1                         # the damaged files
+        assert main(argv) == 1  # the damaged files
         assert capsys.readouterr().err.strip().splitlines()[-1] == "2 of 9 failed"
         results[engine] = by_input(tmp_path / f"{engine}.jsonl")
     local, ray = results["local"], results["ray"]
@@ -80,8 +91,7 @@ def test_ray_records_equal_the_local_engines(task, extra, ray_cluster, use_env, 
             # indices must be the same, percentages equal to float32 precision
             got = ray[name]["predictions"]
             assert [(p["label"], p["index"]) for p in got] == [(p["label"], p["index"]) for p in record["predictions"]]
-            assert [p["percent"] for p in got] == pytest.approx([p["percent"] for p in record["predictions"]],
-                                                                rel=1e-5)
+            assert [p["percent"] for p in got] == pytest.approx([p["percent"] for p in record["predictions"]], rel=1e-5)
         else:
             assert ray[name] == record
 
@@ -118,8 +128,25 @@ def test_a_killed_actor_still_leaves_one_record_per_input(ray_cluster, use_env, 
 
     killer = threading.Thread(target=kill_one_actor_mid_run, daemon=True)
     killer.start()
-    code = main(["classify", str(folder), "--model", "squeezenet1_1", "--topk", "1", "--batch-size", "2",
-                 "--engine", "ray", "--num-workers", "2", "--output", str(out), "-q"])
+    code = main(
+        [
+            "classify",
+            str(folder),
+            "--model",
+            "squeezenet1_1",
+            "--topk",
+            "1",
+            "--batch-size",
+            "2",
+            "--engine",
+            "ray",
+            "--num-workers",
+            "2",
+            "--output",
+            str(out),
+            "-q",
+        ]
+    )
     killer.join(timeout=5)
     assert killed and killed[0] < len(inputs), "no actor was killed mid-run"
     assert code == 0, capsys.readouterr().err
@@ -129,7 +156,7 @@ def test_a_killed_actor_still_leaves_one_record_per_input(ray_cluster, use_env, 
 def test_engine_ray_without_ray_is_a_clear_error(use_env, mixed, tmp_path, capsys, monkeypatch):
     for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "ray", None)       # import ray -> ImportError, as if not installed
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as if not installed
     out = tmp_path / "r.jsonl"
     code = main(["classify", str(mixed), "--model", "squeezenet1_1", "--engine", "ray", "--output", str(out), "-q"])
     err = capsys.readouterr().err

@@ -5,27 +5,36 @@ from __future__ import annotations
 import copy
 import io
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_DIR, sha256_of
 from PIL import Image
 
 from dlwp_models.cli.main import main
-from conftest import REPO_DIR, sha256_of
 
 DATA = os.urandom(200_000)
 
 
 @pytest.fixture
 def test_manifest(make_manifest, file_entry):
-    return make_manifest([{"name": "testnet.v1", "model": "testnet", "default": True, "format": "torchvision",
-                           "files": {"state_dict": file_entry("cli-net.pth", DATA)},
-                           "meta": {"acc@1": 12.5}}])
+    return make_manifest(
+        [
+            {
+                "name": "testnet.v1",
+                "model": "testnet",
+                "default": True,
+                "format": "torchvision",
+                "files": {"state_dict": file_entry("cli-net.pth", DATA)},
+                "meta": {"acc@1": 12.5},
+            }
+        ]
+    )
 
 
 def test_list_shows_weight_sets(test_manifest, capsys):
@@ -49,7 +58,7 @@ def test_info_by_model_name_shows_default_set(test_manifest, capsys):
 def test_fetch_downloads_and_prints_paths(test_manifest, capsys, hub_home):
     assert main(["fetch", "testnet.v1", "-q"]) == 0
     out = capsys.readouterr().out
-    path, = (hub_home / "hub" / "checkpoints" / "dlwp").glob("sha256-*/cli-net.pth")
+    (path,) = (hub_home / "hub" / "checkpoints" / "dlwp").glob("sha256-*/cli-net.pth")
     assert out.strip() == f"testnet.v1 state_dict: {path}"
     assert path.read_bytes() == DATA
 
@@ -63,8 +72,9 @@ def test_fetch_needs_names_or_all(capsys):
 def test_failures_are_one_paragraph_without_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "TORCH_HOME": str(tmp_path), "DLWP_OFFLINE": "1"}
     env.pop("DLWP_MANIFEST", None)
-    result = subprocess.run([sys.executable, "-m", "dlwp_models", "fetch", "cyclegan"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "dlwp_models", "fetch", "cyclegan"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("dlwp: error: horse2zebra_0.4.0.pth is not in the cache")
@@ -91,8 +101,10 @@ def served_models(make_manifest, file_entry, tmp_path):
 
     torch.manual_seed(0)
     entries, models = [], {}
-    for set_name, net in (("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1(weights=None)),
-                          ("cyclegan.horse2zebra", ResNetGenerator())):
+    for set_name, net in (
+        ("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1(weights=None)),
+        ("cyclegan.horse2zebra", ResNetGenerator()),
+    ):
         buf = io.BytesIO()
         torch.save(net.state_dict(), buf)
         entry = copy.deepcopy(BUNDLED[set_name])
@@ -140,7 +152,7 @@ def test_translate_writes_a_zebra_png_per_input(served_models, photos, tmp_path,
     assert main(["translate", str(path), "-o", str(out), "--size", "64", "--preset", "book", "-q"]) == 0
     written = out / "bobby_zebra.png"
     assert capsys.readouterr().out.strip() == f"{path} -> {written}"
-    assert Image.open(written).size == (92, 64)              # 130x90 resized to a shorter side of 64
+    assert Image.open(written).size == (92, 64)  # 130x90 resized to a shorter side of 64
 
 
 def test_backend_onnxruntime_classifies_and_translates_like_eager(served_models, photos, tmp_path, capsys):
@@ -153,18 +165,21 @@ def test_backend_onnxruntime_classifies_and_translates_like_eager(served_models,
     percents = [(float(a.split()[-2]), float(b.split()[-2])) for a, b in zip(fast, eager) if a.endswith("%")]
     assert len(percents) == 10 and all(abs(a - b) <= 0.05 for a, b in percents)
     for backend in ("eager", "onnxruntime"):
-        assert main(["translate", str(path), "-o", str(tmp_path / backend), "--size", "64", "--backend", backend,
-                     "-q"]) == 0
+        assert (
+            main(["translate", str(path), "-o", str(tmp_path / backend), "--size", "64", "--backend", backend, "-q"])
+            == 0
+        )
     capsys.readouterr()
-    a, b = (np.asarray(Image.open(tmp_path / backend / "bobby_zebra.png"), dtype=np.int16)
-            for backend in ("eager", "onnxruntime"))
+    a, b = (
+        np.asarray(Image.open(tmp_path / backend / "bobby_zebra.png"), dtype=np.int16)
+        for backend in ("eager", "onnxruntime")
+    )
     assert a.shape == b.shape == (64, 92, 3) and int(np.abs(a - b).max()) <= 1
 
 
-@pytest.mark.parametrize("argv", [["classify", "{dir}"], ["translate", "{dir}", "-o", "{out}"],
-                                  ["caption", "{dir}"]])
+@pytest.mark.parametrize("argv", [["classify", "{dir}"], ["translate", "{dir}", "-o", "{out}"], ["caption", "{dir}"]])
 def test_bad_images_fail_before_any_download(argv, tmp_path, capsys, monkeypatch, weight_server):
-    monkeypatch.setenv("DLWP_OFFLINE", "1")          # a download would fail differently
+    monkeypatch.setenv("DLWP_OFFLINE", "1")  # a download would fail differently
     args = [a.format(dir=tmp_path, out=tmp_path / "out") for a in argv]
     assert main([*args, "-q"]) == 1
     assert "is a directory, not an image" in capsys.readouterr().err
@@ -186,7 +201,7 @@ def test_translate_options_reach_the_library(served_models, photos, tmp_path, ca
     model = cyclegan(pretrained=True, progress=False)
     book = np.asarray(model.translate(str(path), size=48, preset="book"))
     trained = np.asarray(model.translate(str(path), size=48))
-    assert not np.array_equal(book, trained)            # the fixture can tell the presets apart
+    assert not np.array_equal(book, trained)  # the fixture can tell the presets apart
     out = tmp_path / "out"
     assert main(["translate", str(path), "-o", str(out), "--size", "48", "--preset", "book", "-q"]) == 0
     written = np.asarray(Image.open(out / "bobby_zebra.png"))
@@ -199,18 +214,23 @@ def test_classify_options_reach_the_library(served_models, photos, capsys):
     from hubconf import squeezenet1_1
 
     expected = squeezenet1_1(weights="IMAGENET1K_V1", progress=False).predict(str(path), topk=7)
-    assert main(["classify", str(path), "--model", "squeezenet1_1", "--weights", "IMAGENET1K_V1",
-                 "--topk", "7", "-q"]) == 0
+    assert (
+        main(["classify", str(path), "--model", "squeezenet1_1", "--weights", "IMAGENET1K_V1", "--topk", "7", "-q"])
+        == 0
+    )
     rows = capsys.readouterr().out.splitlines()[2:]
     labels = [re.fullmatch(r"\s*\d+  (.*?)\s+[\d.]+ %", row).group(1) for row in rows]
     assert labels == expected.labels and len(labels) == 7
 
 
-@pytest.mark.parametrize(("option", "value", "problem"), [
-    ("--topk", "0", "must be a positive integer"),
-    ("--topk", "-3", "must be a positive integer"),
-    ("--topk", "two", "invalid positive_int value: 'two'"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--topk", "0", "must be a positive integer"),
+        ("--topk", "-3", "must be a positive integer"),
+        ("--topk", "two", "invalid positive_int value: 'two'"),
+    ],
+)
 def test_counts_below_one_are_usage_errors_naming_the_option(option, value, problem, capsys):
     with pytest.raises(SystemExit) as info:
         main(["classify", "horse.jpg", option, value])
@@ -233,7 +253,7 @@ def test_translate_never_writes_through_a_planted_symlink(served_models, photos,
     out.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    (out / ".bobby_zebra.png.partial").symlink_to(victim)      # the old fixed temporary name
+    (out / ".bobby_zebra.png.partial").symlink_to(victim)  # the old fixed temporary name
     assert main(["translate", str(path), "-o", str(out), "--size", "64", "-q"]) == 0
     assert victim.read_text() == "precious"
     assert Image.open(out / "bobby_zebra.png").size == (92, 64)
@@ -253,7 +273,7 @@ def test_translate_refuses_to_overwrite_unless_asked(served_models, photos, tmp_
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     existing.unlink()
-    existing.symlink_to(victim)                  # --overwrite replaces a link, never its target
+    existing.symlink_to(victim)  # --overwrite replaces a link, never its target
     assert main(["translate", str(path), "-o", str(out), "--size", "64", "--overwrite", "-q"]) == 0
     assert victim.read_text() == "precious" and not existing.is_symlink()
     assert Image.open(existing).size == (92, 64)

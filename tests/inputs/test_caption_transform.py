@@ -8,18 +8,20 @@ import logging
 
 import pytest
 import torch
+from conftest import one_weight_set
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from dlwp_models.inputs.transforms import IMAGENET_MEAN, IMAGENET_STD, CaptionTransform, fit_side
-from conftest import one_weight_set
+from dlwp_models.inputs.caption_transform import CaptionTransform, fit_side
+from dlwp_models.inputs.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN, STD = (0.5, 0.25, 0.125), (0.25, 0.5, 2.0)
 
 
 def picture(height: int, width: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
-    values = torch.randint(0, 256, (height, width, len(mode)), generator=torch.Generator().manual_seed(seed),
-                           dtype=torch.uint8)
+    values = torch.randint(
+        0, 256, (height, width, len(mode)), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
     return Image.fromarray(values.squeeze(-1).numpy() if mode == "L" else values.numpy(), mode)
 
 
@@ -46,11 +48,11 @@ def test_tensors_give_what_the_same_photo_gives():
     image = picture(11, 7, seed=3)
     transform = CaptionTransform(MEAN, STD)
     want = reference(image, MEAN, STD)
-    as_uint8 = TF.pil_to_tensor(image)                             # (3, H, W) uint8: divided by 255
-    as_float = as_uint8.float() / 255                              # (3, H, W) in [0, 1]: taken as is
+    as_uint8 = TF.pil_to_tensor(image)  # (3, H, W) uint8: divided by 255
+    as_float = as_uint8.float() / 255  # (3, H, W) in [0, 1]: taken as is
     torch.testing.assert_close(transform(as_uint8), want, rtol=0, atol=1e-6)
     torch.testing.assert_close(transform(as_float), want, rtol=0, atol=1e-6)
-    grey = TF.pil_to_tensor(image.convert("L"))                    # (1, H, W): tiled to 3 channels
+    grey = TF.pil_to_tensor(image.convert("L"))  # (1, H, W): tiled to 3 channels
     torch.testing.assert_close(transform(grey), reference(image.convert("L"), MEAN, STD), rtol=0, atol=1e-6)
 
 
@@ -78,18 +80,19 @@ def test_fit_side_keeps_an_image_within_the_limit_untouched(max_side):
 
 def test_fit_side_downscales_a_photo_as_pil_does_and_says_so(caplog):
     image = picture(200, 300, seed=5)
-    with caplog.at_level(logging.INFO, logger="dlwp_models.inputs.transforms"):
+    with caplog.at_level(logging.INFO, logger="dlwp_models.inputs.caption_transform"):
         got = fit_side(image, 150, "holiday.jpg")
     assert got.size == (150, 100)
     assert got.tobytes() == image.resize((150, 100), Image.Resampling.BILINEAR).tobytes()
-    assert ("holiday.jpg is 300x200 (width x height), more than max_side=150; captioning it downscaled to "
-            "150x100") in caplog.text
+    assert (
+        "holiday.jpg is 300x200 (width x height), more than max_side=150; captioning it downscaled to 150x100"
+    ) in caplog.text
 
 
 def test_fit_side_rounds_each_side_and_keeps_at_least_one_pixel():
-    assert fit_side(picture(3, 2000), 1000, "x").size == (1000, 2)       # 1.5 rounds to 2
-    assert fit_side(picture(1, 3000), 1000, "x").size == (1000, 1)       # 0.33 is kept at 1 pixel
-    assert fit_side(picture(2000, 3), 1000, "x").size == (2, 1000)        # portrait: the height is the longer side
+    assert fit_side(picture(3, 2000), 1000, "x").size == (1000, 2)  # 1.5 rounds to 2
+    assert fit_side(picture(1, 3000), 1000, "x").size == (1000, 1)  # 0.33 is kept at 1 pixel
+    assert fit_side(picture(2000, 3), 1000, "x").size == (2, 1000)  # portrait: the height is the longer side
     assert fit_side(picture(3000, 1), 1000, "x").size == (1, 1000)
     assert fit_side(torch.rand(3, 1, 3000), 1000, "x").shape == (3, 1, 1000)
 

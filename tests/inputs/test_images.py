@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from loopback import Fault
 from PIL import Image
 
 from dlwp_models import ImageInputError
-from dlwp_models.inputs import images as _images
 from dlwp_models.errors import ImageFetchError, ImageNotFoundError
+from dlwp_models.inputs import images as _images
 from dlwp_models.inputs.images import load_image, load_images, to_float_tensor
-from loopback import Fault
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -36,6 +36,7 @@ def photo() -> Image.Image:
 
 
 # ----------------------------------------------------------------------------- accepted kinds
+
 
 def test_one_item_gives_single_and_a_list_gives_a_list(tmp_path, photo):
     path = tmp_path / "a.png"
@@ -68,7 +69,7 @@ def test_url_is_fetched(weight_server, photo):
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16", "LA", "1"])
 def test_other_modes_are_converted_to_rgb(tmp_path, photo, mode):
     if mode == "I;16":
-        grey = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
+        grey = np.asarray(photo.convert("L"), dtype=np.uint16) * 257
         img = Image.fromarray(grey)
         assert img.mode.startswith("I")
     else:
@@ -78,7 +79,7 @@ def test_other_modes_are_converted_to_rgb(tmp_path, photo, mode):
     img.save(path)
     out = load_image(path)
     assert out.mode == "RGB" and out.size == photo.size
-    if mode == "I;16":   # 16-bit grey is scaled to 8 bits, not clipped to white
+    if mode == "I;16":  # 16-bit grey is scaled to 8 bits, not clipped to white
         assert np.array_equal(np.asarray(out)[..., 0], np.asarray(photo.convert("L")))
 
 
@@ -90,13 +91,14 @@ def test_transparent_pixels_become_white(tmp_path):
 
 def test_exif_orientation_is_applied(tmp_path, photo):
     exif = Image.Exif()
-    exif[0x0112] = 6                     # rotate 90° clockwise to display
+    exif[0x0112] = 6  # rotate 90° clockwise to display
     path = tmp_path / "rotated.jpg"
     path.write_bytes(jpeg_bytes(photo, exif=exif.tobytes()))
     assert load_image(path).size == (40, 60)
 
 
 # ----------------------------------------------------------------------------- bad inputs
+
 
 def test_missing_file(tmp_path):
     with pytest.raises(ImageNotFoundError, match="does not exist") as info:
@@ -220,7 +222,14 @@ def test_url_with_a_content_encoding_is_not_inflated(weight_server, photo):
     import gzip
 
     url = weight_server.serve("bomb.png", b"x", "image/png")
-    weight_server.inject("bomb.png", Fault("body", 200, body=gzip.compress(b"\0" * (32 << 20)),
-                                           headers={"Content-Encoding": "gzip", "Content-Type": "image/png"}))
+    weight_server.inject(
+        "bomb.png",
+        Fault(
+            "body",
+            200,
+            body=gzip.compress(b"\0" * (32 << 20)),
+            headers={"Content-Encoding": "gzip", "Content-Type": "image/png"},
+        ),
+    )
     with pytest.raises(ImageFetchError, match="Content-Encoding 'gzip'"):
         load_images(url)

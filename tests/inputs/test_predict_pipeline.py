@@ -50,10 +50,17 @@ def small_model() -> nn.Module:
 # --------------------------------------------------------------------------- crop_pixels / collate
 
 
-@pytest.mark.parametrize("size", [(1280, 720), (720, 1280), (500, 375), (333, 999), (200, 150), (256, 300),
-                                  (100, 80)])
-@pytest.mark.parametrize("settings", [(256, 224, "bilinear"), (232, 224, "bilinear"), (342, 299, "bilinear"),
-                                      (256, 224, "bicubic"), (256, 224, "nearest")])
+@pytest.mark.parametrize("size", [(1280, 720), (720, 1280), (500, 375), (333, 999), (200, 150), (256, 300), (100, 80)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        (256, 224, "bilinear"),
+        (232, 224, "bilinear"),
+        (342, 299, "bilinear"),
+        (256, 224, "bicubic"),
+        (256, 224, "nearest"),
+    ],
+)
 def test_crop_pixels_are_torchvisions_resize_then_crop_exactly(size, settings):
     resize, crop, interpolation = settings
     transform = ClassifierTransform(resize, crop, **IMAGENET, interpolation=interpolation)
@@ -74,8 +81,7 @@ def test_collate_equals_the_per_image_transform_bit_for_bit():
     transform = ClassifierTransform(256, 224, **IMAGENET)
     images = [picture(*size, seed=s) for s, size in enumerate([(640, 480), (256, 320), (150, 200)])]
     tensor = torch.rand(3, 256, 256)
-    batch = transform.collate([transform.crop_pixels(i) for i in [*images, tensor]], torch.device("cpu"),
-                              torch.float32)
+    batch = transform.collate([transform.crop_pixels(i) for i in [*images, tensor]], torch.device("cpu"), torch.float32)
     expected = torch.stack([transform(i) for i in [*images, tensor]])
     assert batch.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch, expected)
@@ -125,7 +131,7 @@ def test_ordered_map_keeps_the_order_and_bounds_what_is_in_flight():
     results = []
     for value in ordered_map(slow_square, items(), workers=3, ahead=4):
         results.append(value)
-        assert len(submitted) <= len(results) + 4          # never more than `ahead` beyond the consumer
+        assert len(submitted) <= len(results) + 4  # never more than `ahead` beyond the consumer
     assert results == [i * i for i in range(20)]
     assert 1 < most <= 3
 
@@ -141,9 +147,9 @@ def test_without_overlap_the_next_window_starts_only_when_the_last_is_taken():
 
     taken = []
     for value in ordered_map(record, range(10), workers=2, ahead=4, overlap=False):
-        time.sleep(0.01)                                  # the consumer's work: workers must stay idle
+        time.sleep(0.01)  # the consumer's work: workers must stay idle
         with lock:
-            assert max(started) < (len(taken) // 4 + 1) * 4   # nothing beyond the current window
+            assert max(started) < (len(taken) // 4 + 1) * 4  # nothing beyond the current window
         taken.append(value)
     assert taken == list(range(10)) and sorted(started) == list(range(10))
 
@@ -163,7 +169,7 @@ def test_ordered_map_raises_where_the_failure_is_and_leaves_no_thread():
         for value in ordered_map(fn, range(1000), workers=2, ahead=4):
             got.append(value)
     assert got == [0, 1, 2]
-    assert len(started) < 20                    # the rest was never started
+    assert len(started) < 20  # the rest was never started
     assert threading.active_count() == before
 
 
@@ -210,12 +216,12 @@ def test_a_missing_file_fails_before_any_decoding(small_model, tmp_path, monkeyp
 
 def test_a_damaged_file_in_the_middle_is_a_clear_error_and_no_thread_is_left(small_model, tmp_path):
     paths = save_jpegs(tmp_path, 12)
-    paths[5].write_bytes(paths[5].read_bytes()[:300])     # truncated JPEG
+    paths[5].write_bytes(paths[5].read_bytes()[:300])  # truncated JPEG
     before = threading.active_count()
     with pytest.raises(ImageInputError, match="photo5.jpg.*damaged or truncated"):
         small_model.predict(paths, batch_size=4)
     assert threading.active_count() == before
-    assert small_model.training                        # the mode was restored after the failure
+    assert small_model.training  # the mode was restored after the failure
 
 
 def test_decoding_in_threads_leaves_the_warning_filters_as_they_were(small_model, tmp_path, monkeypatch):
@@ -224,7 +230,7 @@ def test_decoding_in_threads_leaves_the_warning_filters_as_they_were(small_model
     small_model.predict(paths, batch_size=2)
     assert warnings.filters == filters
     Image.new("RGB", (400, 400)).save(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)   # 160,000 px is over the limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # 160,000 px is over the limit
     with pytest.raises(ImageInputError, match="big.png.*too large to decode safely"):
         small_model.predict([*paths[:3], tmp_path / "big.png", *paths[3:]], batch_size=2)
     assert warnings.filters == filters
@@ -233,15 +239,15 @@ def test_decoding_in_threads_leaves_the_warning_filters_as_they_were(small_model
 def test_exif_orientation_is_applied_on_the_threaded_path(small_model, tmp_path):
     upright = picture(240, 320)
     exif = Image.Exif()
-    exif[0x0112] = 6                                    # stored rotated: display turns it 90° clockwise
+    exif[0x0112] = 6  # stored rotated: display turns it 90° clockwise
     stored = upright.transpose(Image.Transpose.ROTATE_90)
     path = tmp_path / "rotated.jpg"
     stored.save(path, quality=95, exif=exif.tobytes())
-    with Image.open(path) as decoded:                   # the same JPEG pixels, turned by hand, no EXIF
+    with Image.open(path) as decoded:  # the same JPEG pixels, turned by hand, no EXIF
         turned = Image.fromarray(np.asarray(decoded.transpose(Image.Transpose.ROTATE_270)))
     expected = small_model.predict(turned, topk=5)
     got = small_model.predict([path, path], topk=5)
-    for result in got:                                  # batch of 2 vs 1: float rounding only
+    for result in got:  # batch of 2 vs 1: float rounding only
         assert result.labels == expected.labels
         np.testing.assert_allclose(result.percents, expected.percents, rtol=1e-4)
 
@@ -253,12 +259,14 @@ def test_predict_with_the_callers_own_transform(small_model, tmp_path):
     ours = small_model.predict(paths, topk=3)
     original = small_model.transforms
     try:
-        preset = SqueezeNet1_1_Weights.IMAGENET1K_V1.transforms()       # same settings as ours
+        preset = SqueezeNet1_1_Weights.IMAGENET1K_V1.transforms()  # same settings as ours
         small_model.transforms = lambda image: preset(image)
         theirs = small_model.predict(paths, topk=3)
-        for wrong in (lambda image: image,                                      # a PIL image
-                      lambda image: preset(image).permute(1, 2, 0),             # HWC
-                      lambda image: (preset(image) * 255).to(torch.uint8)):     # not normalised floats
+        for wrong in (
+            lambda image: image,  # a PIL image
+            lambda image: preset(image).permute(1, 2, 0),  # HWC
+            lambda image: (preset(image) * 255).to(torch.uint8),
+        ):  # not normalised floats
             small_model.transforms = wrong
             with pytest.raises(TypeError, match=r"model.transforms returned .*float \(3, H, W\) tensor"):
                 small_model.predict(paths)
@@ -271,7 +279,7 @@ def test_predict_with_the_callers_own_transform(small_model, tmp_path):
 
 def test_a_lazily_opened_image_passed_twice(small_model, tmp_path):
     path = save_jpegs(tmp_path, 1)[0]
-    lazy = Image.open(path)                      # not decoded yet
+    lazy = Image.open(path)  # not decoded yet
     twice = small_model.predict([lazy, lazy], topk=3)
     assert twice[0] == twice[1]
     assert twice[0].labels == small_model.predict(path, topk=3).labels
@@ -294,7 +302,7 @@ def test_decoding_many_files_leaves_no_file_open(tmp_path):
     images, _ = load_images(paths)
     assert len(os.listdir("/proc/self/fd")) == before
     assert all(image.mode == "RGB" and image.size == (40, 30) for image in images)
-    assert all(np.asarray(image).shape == (30, 40, 3) for image in images)   # still usable
+    assert all(np.asarray(image).shape == (30, 40, 3) for image in images)  # still usable
 
 
 def test_a_closed_pil_image_is_a_clear_error(small_model):
@@ -309,7 +317,7 @@ def test_extreme_aspect_ratio_is_refused_fast_with_bounded_memory(small_model, t
     import resource
 
     path = tmp_path / "sliver.png"
-    Image.new("RGB", size, (200, 10, 10)).save(path)         # a few hundred bytes
+    Image.new("RGB", size, (200, 10, 10)).save(path)  # a few hundred bytes
     assert path.stat().st_size < 1000
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
@@ -317,19 +325,19 @@ def test_extreme_aspect_ratio_is_refused_fast_with_bounded_memory(small_model, t
         small_model.predict(str(path))
     assert time.monotonic() - started < 3
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    assert grown_mib < 300                                  # the resize would have taken ~10 GB
+    assert grown_mib < 300  # the resize would have taken ~10 GB
     assert "limit of 16,777,216" in str(info.value)
 
 
 def test_resized_pixel_limit_can_be_raised(monkeypatch):
     transform = ClassifierTransform(256, 224, **IMAGENET)
-    wide = Image.new("RGB", (4000, 10))                     # resized to 102400x256
+    wide = Image.new("RGB", (4000, 10))  # resized to 102400x256
     with pytest.raises(ImageInputError, match="would be resized to 102400x256"):
         transform.crop_pixels(wide)
     monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", str(102400 * 256))
     assert tuple(transform.crop_pixels(wide).shape) == (224, 224, 3)
     monkeypatch.delenv("DLWP_MAX_RESIZED_PIXELS")
-    with pytest.raises(ImageInputError, match="would be resized"):   # tensors are checked too
+    with pytest.raises(ImageInputError, match="would be resized"):  # tensors are checked too
         transform.crop_pixels(torch.rand(3, 10, 4000))
 
 
@@ -338,15 +346,17 @@ def test_the_limit_is_checked_on_the_images_own_height_and_width(monkeypatch):
     a limit of 8,000, whichever form they come in (its channels are not its height)."""
     monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", "8000")
     transform = ClassifierTransform(32, 32, **IMAGENET)
-    message = ("an image of 20x200 pixels (width x height) would be resized to 32x320 = 10,240 pixels before the "
-               "center crop, over the classifiers' limit of 8,000 resized pixels (memory guard). Crop it to a "
-               "less extreme aspect ratio first, or raise the limit with DLWP_MAX_RESIZED_PIXELS if this machine "
-               "has the memory.")
+    message = (
+        "an image of 20x200 pixels (width x height) would be resized to 32x320 = 10,240 pixels before the "
+        "center crop, over the classifiers' limit of 8,000 resized pixels (memory guard). Crop it to a "
+        "less extreme aspect ratio first, or raise the limit with DLWP_MAX_RESIZED_PIXELS if this machine "
+        "has the memory."
+    )
     for item in (torch.rand(3, 200, 20), Image.new("RGB", (20, 200))):
         with pytest.raises(ImageInputError) as info:
             transform.crop_pixels(item)
         assert str(info.value) == message
-    monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", " 10240 ")              # exactly enough, spaces allowed
+    monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", " 10240 ")  # exactly enough, spaces allowed
     assert tuple(transform.crop_pixels(torch.rand(3, 200, 20)).shape) == (3, 32, 32)
 
 
@@ -355,8 +365,9 @@ def test_a_limit_that_is_not_a_positive_number_is_a_clear_error(monkeypatch, val
     monkeypatch.setenv("DLWP_MAX_RESIZED_PIXELS", value)
     with pytest.raises(ImageInputError) as info:
         ClassifierTransform(32, 32, **IMAGENET).crop_pixels(torch.rand(3, 40, 40))
-    assert str(info.value) == (f"DLWP_MAX_RESIZED_PIXELS must be a positive number of pixels, got {value!r}; "
-                               "fix or unset it.")
+    assert str(info.value) == (
+        f"DLWP_MAX_RESIZED_PIXELS must be a positive number of pixels, got {value!r}; fix or unset it."
+    )
 
 
 def test_a_limit_of_one_pixel_is_a_limit_not_an_error(monkeypatch):

@@ -7,18 +7,29 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import one_weight_set
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from dlwp_models import ManifestError
-from dlwp_models.inputs.transforms import (IMAGENET_MEAN, IMAGENET_STD, CaptionTransform, ClassifierTransform,
-                                           CycleGANTransform, resize_and_crop, resize_shorter_side)
-from conftest import one_weight_set
+from dlwp_models.inputs.caption_transform import CaptionTransform
+from dlwp_models.inputs.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClassifierTransform,
+    CycleGANTransform,
+    resize_and_crop,
+    resize_shorter_side,
+)
 
-MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-         "nearest": InterpolationMode.NEAREST, "nearest-exact": InterpolationMode.NEAREST_EXACT}
+MODES = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+    "nearest-exact": InterpolationMode.NEAREST_EXACT,
+}
 
 
 def pixels(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -101,7 +112,9 @@ def test_preprocessing_modules_carry_no_state_to_save():
 
 
 def test_caption_transform_without_weights_has_the_imagenet_defaults():
-    assert CaptionTransform.from_weights(None) == CaptionTransform() == CaptionTransform(IMAGENET_MEAN, IMAGENET_STD, 2048)
+    assert (
+        CaptionTransform.from_weights(None) == CaptionTransform() == CaptionTransform(IMAGENET_MEAN, IMAGENET_STD, 2048)
+    )
 
 
 def weight_set(**transforms):
@@ -111,15 +124,18 @@ def weight_set(**transforms):
 
 def test_classifier_settings_are_read_from_the_manifest():
     assert ClassifierTransform.from_weights(weight_set(interpolation="bicubic")) == ClassifierTransform(
-        256, 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+        256, 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic"
+    )
 
 
 @pytest.mark.parametrize(("key", "value"), [("resize", True), ("resize", 0), ("crop", "224"), ("crop", -1)])
 def test_a_size_that_is_not_a_positive_integer_is_a_manifest_error_naming_it(key, value):
     with pytest.raises(ManifestError) as info:
         ClassifierTransform.from_weights(weight_set(**{key: value}))
-    assert str(info.value) == (f"test.json: weight set 't.v1'.transforms.{key}: expected a positive number of "
-                               f"pixels, got {value!r}. Fix that field of the manifest.")
+    assert str(info.value) == (
+        f"test.json: weight set 't.v1'.transforms.{key}: expected a positive number of "
+        f"pixels, got {value!r}. Fix that field of the manifest."
+    )
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -131,26 +147,33 @@ def test_each_interpolation_mode_is_read_from_the_manifest(mode):
 def test_an_unknown_interpolation_is_a_manifest_error_listing_the_modes(value):
     with pytest.raises(ManifestError) as info:
         ClassifierTransform.from_weights(weight_set(interpolation=value))
-    assert str(info.value) == ("test.json: weight set 't.v1'.transforms.interpolation: expected one of 'nearest', "
-                               f"'nearest-exact', 'bilinear', 'bicubic', got {value!r}. Fix that field of the manifest.")
+    assert str(info.value) == (
+        "test.json: weight set 't.v1'.transforms.interpolation: expected one of 'nearest', "
+        f"'nearest-exact', 'bilinear', 'bicubic', got {value!r}. Fix that field of the manifest."
+    )
 
 
 def test_sizes_of_one_pixel_are_allowed():
     assert ClassifierTransform.from_weights(weight_set(resize=1, crop=1)).crop == 1
 
 
-@pytest.mark.parametrize(("key", "value", "want"), [
-    ("mean", [0.5, 0.5], "a list of 3 numbers"),
-    ("mean", "0.5", "a list of 3 numbers"),
-    ("mean", [0.5, True, 0.5], "a list of 3 numbers"),
-    ("std", [0.2, 0.0, 0.2], "a list of 3 numbers above 0"),
-    ("std", [0.2, "x", 0.2], "a list of 3 numbers above 0"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "want"),
+    [
+        ("mean", [0.5, 0.5], "a list of 3 numbers"),
+        ("mean", "0.5", "a list of 3 numbers"),
+        ("mean", [0.5, True, 0.5], "a list of 3 numbers"),
+        ("std", [0.2, 0.0, 0.2], "a list of 3 numbers above 0"),
+        ("std", [0.2, "x", 0.2], "a list of 3 numbers above 0"),
+    ],
+)
 def test_statistics_that_are_not_three_numbers_are_a_manifest_error_naming_them(key, value, want):
     with pytest.raises(ManifestError) as info:
         ClassifierTransform.from_weights(weight_set(**{key: value}))
-    assert str(info.value) == (f"test.json: weight set 't.v1'.transforms.{key}: expected {want}, got {value!r}. "
-                               "Fix that field of the manifest.")
+    assert str(info.value) == (
+        f"test.json: weight set 't.v1'.transforms.{key}: expected {want}, got {value!r}. "
+        "Fix that field of the manifest."
+    )
 
 
 def test_classifier_preprocess_module_is_the_transform_on_uint8_batches():
@@ -164,8 +187,10 @@ def test_classifier_preprocess_module_is_the_transform_on_uint8_batches():
 
 
 def test_classifier_transform_describes_itself():
-    assert repr(TRANSFORM) == ("ClassifierTransform(resize=64, crop=56, interpolation='bilinear', "
-                               f"mean={list(IMAGENET_MEAN)}, std={list(IMAGENET_STD)})")
+    assert repr(TRANSFORM) == (
+        "ClassifierTransform(resize=64, crop=56, interpolation='bilinear', "
+        f"mean={list(IMAGENET_MEAN)}, std={list(IMAGENET_STD)})"
+    )
 
 
 def test_an_unknown_cyclegan_preset_is_refused_naming_the_presets():

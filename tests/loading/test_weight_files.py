@@ -1,6 +1,6 @@
-"""Memory-mappable copies of legacy-format weight files in the cache (``loading.weight_files`` and the store's derived copies): written on
-the first load, mapped on later ones, identical results, and every way a copy can be stale,
-damaged, unwritable or not applicable falls back to the verified original."""
+"""Memory-mappable copies of legacy-format weight files in the cache (``loading.weight_files`` and the
+store's derived copies): written on the first load, mapped on later ones, identical results, and
+every way a copy can be stale, damaged, unwritable or not applicable falls back to the verified original."""
 
 from __future__ import annotations
 
@@ -12,19 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import sha256_of
 from torch import nn
+from upstream_code import legacy_cuda_save
 
 from dlwp_models import UnsafeFileError
 from dlwp_models.loading import weight_files as _mappable
-from dlwp_models.weights import store
 from dlwp_models.loading.checkpoints import load_state_dict_file
-from dlwp_models.weights.download import fetch_file
-from dlwp_models.weights.store import CachedFile
-from dlwp_models.weights.manifest import FileSpec
 from dlwp_models.loading.weight_files import load_weight_file
-from upstream_code import legacy_cuda_save
-
-from conftest import sha256_of
+from dlwp_models.weights import derived, store
+from dlwp_models.weights.download import fetch_file
+from dlwp_models.weights.manifest import FileSpec
+from dlwp_models.weights.store import CachedFile
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 
@@ -39,8 +38,11 @@ def record_path(path: Path) -> Path:
 
 def state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"conv.weight": torch.randn(8, 3, 3, 3, generator=g), "conv.bias": torch.randn(8, generator=g),
-            "steps": torch.tensor(7)}
+    return {
+        "conv.weight": torch.randn(8, 3, 3, 3, generator=g),
+        "conv.bias": torch.randn(8, generator=g),
+        "steps": torch.tensor(7),
+    }
 
 
 def saved(sd: dict, *, legacy: bool = True) -> bytes:
@@ -92,17 +94,16 @@ def test_first_load_writes_a_copy_and_later_loads_map_only_the_copy(cached, load
     loads.clear()
     for map_location in ("cpu", torch.device("cpu"), None):
         assert_same(load_weight_file(file, map_location), sd)
-    assert loads == [(copy.name, True)] * 3             # the legacy original was not read again
+    assert loads == [(copy.name, True)] * 3  # the legacy original was not read again
     assert not list(path.parent.glob("*.tmp"))
 
 
 def test_tensors_from_the_copy_are_private_to_the_caller(cached):
     sd = state_dict()
     file = cached(saved(sd))
-    path = file.path
     load_weight_file(file, "cpu")
     mapped = load_weight_file(file, "cpu")
-    mapped["conv.weight"].add_(1.0)                       # copy-on-write: the file is untouched
+    mapped["conv.weight"].add_(1.0)  # copy-on-write: the file is untouched
     assert_same(load_weight_file(file, "cpu"), sd)
 
 
@@ -124,7 +125,7 @@ def test_a_stale_copy_is_rebuilt_from_the_original(cached, loads, change):
     loads.clear()
     assert_same(load_weight_file(file, "cpu"), sd)
     assert loads[0] == (path.name, None) and loads[-1] == (copy.name, True)
-    assert_same(load_state_dict_file(copy, "cpu"), sd)    # the rebuilt copy is whole
+    assert_same(load_state_dict_file(copy, "cpu"), sd)  # the rebuilt copy is whole
 
 
 def test_a_damaged_copy_with_a_matching_record_falls_back_to_the_original(cached, caplog):
@@ -134,13 +135,13 @@ def test_a_damaged_copy_with_a_matching_record_falls_back_to_the_original(cached
     load_weight_file(file, "cpu")
     copy = mappable_copy_path(path)
     st = copy.stat()
-    copy.write_bytes(b"\x00" * st.st_size)                # same size, same mtime: the record matches
+    copy.write_bytes(b"\x00" * st.st_size)  # same size, same mtime: the record matches
     os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
     with caplog.at_level(logging.WARNING, logger="dlwp_models.weights.store"):
         assert_same(load_weight_file(file, "cpu"), sd)
     assert "ignoring the mappable copy" in caplog.text
     assert not copy.exists()
-    assert_same(load_weight_file(file, "cpu"), sd)        # and it is written again
+    assert_same(load_weight_file(file, "cpu"), sd)  # and it is written again
     assert copy.is_file()
 
 
@@ -186,12 +187,17 @@ def test_zip_files_and_files_outside_the_cache_are_never_copied(cached, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("my_")) == ["my_checkpoint.pth"]
 
 
-@pytest.mark.parametrize("failure", [
-    OSError(28, "No space left on device"),
-    # what torch's zip writer raises when a write fails part-way
-    RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
-                 "data/0: file write failed: No space left on device"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),
+        # what torch's zip writer raises when a write fails part-way
+        RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed: No space left on device"
+        ),
+    ],
+)
 def test_a_copy_that_cannot_be_written_is_skipped(cached, monkeypatch, caplog, failure):
     sd = state_dict()
     file = cached(saved(sd))
@@ -205,7 +211,9 @@ def test_a_copy_that_cannot_be_written_is_skipped(cached, monkeypatch, caplog, f
     with caplog.at_level(logging.WARNING, logger="dlwp_models.weights.store"):
         assert_same(load_weight_file(file, "cpu"), sd)
     assert "No space left on device" in caplog.text
-    left = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and not p.name.endswith(".lock"))
+    left = sorted(
+        p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and not p.name.endswith(".lock")
+    )
     assert left == [path.name, record_path(path).name]
 
 
@@ -216,7 +224,7 @@ def test_refetching_a_damaged_original_removes_its_copy(cached, weight_server):
     load_weight_file(file, "cpu")
     copy = mappable_copy_path(path)
     assert copy.exists()
-    path.write_bytes(data[:-10])                          # damaged: the next fetch discards and refetches
+    path.write_bytes(data[:-10])  # damaged: the next fetch discards and refetches
     spec = FileSpec(path.name, (weight_server.url(path.name),), sha256=sha256_of(data), size=len(data))
     assert fetch_file(spec, progress=False).path == path
     assert path.read_bytes() == data
@@ -235,9 +243,13 @@ def test_cyclegan_loads_through_the_copy_identically(weight_server, make_manifes
     data = saved(sd)
     manifest = json.loads((REPO_DIR / "weights" / "manifest.json").read_text(encoding="utf-8"))
     entry = next(e for e in manifest["weights"] if e["name"] == "cyclegan.horse2zebra")
-    entry["files"] = {"state_dict": {"filename": "horse2zebra-mappable.pth",
-                                     "urls": [weight_server.serve("horse2zebra-mappable.pth", data)],
-                                     "git_blob_sha1": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}}
+    entry["files"] = {
+        "state_dict": {
+            "filename": "horse2zebra-mappable.pth",
+            "urls": [weight_server.serve("horse2zebra-mappable.pth", data)],
+            "git_blob_sha1": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+        }
+    }
     make_manifest([entry])
     first = torch.hub.load(str(REPO_DIR), "cyclegan", source="local", pretrained=True, progress=False)
     second = torch.hub.load(str(REPO_DIR), "cyclegan", source="local", pretrained=True, progress=False)
@@ -248,7 +260,7 @@ def test_cyclegan_loads_through_the_copy_identically(weight_server, make_manifes
     with torch.no_grad():
         assert torch.equal(first(x), second(x))
     with torch.no_grad():
-        next(second.parameters()).zero_()                  # writable, and private to this model
+        next(second.parameters()).zero_()  # writable, and private to this model
     third = torch.hub.load(str(REPO_DIR), "cyclegan", source="local", pretrained=True, progress=False)
     assert_same(third.state_dict(), sd)
 
@@ -259,7 +271,7 @@ def test_a_copy_whose_file_cannot_be_created_is_skipped(cached, monkeypatch, cap
     sd = state_dict()
     file = cached(saved(sd))
     path = file.path
-    monkeypatch.setattr(store.uuid, "uuid4", lambda: types.SimpleNamespace(hex="fixed"))
+    monkeypatch.setattr(derived.uuid, "uuid4", lambda: types.SimpleNamespace(hex="fixed"))
     mappable_copy_path(path).with_name(mappable_copy_path(path).name + ".fixed.tmp").mkdir()  # unwritable
     with caplog.at_level(logging.WARNING, logger="dlwp_models.weights.store"):
         assert_same(load_weight_file(file, "cpu"), sd)
@@ -275,8 +287,8 @@ def test_a_cache_where_no_lock_can_be_made_still_loads(cached, monkeypatch, capl
     def read_only(target, timeout=None):
         raise PermissionError(13, "Permission denied", str(target) + ".lock")
 
-    monkeypatch.setattr(store, "file_lock", read_only)
-    with caplog.at_level(logging.WARNING, logger="dlwp_models.weights.store"):
+    monkeypatch.setattr(derived, "file_lock", read_only)
+    with caplog.at_level(logging.WARNING, logger="dlwp_models.weights.derived"):
         assert_same(load_weight_file(file, "cpu"), sd)
     assert "Permission denied" in caplog.text and not mappable_copy_path(path).exists()
 
@@ -286,7 +298,6 @@ def test_concurrent_first_loads_write_one_copy(cached, monkeypatch):
 
     sd = state_dict()
     file = cached(saved(sd))
-    path = file.path
     writes = []
     real = _mappable._write_copy
     monkeypatch.setattr(_mappable, "_write_copy", lambda *a: writes.append(a) or real(*a))
@@ -295,7 +306,7 @@ def test_concurrent_first_loads_write_one_copy(cached, monkeypatch):
     def load():
         try:
             results.append(load_weight_file(file, "cpu"))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=load) for _ in range(4)]
@@ -337,7 +348,7 @@ def test_an_original_replaced_while_it_is_copied_gets_no_copy(cached, monkeypatc
     def load_then_touch(p, map_location=None, *, mmap=None):
         result = real(p, map_location, mmap=mmap)
         if Path(p) == path:
-            os.utime(path, ns=(0, 0))                     # a re-fetch replaced it meanwhile
+            os.utime(path, ns=(0, 0))  # a re-fetch replaced it meanwhile
         return result
 
     monkeypatch.setattr(_mappable, "load_state_dict_file", load_then_touch)
@@ -352,7 +363,7 @@ def test_a_warm_load_reads_each_cache_record_once(cached, monkeypatch):
 
     data = saved(state_dict())
     file = cached(data)
-    load_weight_file(file, "cpu")                           # the first load writes the copy
+    load_weight_file(file, "cpu")  # the first load writes the copy
     spec = FileSpec(file.name, ("https://127.0.0.1:9/unused",), sha256=sha256_of(data), size=len(data))
     reads = []
     real = store._read_record

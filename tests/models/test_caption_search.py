@@ -8,7 +8,7 @@ import torch
 
 from dlwp_models.models.captioning.search import beam_search, greedy_search, sample_search
 
-V = 6                     # words: 0 = end, 1 … 4, 5 = UNK
+V = 6  # words: 0 = end, 1 … 4, 5 = UNK
 
 
 def chain_step(table: torch.Tensor):
@@ -45,10 +45,10 @@ def test_sampling_normalises_each_image_on_its_own_at_any_temperature():
     """Image 1's words are all very unlikely: scaled by 1 / 0.05 they are ~ -400, which only a
     per-image shift keeps from vanishing in float32."""
     first = torch.full((2, V), -20.0)
-    first[0, 2] = 0.0                                    # image 0: word 2 for sure
-    first[1, 3] = -19.0                                  # image 1: word 3, by e^20 to 1 at T = 0.05
+    first[0, 2] = 0.0  # image 0: word 2 for sure
+    first[1, 3] = -19.0  # image 1: word 3, by e^20 to 1 at T = 0.05
     table = torch.full((V, V), -30.0)
-    table[:, 0] = 0.0                                    # then the end
+    table[:, 0] = 0.0  # then the end
     torch.manual_seed(0)
     got = sample_search(chain_step(table), first, (), max_length=4, temperature=0.05)
     assert got.tolist() == [[2, 0, 0, 0], [3, 0, 0, 0]]
@@ -57,7 +57,7 @@ def test_sampling_normalises_each_image_on_its_own_at_any_temperature():
 def test_beam_search_with_one_beam_is_greedy_when_no_word_is_unk():
     torch.manual_seed(1)
     table = torch.log_softmax(torch.randn(V, V) * 3, dim=1)
-    table[:, V - 1] = -50.0                              # UNK never wins, so its penalty changes nothing
+    table[:, V - 1] = -50.0  # UNK never wins, so its penalty changes nothing
     first = table[torch.tensor([1, 2, 3])]
     want = greedy_search(chain_step(table), first, (), max_length=6)
     for select in ("first", "best"):
@@ -81,7 +81,7 @@ def test_the_decoder_runs_the_beam_width_it_is_asked_for(beam_size):
     torch.manual_seed(3)
     decoder = FCDecoder(DecoderConfig(vocab_size=30, input_encoding_size=8, rnn_size=8, fc_feat_size=12)).eval()
     with torch.no_grad():
-        decoder.logit.weight.mul_(4)                           # peaked enough that the beams matter
+        decoder.logit.weight.mul_(4)  # peaked enough that the beams matter
     features = torch.randn(16, 12)
     with torch.inference_mode():
         got = decoder.generate(features, beam_size=beam_size, max_length=8)

@@ -30,22 +30,34 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-
-from dlwp_models import ImageInputError, IncompatibleWeightsError, UnsafeFileError
-from dlwp_models.models.captioning.search import beam_search, greedy_search, sample_search
-from dlwp_models.models.captioning import (DecoderConfig, FCDecoder, NeuralTalk2, caffe_resnet101,
-                                    encoder_from_state_dict, placeholder_vocabulary, read_vocabulary)
 from upstream_code import legacy_cuda_save, upstream_caffe_resnet101
 
+from dlwp_models import ImageInputError, IncompatibleWeightsError, UnsafeFileError
+from dlwp_models.models.captioning import (
+    DecoderConfig,
+    FCDecoder,
+    NeuralTalk2,
+    caffe_resnet101,
+    encoder_from_state_dict,
+    placeholder_vocabulary,
+    read_vocabulary,
+)
+from dlwp_models.models.captioning.search import beam_search, greedy_search, sample_search
+
 REPO_DIR = Path(__file__).resolve().parents[2]
-VOCAB_SIZE = 9487                 # the published vocabulary: 9,487 words, 'UNK' last
-WIDTH = VOCAB_SIZE + 1            # decoder outputs: the end token 0 + the words
+VOCAB_SIZE = 9487  # the published vocabulary: 9,487 words, 'UNK' last
+WIDTH = VOCAB_SIZE + 1  # decoder outputs: the end token 0 + the words
 FEATURES = 2048
 SENTENCE = "a person riding a horse on a beach"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FIVE_GLOBALS = {("copy_reg", "_reconstructor"), ("__builtin__", "object"), ("argparse", "Namespace"),
-                ("numpy.core.multiarray", "scalar"), ("numpy", "dtype")}
+FIVE_GLOBALS = {
+    ("copy_reg", "_reconstructor"),
+    ("__builtin__", "object"),
+    ("argparse", "Namespace"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy", "dtype"),
+}
 
 
 def hub_load(**kwargs: Any) -> nn.Module:
@@ -60,9 +72,11 @@ def git_blob_sha1(data: bytes) -> str:
 
 # ---- Python 2's pickle protocol 0 (what cPickle.dump(infos, f) wrote) -------------------------
 
+
 @dataclass(frozen=True)
 class Py2Str:
     """A Python 2 byte string (pickled as STRING, read back as latin-1)."""
+
     data: bytes
 
 
@@ -75,6 +89,7 @@ class Global:
 @dataclass(frozen=True)
 class Reduce:
     """``func(*args)``, then ``BUILD`` with ``state`` when given."""
+
     func: Global
     args: tuple
     state: Any = None
@@ -158,25 +173,40 @@ def py2_pickle(obj: Any) -> bytes:
 
 def py2_namespace(**attrs: Any) -> Reduce:
     """An argparse.Namespace as protocol 0 stores it: copy_reg._reconstructor + a state dict."""
-    return Reduce(Global("copy_reg", "_reconstructor"),
-                  (Global("argparse", "Namespace"), Global("__builtin__", "object"), None),
-                  {Py2Str(k.encode()): v for k, v in attrs.items()})
+    return Reduce(
+        Global("copy_reg", "_reconstructor"),
+        (Global("argparse", "Namespace"), Global("__builtin__", "object"), None),
+        {Py2Str(k.encode()): v for k, v in attrs.items()},
+    )
 
 
 def py2_float64(value: float) -> Reduce:
     """A numpy.float64 as protocol 0 stores it: multiarray.scalar(dtype('f8'), raw bytes)."""
-    dtype = Reduce(Global("numpy", "dtype"), (Py2Str(b"f8"), 0, 1),
-                   (3, Py2Str(b"<"), None, None, None, -1, -1, 0))
+    dtype = Reduce(Global("numpy", "dtype"), (Py2Str(b"f8"), 0, 1), (3, Py2Str(b"<"), None, None, None, -1, -1, 0))
     return Reduce(Global("numpy.core.multiarray", "scalar"), (dtype, Py2Str(struct.pack("<d", value))))
 
 
 def infos_pickle(words: dict[int, str], *, int_keys: bool = False, extra: dict | None = None) -> bytes:
     """An ImageCaptioning.pytorch infos file: opt, training bookkeeping, and vocab {'1': word, ...}."""
-    opt = py2_namespace(caption_model=Py2Str(b"fc"), input_encoding_size=512, rnn_size=512, num_layers=1,
-                        seq_length=16, drop_prob_lm=0.5, fc_feat_size=2048, vocab_size=len(words),
-                        batch_size=10, learning_rate=5e-4, id=Py2Str(b"fc"), beam_size=1,
-                        checkpoint_path=Py2Str(b"log_fc"), input_json=Py2Str(b"data/cocotalk.json"),
-                        start_from=None, language_eval=1, caption_author=Py2Str(b"Ren\xe9 caf\xe9"))
+    opt = py2_namespace(
+        caption_model=Py2Str(b"fc"),
+        input_encoding_size=512,
+        rnn_size=512,
+        num_layers=1,
+        seq_length=16,
+        drop_prob_lm=0.5,
+        fc_feat_size=2048,
+        vocab_size=len(words),
+        batch_size=10,
+        learning_rate=5e-4,
+        id=Py2Str(b"fc"),
+        beam_size=1,
+        checkpoint_path=Py2Str(b"log_fc"),
+        input_json=Py2Str(b"data/cocotalk.json"),
+        start_from=None,
+        language_eval=1,
+        caption_author=Py2Str(b"Ren\xe9 caf\xe9"),
+    )
     infos = {
         Py2Str(b"iter"): 215000,
         Py2Str(b"epoch"): 38,
@@ -184,9 +214,13 @@ def infos_pickle(words: dict[int, str], *, int_keys: bool = False, extra: dict |
         Py2Str(b"split_ix"): {Py2Str(b"val"): [0, 5, 9], Py2Str(b"test"): [1, 2]},
         Py2Str(b"best_val_score"): py2_float64(0.9312),
         Py2Str(b"opt"): opt,
-        Py2Str(b"val_result_history"): {3000: {Py2Str(b"loss"): py2_float64(2.61), Py2Str(b"lang_stats"): None,
-                                               Py2Str(b"predictions"): [{Py2Str(b"image_id"): 391895,
-                                                                         Py2Str(b"caption"): "a man riding a bike"}]}},
+        Py2Str(b"val_result_history"): {
+            3000: {
+                Py2Str(b"loss"): py2_float64(2.61),
+                Py2Str(b"lang_stats"): None,
+                Py2Str(b"predictions"): [{Py2Str(b"image_id"): 391895, Py2Str(b"caption"): "a man riding a bike"}],
+            }
+        },
         Py2Str(b"loss_history"): {100: 3.25, 200: py2_float64(2.95)},
         Py2Str(b"lr_history"): {100: 5e-4},
         Py2Str(b"ss_prob_history"): {100: 0.0},
@@ -219,19 +253,18 @@ def pickle_globals(data: bytes) -> set[tuple[str, str]]:
 # ---- torch files ---------------------------------------------------------------------------
 
 
-
 def zip_save(state_dict: dict[str, torch.Tensor]) -> bytes:
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     return buffer.getvalue()
 
 
-
-
 # ---- hand-set decoders ----------------------------------------------------------------------
 
-def markov_state_dict(logits: torch.Tensor, *, rnn_size: int | None = None, width: int | None = None,
-                      fc_feat_size: int = 8) -> dict[str, torch.Tensor]:
+
+def markov_state_dict(
+    logits: torch.Tensor, *, rnn_size: int | None = None, width: int | None = None, fc_feat_size: int = 8
+) -> dict[str, torch.Tensor]:
     """FC decoder weights whose next-word logits are exactly ``logits[previous word]``.
 
     The word embedding is one-hot, the gates are saturated (i = o = 1, f = 0, h2h = 0, maxout
@@ -245,19 +278,30 @@ def markov_state_dict(logits: torch.Tensor, *, rnn_size: int | None = None, widt
     assert width_given == width and k <= r
     eye = torch.eye(k, r)
     i2h_w = torch.zeros(5 * r, r)
-    i2h_w[3 * r:4 * r] = 20 * torch.eye(r)
-    i2h_b = torch.cat([torch.full((r,), 200.0), torch.full((r,), -200.0), torch.full((r,), 200.0),
-                       torch.zeros(r), torch.full((r,), -200.0)])
+    i2h_w[3 * r : 4 * r] = 20 * torch.eye(r)
+    i2h_b = torch.cat(
+        [
+            torch.full((r,), 200.0),
+            torch.full((r,), -200.0),
+            torch.full((r,), 200.0),
+            torch.zeros(r),
+            torch.full((r,), -200.0),
+        ]
+    )
     embed = torch.zeros(width, r)
     embed[:k] = eye
     logit_w = torch.zeros(width, r)
     logit_w[:, :k] = logits.t()
     return {
-        "img_embed.weight": torch.zeros(r, fc_feat_size), "img_embed.bias": torch.zeros(r),
-        "core.i2h.weight": i2h_w, "core.i2h.bias": i2h_b,
-        "core.h2h.weight": torch.zeros(5 * r, r), "core.h2h.bias": torch.zeros(5 * r),
+        "img_embed.weight": torch.zeros(r, fc_feat_size),
+        "img_embed.bias": torch.zeros(r),
+        "core.i2h.weight": i2h_w,
+        "core.i2h.bias": i2h_b,
+        "core.h2h.weight": torch.zeros(5 * r, r),
+        "core.h2h.bias": torch.zeros(5 * r),
         "embed.weight": embed,
-        "logit.weight": logit_w, "logit.bias": torch.zeros(width),
+        "logit.weight": logit_w,
+        "logit.bias": torch.zeros(width),
     }
 
 
@@ -304,6 +348,7 @@ def sentence_logprob(rows: dict[int, dict[int, float]], sentence: str) -> float:
 
 # =========================================================================== session files
 
+
 def random_caffe_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights under the published encoder's keys: Caffe-layout ResNet-101 with its ImageNet
     head and no ``num_batches_tracked`` (a pre-0.4.1 save); batch-norm statistics randomised so
@@ -318,7 +363,7 @@ def random_caffe_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
             value = torch.randn_like(value) * 0.1
         elif key.endswith("running_var"):
             value = torch.rand_like(value) + 0.5
-        elif value.dim() == 1 and not key.startswith("fc."):              # batch-norm weight, bias
+        elif value.dim() == 1 and not key.startswith("fc."):  # batch-norm weight, bias
             value = torch.rand_like(value) * 0.5 + 0.5 if key.endswith("weight") else torch.randn_like(value) * 0.1
         state[key] = value.clone()
     return state
@@ -350,25 +395,29 @@ def forced_vocabulary() -> dict[int, str]:
 @dataclass
 class UpstreamFiles:
     encoder_state: dict[str, torch.Tensor]
-    encoder: bytes          # torch.save of the encoder state dict, to be served as two parts
+    encoder: bytes  # torch.save of the encoder state dict, to be served as two parts
     decoder_state: dict[str, torch.Tensor]
-    decoder: bytes          # legacy format, CUDA storages
-    vocab: bytes            # Python 2 protocol-0 infos pickle
+    decoder: bytes  # legacy format, CUDA storages
+    vocab: bytes  # Python 2 protocol-0 infos pickle
 
 
 @pytest.fixture(scope="session")
 def upstream_files() -> UpstreamFiles:
     encoder_state = random_caffe_state_dict()
     decoder_state = forced_sentence_state_dict()
-    return UpstreamFiles(encoder_state, zip_save(encoder_state), decoder_state,
-                         legacy_cuda_save(decoder_state), infos_pickle(forced_vocabulary()))
+    return UpstreamFiles(
+        encoder_state,
+        zip_save(encoder_state),
+        decoder_state,
+        legacy_cuda_save(decoder_state),
+        infos_pickle(forced_vocabulary()),
+    )
 
 
 def pinned(server, filename: str, data: bytes, *, size: bool = False) -> dict:
     """Serve ``data`` (under a content-unique name) and return a spec pinned like the real ones."""
     blob = git_blob_sha1(data)
-    spec = {"filename": filename, "urls": [server.serve(f"nt2-{blob[:12]}-{filename}", data)],
-            "git_blob_sha1": blob}
+    spec = {"filename": filename, "urls": [server.serve(f"nt2-{blob[:12]}-{filename}", data)], "git_blob_sha1": blob}
     if size:
         spec["size"] = len(data)
     return spec
@@ -376,13 +425,20 @@ def pinned(server, filename: str, data: bytes, *, size: bool = False) -> dict:
 
 def coco_fc_entry(server, *, encoder: bytes, decoder: bytes, vocab: bytes) -> dict:
     """The neuraltalk2.coco_fc entry as the bundled manifest has it, pointing at served files."""
-    cut = len(encoder) // 2 + 4097            # a byte chunk boundary, not a record boundary
+    cut = len(encoder) // 2 + 4097  # a byte chunk boundary, not a record boundary
     return {
-        "name": "neuraltalk2.coco_fc", "model": "neuraltalk2", "default": True, "format": "neuraltalk2",
+        "name": "neuraltalk2.coco_fc",
+        "model": "neuraltalk2",
+        "default": True,
+        "format": "neuraltalk2",
         "files": {
-            "encoder": {"filename": "resnet101-caffe-joined.pth",
-                        "parts": [pinned(server, "resnet101a.pth", encoder[:cut]),
-                                  pinned(server, "resnet101b.pth", encoder[cut:])]},
+            "encoder": {
+                "filename": "resnet101-caffe-joined.pth",
+                "parts": [
+                    pinned(server, "resnet101a.pth", encoder[:cut]),
+                    pinned(server, "resnet101b.pth", encoder[cut:]),
+                ],
+            },
             "decoder": pinned(server, "fc-model.pth", decoder),
             "vocab": pinned(server, "fc-infos.pkl", vocab, size=True),
         },
@@ -410,8 +466,9 @@ class PublishedEnv:
 def published(weight_server, upstream_files, tmp_path_factory) -> PublishedEnv:
     folder = tmp_path_factory.mktemp("neuraltalk2")
     (folder / "home").mkdir()
-    entry = coco_fc_entry(weight_server, encoder=upstream_files.encoder, decoder=upstream_files.decoder,
-                          vocab=upstream_files.vocab)
+    entry = coco_fc_entry(
+        weight_server, encoder=upstream_files.encoder, decoder=upstream_files.decoder, vocab=upstream_files.vocab
+    )
     manifest = folder / "manifest.json"
     manifest.write_text(json.dumps({"schema_version": 1, "weights": [entry]}), encoding="utf-8")
     return PublishedEnv(folder / "home", manifest)
@@ -428,6 +485,7 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 # =========================================================================== the published files
 
+
 def test_hub_load_pretrained_captions_with_the_served_files(captioner, upstream_files, weight_server, tmp_path):
     # the vocabulary served is a Python 2 protocol-0 text pickle (latin-1 strings) resolving exactly
     # upstream's five globals, which the restricted unpickler allows and nothing else
@@ -435,7 +493,7 @@ def test_hub_load_pretrained_captions_with_the_served_files(captioner, upstream_
     assert upstream_files.vocab.startswith(b"(dp1\n") and b"\\xe9" in upstream_files.vocab
     path = tmp_path / "horse.jpg"
     Image.fromarray(random_image(90, 120)).save(path)
-    assert captioner.caption(str(path)) == SENTENCE                        # default: beam 2, first
+    assert captioner.caption(str(path)) == SENTENCE  # default: beam 2, first
     assert captioner.caption(path, beam_size=1) == SENTENCE
     assert captioner.caption(path, beam_size=3, beam_select="best") == SENTENCE
     assert not captioner.training and captioner.weights.name == "neuraltalk2.coco_fc"
@@ -476,7 +534,7 @@ def test_map_location_applies_to_every_file(published):
 
     model = published.load(weights="coco_fc", progress=False, map_location=to_cpu)
     assert model.weights.name == "neuraltalk2.coco_fc"
-    assert set(seen) == {"cuda:0", "cpu"}          # the decoder's CUDA storages went through it too
+    assert set(seen) == {"cuda:0", "cpu"}  # the decoder's CUDA storages went through it too
     assert {t.device.type for t in model.state_dict().values()} == {"cpu"}
 
 
@@ -484,7 +542,7 @@ def test_encoder_matches_upstream_feature_extraction(captioner, upstream_files):
     """Upstream: skimage image / 255, Normalize(ImageNet), misc/resnet.py's ResNet loaded strictly,
     myResnet's conv1 … layer4 and ``x.mean(3).mean(2)``, one image at a time."""
     reference = with_counters(upstream_caffe_resnet101(), upstream_files.encoder_state)
-    image = random_image(97, 75, seed=3)                                   # odd sizes: ceil_mode matters
+    image = random_image(97, 75, seed=3)  # odd sizes: ceil_mode matters
     x = torch.from_numpy(image.astype("float32") / 255.0).permute(2, 0, 1)
     x = ((x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)).unsqueeze(0)
     with torch.inference_mode():
@@ -539,6 +597,7 @@ def test_import_does_not_pull_in_torchvision():
 
 # =========================================================================== caption(): inputs
 
+
 def test_caption_accepts_every_input_kind_and_mixed_sizes(captioner, tmp_path):
     path = tmp_path / "grey.png"
     Image.fromarray(random_image(40, 56)[:, :, 0], "L").save(path)
@@ -547,34 +606,39 @@ def test_caption_accepts_every_input_kind_and_mixed_sizes(captioner, tmp_path):
         path,
         Image.fromarray(random_image(64, 48)),
         random_image(33, 70),
-        torch.from_numpy(random_image(50, 50)).permute(2, 0, 1),               # CHW uint8
-        torch.rand(1, 45, 60),                                                   # grey CHW float
+        torch.from_numpy(random_image(50, 50)).permute(2, 0, 1),  # CHW uint8
+        torch.rand(1, 45, 60),  # grey CHW float
     ]
     assert captioner.caption(inputs) == [SENTENCE] * len(inputs)
-    assert captioner.caption(torch.rand(3, 3, 40, 40), beam_size=1) == [SENTENCE] * 3   # NCHW: a list
-    assert captioner.caption(torch.rand(3, 40, 40)) == SENTENCE                         # CHW: one
+    assert captioner.caption(torch.rand(3, 3, 40, 40), beam_size=1) == [SENTENCE] * 3  # NCHW: a list
+    assert captioner.caption(torch.rand(3, 40, 40)) == SENTENCE  # CHW: one
     assert captioner.caption([torch.rand(3, 40, 40)]) == [SENTENCE]
 
 
 def test_images_of_different_sizes_are_encoded_separately_and_kept_in_order(captioner):
     """With a decoder that reads the image, a mixed-size batch captions each image as if alone."""
     ramp = torch.linspace(0, 1, 48)
-    images = [torch.rand(3, 40, 48), ramp.expand(3, 48, 48), torch.rand(3, 56, 48) ** 4,
-              ramp.flip(0).expand(3, 40, 48), ramp.view(1, 48, 1).expand(3, 48, 48)]   # sizes 40, 48, 56
+    images = [
+        torch.rand(3, 40, 48),
+        ramp.expand(3, 48, 48),
+        torch.rand(3, 56, 48) ** 4,
+        ramp.flip(0).expand(3, 40, 48),
+        ramp.view(1, 48, 1).expand(3, 48, 48),
+    ]  # sizes 40, 48, 56
     with torch.inference_mode():
         features = torch.cat([captioner.encode(captioner.transforms(image)[None]) for image in images])
     torch.manual_seed(5)
     decoder = FCDecoder(DecoderConfig(vocab_size=40, input_encoding_size=16, rnn_size=16)).eval()
-    with torch.no_grad():                      # embed the images' differences, not their common part
+    with torch.no_grad():  # embed the images' differences, not their common part
         weight = torch.randn(16, FEATURES)
         centred = (features - features.mean(0)) @ weight.T
         decoder.img_embed.weight.copy_(weight * 3 / centred.std())
         decoder.img_embed.bias.copy_(-(decoder.img_embed.weight @ features.mean(0)))
         decoder.logit.weight.mul_(20)
-        decoder.logit.bias[END] -= 30                              # captions of a few words at least
+        decoder.logit.bias[END] -= 30  # captions of a few words at least
     model = NeuralTalk2(encoder=captioner.encoder, decoder=decoder, vocab=placeholder_vocabulary(40))
     alone = [model.caption(image) for image in images]
-    assert len(set(alone)) > 2                                     # the test can tell images apart
+    assert len(set(alone)) > 2  # the test can tell images apart
     assert model.caption(images) == alone
     assert model.caption(images, beam_size=1) == [model.caption(i, beam_size=1) for i in images]
 
@@ -582,7 +646,7 @@ def test_images_of_different_sizes_are_encoded_separately_and_kept_in_order(capt
 def test_large_images_are_downscaled_to_max_side_with_a_log_note(captioner, caplog):
     shapes = []
     hook = captioner.encoder.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
-    caplog.set_level(logging.INFO, logger="dlwp_models.inputs.transforms")
+    caplog.set_level(logging.INFO, logger="dlwp_models.inputs.caption_transform")
     try:
         captioner.caption(Image.fromarray(random_image(120, 300)), max_side=100)
         captioner.caption(torch.rand(3, 250, 50), max_side=100)
@@ -598,24 +662,38 @@ def test_large_images_are_downscaled_to_max_side_with_a_log_note(captioner, capl
 def test_transforms_are_rgb_over_255_then_imagenet_statistics(captioner):
     image = random_image(9, 7, seed=1)
     x = captioner.transforms(Image.fromarray(image))
-    expected = (torch.from_numpy(image).permute(2, 0, 1).float() / 255
-                - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    assert x.shape == (3, 9, 7) and x.dtype == torch.float32                   # no resize
+    expected = (
+        torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    ) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert x.shape == (3, 9, 7) and x.dtype == torch.float32  # no resize
     torch.testing.assert_close(x, expected)
     torch.testing.assert_close(captioner.transforms(torch.from_numpy(image).permute(2, 0, 1)), expected)
     grey = captioner.transforms(Image.fromarray(image[:, :, 0], "L"))
-    torch.testing.assert_close(grey[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0],
-                               grey[2] * IMAGENET_STD[2] + IMAGENET_MEAN[2])
+    torch.testing.assert_close(
+        grey[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0], grey[2] * IMAGENET_STD[2] + IMAGENET_MEAN[2]
+    )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"beam_size": 0}, "beam_size"), ({"beam_size": -2}, "beam_size"), ({"beam_size": 2.0}, "beam_size"),
-    ({"beam_size": True}, "beam_size"), ({"beam_size": WIDTH + 1}, "at most"),
-    ({"max_length": 0}, "max_length"), ({"max_length": -1}, "max_length"), ({"max_length": 3.5}, "max_length"),
-    ({"temperature": 0}, "temperature"), ({"temperature": -1.0}, "temperature"),
-    ({"temperature": float("nan")}, "temperature"), ({"beam_select": "worst"}, "beam_select"),
-    ({"max_side": 0}, "max_side"), ({"max_side": 10.5}, "max_side"), ({"sample": "yes"}, "sample"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beam_size": 0}, "beam_size"),
+        ({"beam_size": -2}, "beam_size"),
+        ({"beam_size": 2.0}, "beam_size"),
+        ({"beam_size": True}, "beam_size"),
+        ({"beam_size": WIDTH + 1}, "at most"),
+        ({"max_length": 0}, "max_length"),
+        ({"max_length": -1}, "max_length"),
+        ({"max_length": 3.5}, "max_length"),
+        ({"temperature": 0}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"beam_select": "worst"}, "beam_select"),
+        ({"max_side": 0}, "max_side"),
+        ({"max_side": 10.5}, "max_side"),
+        ({"sample": "yes"}, "sample"),
+    ],
+)
 def test_bad_caption_arguments_are_refused(captioner, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         captioner.caption(torch.rand(3, 32, 32), **kwargs)
@@ -632,6 +710,7 @@ def test_bad_images_are_refused_clearly(captioner, tmp_path):
 
 
 # =========================================================================== loading: bad files
+
 
 @pytest.fixture
 def serve_coco_fc(weight_server, make_manifest):
@@ -663,9 +742,15 @@ def test_decoder_must_take_2048_d_features(serve_coco_fc):
         hub_load(pretrained=True, progress=False)
 
 
-@pytest.mark.parametrize("change, key", [
-    ("drop", "logit.bias"), ("drop", "core.h2h.weight"), ("add", "core.extra"), ("reshape", "core.i2h.weight"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ("drop", "logit.bias"),
+        ("drop", "core.h2h.weight"),
+        ("add", "core.extra"),
+        ("reshape", "core.i2h.weight"),
+    ],
+)
 def test_decoder_keys_are_checked_strictly(serve_coco_fc, change, key):
     torch.manual_seed(0)
     state = FCDecoder(DecoderConfig(vocab_size=20, input_encoding_size=8, rnn_size=8)).state_dict()
@@ -674,7 +759,7 @@ def test_decoder_keys_are_checked_strictly(serve_coco_fc, change, key):
     elif change == "add":
         state[key] = torch.zeros(3)
     else:
-        state[key] = torch.zeros(4 * 8, 8)                     # an ordinary LSTM's 4 gates, not 5
+        state[key] = torch.zeros(4 * 8, 8)  # an ordinary LSTM's 4 gates, not 5
     serve_coco_fc(decoder=legacy_cuda_save(state), vocab=infos_pickle(placeholder_vocabulary(20)))
     with pytest.raises(IncompatibleWeightsError, match=key):
         hub_load(pretrained=True, progress=False)
@@ -702,6 +787,7 @@ def test_pretrained_false_gives_random_weights_and_a_placeholder_vocabulary():
 
 # =========================================================================== strict encoder keys
 
+
 @pytest.fixture(scope="module")
 def encoder_state(upstream_files) -> dict[str, torch.Tensor]:
     return upstream_files.encoder_state
@@ -709,17 +795,24 @@ def encoder_state(upstream_files) -> dict[str, torch.Tensor]:
 
 def test_encoder_loads_with_or_without_the_imagenet_head(encoder_state):
     with_head = encoder_from_state_dict(encoder_state, source="test")
-    without = encoder_from_state_dict({k: v for k, v in encoder_state.items() if not k.startswith("fc.")},
-                                      source="test")
+    without = encoder_from_state_dict(
+        {k: v for k, v in encoder_state.items() if not k.startswith("fc.")}, source="test"
+    )
     assert not any(t.is_meta for t in with_head.state_dict().values())
     assert isinstance(with_head.fc, nn.Identity) and isinstance(without.fc, nn.Identity)
     torch.testing.assert_close(with_head.state_dict(), without.state_dict())
 
 
-@pytest.mark.parametrize("change, key", [
-    ("drop", "layer3.22.bn3.running_var"), ("drop", "conv1.weight"), ("add", "layer5.0.conv1.weight"),
-    ("add", "fc.extra"), ("reshape", "layer2.0.conv1.weight"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ("drop", "layer3.22.bn3.running_var"),
+        ("drop", "conv1.weight"),
+        ("add", "layer5.0.conv1.weight"),
+        ("add", "fc.extra"),
+        ("reshape", "layer2.0.conv1.weight"),
+    ],
+)
 def test_encoder_keys_are_checked_strictly(encoder_state, change, key):
     state = dict(encoder_state)
     if change == "drop":
@@ -749,6 +842,7 @@ def _legacy_save(state: dict[str, torch.Tensor]) -> bytes:
 
 # =========================================================================== vocabulary pickle
 
+
 def test_vocabulary_is_read_from_a_python2_infos_pickle(tmp_path):
     path = tmp_path / "fc-infos.pkl"
     path.write_bytes(infos_pickle(forced_vocabulary()))
@@ -759,10 +853,13 @@ def test_vocabulary_is_read_from_a_python2_infos_pickle(tmp_path):
     assert read_vocabulary(path) == {1: "a", 2: "caf\xe9", 3: "UNK"}
 
 
-@pytest.mark.parametrize("words, message", [
-    ({1: "a", 3: "UNK"}, "index 2 is missing"),
-    ({0: "a", 1: "UNK"}, "index 2 is missing"),
-])
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        ({1: "a", 3: "UNK"}, "index 2 is missing"),
+        ({0: "a", 1: "UNK"}, "index 2 is missing"),
+    ],
+)
 def test_vocabulary_indices_must_run_from_one(tmp_path, words, message):
     path = tmp_path / "fc-infos.pkl"
     path.write_bytes(infos_pickle(words))
@@ -794,8 +891,18 @@ def probe_module(tmp_path, monkeypatch):
     return name, marker
 
 
-@pytest.mark.parametrize("payload", ["os.system", "posix.system", "builtins.exec", "__builtin__.eval",
-                                     "subprocess.call", "argparse.ArgumentParser", "probe"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "os.system",
+        "posix.system",
+        "builtins.exec",
+        "__builtin__.eval",
+        "subprocess.call",
+        "argparse.ArgumentParser",
+        "probe",
+    ],
+)
 def test_forbidden_globals_are_refused_before_import_or_call(tmp_path, probe_module, payload):
     marker = tmp_path / "ran"
     module, name = (probe_module[0], "run") if payload == "probe" else payload.rsplit(".", 1)
@@ -811,14 +918,16 @@ def test_forbidden_globals_are_refused_before_import_or_call(tmp_path, probe_mod
 
 def test_allowed_globals_cannot_build_other_objects(tmp_path):
     path = tmp_path / "fc-infos.pkl"
-    sneaky = Reduce(Global("copy_reg", "_reconstructor"),
-                    (Global("__builtin__", "object"), Global("__builtin__", "object"), None))
+    sneaky = Reduce(
+        Global("copy_reg", "_reconstructor"), (Global("__builtin__", "object"), Global("__builtin__", "object"), None)
+    )
     path.write_bytes(infos_pickle({1: "a", 2: "UNK"}, extra={Py2Str(b"x"): sneaky}))
     with pytest.raises(UnsafeFileError):
         read_vocabulary(path)
 
 
 # =========================================================================== the decoder step
+
 
 def test_core_step_is_the_maxout_lstm_and_warm_up_feeds_image_then_start_token():
     torch.manual_seed(1)
@@ -828,8 +937,8 @@ def test_core_step_is_the_maxout_lstm_and_warm_up_feeds_image_then_start_token()
 
     def step(x, h, c):
         s = x @ core.i2h.weight.T + core.i2h.bias + h @ core.h2h.weight.T + core.h2h.bias
-        i, f, o = (1 / (1 + torch.exp(-s[:, k * r:(k + 1) * r])) for k in range(3))
-        g = torch.maximum(s[:, 3 * r:4 * r], s[:, 4 * r:5 * r])
+        i, f, o = (1 / (1 + torch.exp(-s[:, k * r : (k + 1) * r])) for k in range(3))
+        g = torch.maximum(s[:, 3 * r : 4 * r], s[:, 4 * r : 5 * r])
         c = f * c + i * g
         return o * torch.tanh(c), c
 
@@ -847,15 +956,20 @@ def test_core_step_is_the_maxout_lstm_and_warm_up_feeds_image_then_start_token()
         torch.testing.assert_close(logprobs, F.log_softmax(h_bos @ decoder.logit.weight.T + decoder.logit.bias, -1))
         torch.testing.assert_close((h2, c2), (h_bos, c_bos))
 
-        decoder.train()                                          # dropout 0.5 on h, in training only
+        decoder.train()  # dropout 0.5 on h, in training only
         dropped, _ = core(x.repeat(200, 1), (h.repeat(200, 1), c.repeat(200, 1)))
         assert 0.35 < float((dropped == 0).float().mean()) < 0.65
 
 
 # =========================================================================== decoding
 
-BEAM_BEATS_GREEDY = {END: {DOG: 0.5, CAT: 0.4}, DOG: {RUNS: 0.35, SLEEPS: 0.25}, CAT: {SLEEPS: 0.95},
-                     RUNS: {END: 0.9}, SLEEPS: {END: 0.95}}
+BEAM_BEATS_GREEDY = {
+    END: {DOG: 0.5, CAT: 0.4},
+    DOG: {RUNS: 0.35, SLEEPS: 0.25},
+    CAT: {SLEEPS: 0.95},
+    RUNS: {END: 0.9},
+    SLEEPS: {END: 0.95},
+}
 FIRST_IS_NOT_BEST = {END: {DOG: 0.6, CAT: 0.4}, DOG: {RUNS: 0.9}, CAT: {END: 0.5}, RUNS: {END: 0.9}}
 UNK_FAVOURED = {END: {UNK: 0.55, DOG: 0.44}, DOG: {UNK: 0.7, RUNS: 0.29}, UNK: {END: 0.9}, RUNS: {END: 0.9}}
 
@@ -878,7 +992,7 @@ def test_beam_search_finds_a_better_sentence_than_greedy():
 def test_first_finished_beam_is_returned_by_default_not_the_best():
     """'cat' ends at step 1 in slot 1 (score log .2); 'dog runs' ends at step 2 (log .486)."""
     decoder = toy_decoder(FIRST_IS_NOT_BEST)
-    assert toy_caption(decoder, beam_size=2) == ["cat"]                           # upstream's choice
+    assert toy_caption(decoder, beam_size=2) == ["cat"]  # upstream's choice
     assert toy_caption(decoder, beam_size=2, beam_select="first") == ["cat"]
     assert toy_caption(decoder, beam_size=2, beam_select="best") == ["dog runs"]
     assert toy_caption(decoder, beam_size=1) == ["dog runs"]
@@ -887,8 +1001,8 @@ def test_first_finished_beam_is_returned_by_default_not_the_best():
 
 def test_unk_is_penalised_in_beam_search_only():
     decoder = toy_decoder(UNK_FAVOURED)
-    assert toy_caption(decoder, beam_size=1) == ["UNK"]                            # greedy keeps UNK
-    assert toy_caption(decoder, beam_size=2) == ["dog runs"]                       # at every step
+    assert toy_caption(decoder, beam_size=1) == ["UNK"]  # greedy keeps UNK
+    assert toy_caption(decoder, beam_size=2) == ["dog runs"]  # at every step
     assert toy_caption(decoder, beam_size=3, beam_select="best") == ["dog runs"]
 
 
@@ -907,9 +1021,9 @@ def test_sampling_draws_from_exp_logprob_over_temperature():
     share = sum(c.startswith("dog") for c in first) / len(first)
     assert abs(share - 0.75) < 0.03
     torch.manual_seed(0)
-    assert toy_caption(decoder, 4000, sample=True) == first                       # seedable
+    assert toy_caption(decoder, 4000, sample=True) == first  # seedable
     hot = toy_caption(decoder, 4000, sample=True, temperature=2.0)
-    expected = math.sqrt(0.75) / (math.sqrt(0.75) + math.sqrt(0.25))              # p ∝ exp(lp / 2)
+    expected = math.sqrt(0.75) / (math.sqrt(0.75) + math.sqrt(0.25))  # p ∝ exp(lp / 2)
     assert abs(sum(c.startswith("dog") for c in hot) / 4000 - expected) < 0.03
     greedy_like = toy_decoder(BEAM_BEATS_GREEDY)
     assert toy_caption(greedy_like, 50, sample=True, temperature=0.01) == ["dog runs"] * 50
@@ -935,13 +1049,14 @@ def test_generate_returns_zero_padded_word_indices():
 
 # ---- beam search against upstream's own loops ----------------------------------------------
 
+
 class TableStep:
     """A decoder stand-in whose next-word log-probabilities depend on the whole history: the state
     is a running hash of the words fed so far, the output a row of a fixed table. Every row is an
     exact table look-up, so any batching gives bit-identical numbers."""
 
     def __init__(self, rows: torch.Tensor) -> None:
-        self.rows = rows                                     # (K, V), all <= 0
+        self.rows = rows  # (K, V), all <= 0
         self.calls: list[int] = []
 
     def __call__(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]):
@@ -992,9 +1107,13 @@ def upstream_beam_search(step, logprobs, state, *, beam_size: int, seq_length: i
         state = tuple(new_state)
         for vix in range(beam_size):
             if beam_seq[t, vix] == 0 or t == seq_length - 1:
-                done_beams.append({"seq": beam_seq[:, vix].clone(),
-                                   "p": beam_logprobs_sum[vix],           # a view: upstream's alias
-                                   "p_when_done": float(beam_logprobs_sum[vix])})
+                done_beams.append(
+                    {
+                        "seq": beam_seq[:, vix].clone(),
+                        "p": beam_logprobs_sum[vix],  # a view: upstream's alias
+                        "p_when_done": float(beam_logprobs_sum[vix]),
+                    }
+                )
                 beam_logprobs_sum[vix] = -1000
         logprobs, state = step(beam_seq[t], state)
     # upstream returns sorted(...)[:beam_size] and uses element 0; "best" needs them all
@@ -1004,10 +1123,10 @@ def upstream_beam_search(step, logprobs, state, *, beam_size: int, seq_length: i
 def random_rows(seed: int, width: int, *, quantised: bool) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(53, width, generator=g) * 2
-    logits[:, 0] += torch.rand(53, generator=g) * 3 - 1          # end often likely
-    logits[:, -1] += torch.rand(53, generator=g) * 4 - 1         # UNK sometimes the best word
+    logits[:, 0] += torch.rand(53, generator=g) * 3 - 1  # end often likely
+    logits[:, -1] += torch.rand(53, generator=g) * 4 - 1  # UNK sometimes the best word
     rows = F.log_softmax(logits, dim=-1)
-    if quantised:                                                 # many exact ties of scores
+    if quantised:  # many exact ties of scores
         rows = torch.floor(rows * 2) / 2
     return rows
 
@@ -1023,27 +1142,33 @@ def test_beam_search_reproduces_upstream_decision_for_decision(width, beam_size,
         rows = random_rows(seed, width, quantised=quantised)
         step = TableStep(rows)
         logprobs, state = step.start(n)
-        ours = {select: beam_search(step, logprobs, state, beam_size=beam_size, max_length=seq_length,
-                                    select=select) for select in ("first", "best")}
+        ours = {
+            select: beam_search(step, logprobs, state, beam_size=beam_size, max_length=seq_length, select=select)
+            for select in ("first", "best")
+        }
         for k in range(n):
-            done = upstream_beam_search(step, logprobs[k:k + 1].expand(beam_size, width),
-                                        tuple(s[k:k + 1].repeat(beam_size) for s in state),
-                                        beam_size=beam_size, seq_length=seq_length)
+            done = upstream_beam_search(
+                step,
+                logprobs[k : k + 1].expand(beam_size, width),
+                tuple(s[k : k + 1].repeat(beam_size) for s in state),
+                beam_size=beam_size,
+                seq_length=seq_length,
+            )
             upstream_first = done[0]["seq"]
             # upstream's aliasing leaves every score at -1000, so its sort kept recording order
             assert all(float(d["p"]) == -1000 for d in done)
-            best = max(done, key=lambda d: d["p_when_done"])    # the earliest recorded among equals
+            best = max(done, key=lambda d: d["p_when_done"])  # the earliest recorded among equals
             assert ours["first"][k].tolist() == upstream_first.tolist(), (seed, k)
             assert ours["best"][k].tolist() == best["seq"].tolist(), (seed, k)
             differs += ours["first"][k].tolist() != ours["best"][k].tolist()
-    assert differs > 0                                            # the two rules were told apart
+    assert differs > 0  # the two rules were told apart
 
 
 def test_beam_search_is_batched_over_images_and_beams():
     step = TableStep(random_rows(0, 9, quantised=False))
     logprobs, state = step.start(4)
     beam_search(step, logprobs, state, beam_size=3, max_length=6, select="best")
-    assert step.calls == [12] * 5                     # one call per step, all images × beams at once
+    assert step.calls == [12] * 5  # one call per step, all images × beams at once
 
 
 def test_greedy_and_sampling_stop_each_image_at_its_own_end_token():
@@ -1051,8 +1176,12 @@ def test_greedy_and_sampling_stop_each_image_at_its_own_end_token():
     logprobs, state = step.start(12)
     with torch.inference_mode():
         greedy = greedy_search(step, logprobs, state, max_length=9)
-        alone = torch.cat([greedy_search(step, logprobs[k:k + 1], tuple(s[k:k + 1] for s in state), max_length=9)
-                           for k in range(12)])
+        alone = torch.cat(
+            [
+                greedy_search(step, logprobs[k : k + 1], tuple(s[k : k + 1] for s in state), max_length=9)
+                for k in range(12)
+            ]
+        )
         torch.manual_seed(0)
         sampled = sample_search(step, logprobs, state, max_length=9, temperature=1.0)
     assert torch.equal(greedy, alone)
@@ -1062,7 +1191,7 @@ def test_greedy_and_sampling_stop_each_image_at_its_own_end_token():
             ended = row.index(END) if END in row else len(row)
             assert all(i == END for i in row[ended:]), row
             lengths.add(ended)
-        assert len(lengths) > 1                                   # images ended at different steps
+        assert len(lengths) > 1  # images ended at different steps
 
 
 def test_cli_captions_each_image(published, tmp_path, capsys, monkeypatch):
@@ -1072,7 +1201,7 @@ def test_cli_captions_each_image(published, tmp_path, capsys, monkeypatch):
     for i, size in enumerate([(90, 120), (64, 64)]):
         paths.append(tmp_path / f"photo{i}.png")
         Image.fromarray(random_image(*size, seed=i)).save(paths[-1])
-    monkeypatch.setenv("TORCH_HOME", str(published.home))           # files already fetched there
+    monkeypatch.setenv("TORCH_HOME", str(published.home))  # files already fetched there
     monkeypatch.setenv("DLWP_MANIFEST", str(published.manifest))
     assert main(["caption", *map(str, paths), "--beam-size", "2", "-q"]) == 0
     assert capsys.readouterr().out.splitlines() == [f"{p}: {SENTENCE}" for p in paths]
@@ -1113,8 +1242,12 @@ def test_cli_beam_size_reaches_the_search(weight_server, upstream_files, tmp_pat
     from dlwp_models.cli.main import main
 
     decoder = zip_save(markov_state_dict(table(BEAM_BEATS_GREEDY), fc_feat_size=FEATURES))
-    entry = coco_fc_entry(weight_server, encoder=upstream_files.encoder, decoder=decoder,
-                          vocab=infos_pickle({i: w for i, w in WORDS.items()}))
+    entry = coco_fc_entry(
+        weight_server,
+        encoder=upstream_files.encoder,
+        decoder=decoder,
+        vocab=infos_pickle({i: w for i, w in WORDS.items()}),
+    )
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"schema_version": 1, "weights": [entry]}), encoding="utf-8")
     monkeypatch.setenv("DLWP_MANIFEST", str(manifest))
@@ -1138,7 +1271,7 @@ def test_an_image_too_small_to_encode_is_named_before_any_encoding(captioner, mo
     with pytest.raises(ImagesTooSmallError, match=f"image 1 is {width}x{height} pixels.*at least 3") as info:
         captioner.caption([random_image(40, 50), random_image(height, width)])
     assert info.value.indices == [1] and isinstance(info.value, ImageInputError)
-    assert encoded == []                                     # nothing was encoded for nothing
+    assert encoded == []  # nothing was encoded for nothing
 
 
 def test_the_smallest_encodable_image_is_captioned(captioner):
@@ -1163,13 +1296,13 @@ def test_cli_caption_fails_only_the_tiny_image(published, captioner, tmp_path, m
     assert "the captioning encoder needs at least 3 pixels on each side" in captured.err
 
 
-@pytest.mark.parametrize("opcode", [b"\x8e", b"\x8d", b"\x96"])   # BINBYTES8, BINUNICODE8, BYTEARRAY8
+@pytest.mark.parametrize("opcode", [b"\x8e", b"\x8d", b"\x96"])  # BINBYTES8, BINUNICODE8, BYTEARRAY8
 def test_vocabulary_pickle_declaring_a_huge_object_is_refused_before_allocating(tmp_path, opcode):
     import resource
     import struct
 
     path = tmp_path / "fc-infos.pkl"
-    path.write_bytes(b"\x80\x05" + opcode + struct.pack("<Q", 1 << 40) + b"tiny" + b".")   # 1 TiB declared
+    path.write_bytes(b"\x80\x05" + opcode + struct.pack("<Q", 1 << 40) + b"tiny" + b".")  # 1 TiB declared
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(UnsafeFileError, match="declares a 1,099,511,627,776-byte object"):
         read_vocabulary(path)

@@ -15,23 +15,22 @@ import subprocess
 import sys
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from random_weights import randomise_batchnorm
 from torch import nn
 from torchvision import transforms as T
 
-from dlwp_models import IncompatibleWeightsError, WeightsNotFoundError, list_weights
-from dlwp_models.weights.manifest import bundled_manifest_path
-from random_weights import randomise_batchnorm
-from dlwp_models import Prediction
+from dlwp_models import IncompatibleWeightsError, Prediction, WeightsNotFoundError, list_weights
 from dlwp_models.inputs.transforms import ClassifierTransform
 from dlwp_models.models.classifiers import CLASSIFIERS
+from dlwp_models.weights.manifest import bundled_manifest_path
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 BUNDLED = {entry["name"]: entry for entry in json.loads(bundled_manifest_path().read_text())["weights"]}
@@ -54,7 +53,7 @@ def hub_load(name: str, **kwargs) -> nn.Module:
 # --------------------------------------------------------------------------- generated weight files
 
 
-def generate_state_dict(name: str, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+def generate_state_dict(name: str, seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """A torchvision state dict of ``name`` with random values everywhere, batch-norm statistics
     included (so a buffer that is not loaded shows)."""
     torch.manual_seed(seed)
@@ -64,20 +63,25 @@ def generate_state_dict(name: str, seed: int = 0) -> "OrderedDict[str, torch.Ten
     return net.state_dict()
 
 
-def to_old_densenet_layout(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
+def to_old_densenet_layout(state_dict: dict) -> OrderedDict[str, torch.Tensor]:
     """What torchvision's real DenseNet files hold: pre-0.4 key names (``norm.1`` for ``norm1``)
     and no ``num_batches_tracked``."""
-    return OrderedDict((OLD_DENSENET_KEY.sub(r"\1.\2.", key), value) for key, value in state_dict.items()
-                       if not key.endswith("num_batches_tracked"))
+    return OrderedDict(
+        (OLD_DENSENET_KEY.sub(r"\1.\2.", key), value)
+        for key, value in state_dict.items()
+        if not key.endswith("num_batches_tracked")
+    )
 
 
-def as_loaded(name: str, state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
+def as_loaded(name: str, state_dict: dict) -> OrderedDict[str, torch.Tensor]:
     """What a model holds after loading the upstream file: DenseNet's files have no batch
     counters, which become 0 (as torch fills them for pre-0.4.1 files)."""
     if not name.startswith("densenet"):
         return OrderedDict(state_dict)
-    return OrderedDict((key, torch.zeros_like(value) if key.endswith("num_batches_tracked") else value)
-                       for key, value in state_dict.items())
+    return OrderedDict(
+        (key, torch.zeros_like(value) if key.endswith("num_batches_tracked") else value)
+        for key, value in state_dict.items()
+    )
 
 
 def write_upstream_file(name: str, state_dict: dict, path: Path) -> None:
@@ -101,8 +105,7 @@ def serve_file(weight_server, tmp_path) -> Callable[[Path], dict]:
         view = memoryview(mapped)
         served.append((path, handle, mapped, view))
         url = weight_server.serve(path.name, view)
-        return {"filename": path.name, "urls": [url], "sha256": hashlib.sha256(view).hexdigest(),
-                "size": len(view)}
+        return {"filename": path.name, "urls": [url], "sha256": hashlib.sha256(view).hexdigest(), "size": len(view)}
 
     yield serve
     for path, handle, mapped, view in served:
@@ -164,8 +167,9 @@ def photo(width: int = 400, height: int = 300, seed: int = 0) -> Image.Image:
 
 def book_pipeline(resize: int = 256, crop: int = 224) -> T.Compose:
     """The book's preprocessing (chapter 2), with the crop and resize of the weight set."""
-    return T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(),
-                      T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    return T.Compose(
+        [T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
+    )
 
 
 def reference_model(name: str, state_dict: dict, **kwargs) -> nn.Module:
@@ -225,9 +229,14 @@ def test_entrypoint_loads_generated_weights_strictly(set_name, serve_weights, hu
 
 # the small architectures carry the forward checks, plus resnet101 (the book's) and a V2 set
 FORWARD_CASES = [
-    "alexnet.imagenet1k_v1", "resnet18.imagenet1k_v1", "squeezenet1_0.imagenet1k_v1",
-    "squeezenet1_1.imagenet1k_v1", "densenet121.imagenet1k_v1", "inception_v3.imagenet1k_v1",
-    "resnet101.imagenet1k_v1", "resnet50.imagenet1k_v2",
+    "alexnet.imagenet1k_v1",
+    "resnet18.imagenet1k_v1",
+    "squeezenet1_0.imagenet1k_v1",
+    "squeezenet1_1.imagenet1k_v1",
+    "densenet121.imagenet1k_v1",
+    "inception_v3.imagenet1k_v1",
+    "resnet101.imagenet1k_v1",
+    "resnet50.imagenet1k_v2",
 ]
 
 
@@ -263,8 +272,7 @@ def test_inception_without_aux_logits_drops_the_head_after_loading(serve_weights
     assert not any(key.startswith("AuxLogits.") for key in model.state_dict())
     image = book_pipeline(342, 299)(photo()).unsqueeze(0)
     with torch.no_grad():
-        torch.testing.assert_close(model(image), reference_model("inception_v3", state_dict)(image),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(model(image), reference_model("inception_v3", state_dict)(image), rtol=0, atol=1e-5)
 
 
 def test_inception_transform_input_can_be_turned_off(serve_weights):
@@ -296,8 +304,7 @@ def test_weights_are_loaded_without_a_wasted_random_initialisation(serve_weights
 
 
 def test_densenet_file_with_current_key_names_loads_too(serve_weights):
-    state_dict = serve_weights("densenet121.imagenet1k_v1",
-                         writer=lambda name, sd, path: torch.save(sd, path))
+    state_dict = serve_weights("densenet121.imagenet1k_v1", writer=lambda name, sd, path: torch.save(sd, path))
     model = hub_load("densenet121", pretrained=True, progress=False)
     assert all(torch.equal(model.state_dict()[key], value) for key, value in state_dict.items())
 
@@ -312,7 +319,7 @@ def test_densenet_file_in_torchvisions_old_layout_loads_with_zero_batch_counters
         served.append((zipfile.is_zipfile(path), list(torch.load(path, weights_only=True))))
 
     state_dict = serve_weights("densenet121.imagenet1k_v1", writer=writer)
-    (is_zip, keys), = served                              # the file is what the test says it is
+    ((is_zip, keys),) = served  # the file is what the test says it is
     assert not is_zip and "features.denseblock1.denselayer1.norm.1.weight" in keys
     assert "features.denseblock1.denselayer1.norm1.weight" not in keys
     assert not any(key.endswith("num_batches_tracked") for key in keys)
@@ -326,8 +333,10 @@ def test_densenet_file_in_torchvisions_old_layout_loads_with_zero_batch_counters
             assert torch.equal(loaded[key], value), key
 
 
-@pytest.mark.parametrize("device", [
-    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
 @pytest.mark.parametrize("set_name", ["resnet18.imagenet1k_v1", "densenet121.imagenet1k_v1"])
 def test_map_location_puts_every_tensor_on_the_device_and_predict_follows(set_name, device, serve_weights):
     state_dict = serve_weights(set_name)
@@ -349,8 +358,13 @@ def test_map_location_puts_every_tensor_on_the_device_and_predict_follows(set_na
 
 def test_weights_by_tag_full_name_default_or_torchvision_enum(serve_weights):
     serve_weights("resnet18.imagenet1k_v1")
-    for weights in ("IMAGENET1K_V1", "imagenet1k_v1", "resnet18.imagenet1k_v1", "DEFAULT",
-                    torchvision.models.ResNet18_Weights.IMAGENET1K_V1):
+    for weights in (
+        "IMAGENET1K_V1",
+        "imagenet1k_v1",
+        "resnet18.imagenet1k_v1",
+        "DEFAULT",
+        torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    ):
         assert hub_load("resnet18", weights=weights, progress=False).weights.name == "resnet18.imagenet1k_v1"
     model = hub_load("resnet18", pretrained=True, weights="IMAGENET1K_V1", progress=False)
     assert model.weights.name == "resnet18.imagenet1k_v1"
@@ -374,14 +388,18 @@ def test_torchvision_enum_of_another_model_is_an_error(offline):
         hub_load("resnet18", weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1)
 
 
-@pytest.mark.parametrize(("name", "kwargs", "expected", "received"), [
-    ("resnet101", {"num_classes": 10}, "num_classes=1000", "num_classes=10"),
-    ("squeezenet1_1", {"num_classes": 2}, "num_classes=1000", "num_classes=2"),
-    ("vgg11", {"init_weights": True}, "init_weights=False", "init_weights=True"),
-    ("inception_v3", {"init_weights": True}, "init_weights=False", "init_weights=True"),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "expected", "received"),
+    [
+        ("resnet101", {"num_classes": 10}, "num_classes=1000", "num_classes=10"),
+        ("squeezenet1_1", {"num_classes": 2}, "num_classes=1000", "num_classes=2"),
+        ("vgg11", {"init_weights": True}, "init_weights=False", "init_weights=True"),
+        ("inception_v3", {"init_weights": True}, "init_weights=False", "init_weights=True"),
+    ],
+)
 def test_arguments_that_contradict_the_weights_are_refused_before_downloading(
-        name, kwargs, expected, received, offline):
+    name, kwargs, expected, received, offline
+):
     with pytest.raises(ValueError) as info:
         hub_load(name, pretrained=True, **kwargs)
     assert expected in str(info.value) and received in str(info.value)
@@ -521,7 +539,7 @@ def test_predict_runs_in_eval_mode_and_restores_training(small_model):
 
 def test_predict_crops_equals_predict_on_the_original_images(small_model):
     images = [photo(), photo(300, 200, seed=1), photo(180, 260, seed=2)]
-    crops = [small_model.transforms.crop_pixels(image) for image in images]     # what Ray's decoding tasks make
+    crops = [small_model.transforms.crop_pixels(image) for image in images]  # what Ray's decoding tasks make
     assert {tuple(c.shape) for c in crops} == {(224, 224, 3)}
     expected = small_model.predict(images, topk=4)
     got = small_model.predict_crops(crops, topk=4)
@@ -543,9 +561,15 @@ def test_model_pickles_and_loads_in_a_fresh_process(small_model, tmp_path):
     script = (
         "import sys, torch, json; sys.path.insert(0, sys.argv[3])\n"
         "m = torch.load(sys.argv[1], weights_only=False)\n"
-        "print(json.dumps([type(m).__module__, type(m).__name__, m.predict(sys.argv[2], topk=3)]))\n")
-    out = subprocess.run([sys.executable, "-c", script, str(path), str(image_path), str(REPO_DIR)],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        "print(json.dumps([type(m).__module__, type(m).__name__, m.predict(sys.argv[2], topk=3)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(image_path), str(REPO_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     module, cls, result = json.loads(out.stdout)
     assert (module, cls) == ("dlwp_models.models.classifiers", "SqueezeNet")

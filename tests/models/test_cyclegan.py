@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision import transforms as T
+from upstream_code import BookResNetGenerator
 
 from dlwp_models import ImageInputError, IncompatibleWeightsError, UnsafeFileError, WeightsNotFoundError
-from upstream_code import BookResNetGenerator
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 TOL = 1 / 255 + 1e-6  # one 8-bit level
@@ -28,27 +28,41 @@ TOL = 1 / 255 + 1e-6  # one 8-bit level
 # design.md §4: 48 tensors, model.1.weight … model.26.bias, 11,378,179 parameters. Written out here
 # from the design (not read from the module under test).
 EXPECTED_SHAPES: list[tuple[str, tuple[int, ...]]] = [
-    ("model.1.weight", (64, 3, 7, 7)), ("model.1.bias", (64,)),
-    ("model.4.weight", (128, 64, 3, 3)), ("model.4.bias", (128,)),
-    ("model.7.weight", (256, 128, 3, 3)), ("model.7.bias", (256,)),
-    *[(f"model.{block}.conv_block.{conv}.{kind}", (256, 256, 3, 3) if kind == "weight" else (256,))
-      for block in range(10, 19) for conv in (1, 5) for kind in ("weight", "bias")],
-    ("model.19.weight", (256, 128, 3, 3)), ("model.19.bias", (128,)),
-    ("model.22.weight", (128, 64, 3, 3)), ("model.22.bias", (64,)),
-    ("model.26.weight", (3, 64, 7, 7)), ("model.26.bias", (3,)),
+    ("model.1.weight", (64, 3, 7, 7)),
+    ("model.1.bias", (64,)),
+    ("model.4.weight", (128, 64, 3, 3)),
+    ("model.4.bias", (128,)),
+    ("model.7.weight", (256, 128, 3, 3)),
+    ("model.7.bias", (256,)),
+    *[
+        (f"model.{block}.conv_block.{conv}.{kind}", (256, 256, 3, 3) if kind == "weight" else (256,))
+        for block in range(10, 19)
+        for conv in (1, 5)
+        for kind in ("weight", "bias")
+    ],
+    ("model.19.weight", (256, 128, 3, 3)),
+    ("model.19.bias", (128,)),
+    ("model.22.weight", (128, 64, 3, 3)),
+    ("model.22.bias", (64,)),
+    ("model.26.weight", (3, 64, 7, 7)),
+    ("model.26.bias", (3,)),
 ]
 NUM_PARAMS = 11_378_179
 # the InstanceNorm layers (and their channels) whose running statistics junyanz's 2018 files carry
 INSTANCE_NORMS: list[tuple[str, int]] = [
-    ("model.2", 64), ("model.5", 128), ("model.8", 256),
+    ("model.2", 64),
+    ("model.5", 128),
+    ("model.8", 256),
     *[(f"model.{block}.conv_block.{norm}", 256) for block in range(10, 19) for norm in (2, 6)],
-    ("model.20", 128), ("model.23", 64),
+    ("model.20", 128),
+    ("model.23", 64),
 ]
 
 
 # --------------------------------------------------------------------------- the book's code
 # The generator exactly as the book's notebook defines it (tests/upstream_code.py) is the
 # reference the hub model is compared with.
+
 
 def book_pipeline(net: nn.Module, img: Image.Image, resize: int = 256) -> torch.Tensor:
     """The notebook's steps: Resize(256), ToTensor(), unsqueeze, netG, (out + 1) / 2 → (3, H, W)."""
@@ -76,13 +90,14 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
 
 # --------------------------------------------------------------------------- generated weight files
 
+
 @dataclass
 class WeightFile:
     layout: str
     path: Path
     data: bytes
-    state_dict: dict[str, torch.Tensor]      # the 48 generator tensors the file holds
-    reference: BookResNetGenerator           # the book's generator holding those tensors
+    state_dict: dict[str, torch.Tensor]  # the 48 generator tensors the file holds
+    reference: BookResNetGenerator  # the book's generator holding those tensors
 
 
 def _random_book_generator(seed: int) -> BookResNetGenerator:
@@ -130,8 +145,9 @@ def served_entry(server, name: str, data: bytes) -> dict:
     """The bundled horse2zebra entry (format, transforms, meta), its file served from 127.0.0.1
     and pinned by git blob SHA-1 like the real one."""
     entry = bundled_entry()
-    entry["files"] = {"state_dict": {"filename": name, "urls": [server.serve(name, data)],
-                                     "git_blob_sha1": git_blob_sha1(data)}}
+    entry["files"] = {
+        "state_dict": {"filename": name, "urls": [server.serve(name, data)], "git_blob_sha1": git_blob_sha1(data)}
+    }
     return entry
 
 
@@ -162,6 +178,7 @@ def book_model(weight_server, weight_files, tmp_path_factory) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- loading
+
 
 @pytest.mark.parametrize("layout", ["book", "junyanz"])
 def test_hub_load_pretrained_reads_served_file_strictly(layout, weight_server, weight_files, make_manifest):
@@ -253,8 +270,18 @@ def _mutations(sd: dict[str, torch.Tensor]) -> dict[str, tuple[object, str]]:
     }
 
 
-@pytest.mark.parametrize("mutation", ["missing", "wrong-shape", "transposed-shape", "extra-key",
-                                      "running-stats-on-a-conv", "dataparallel-prefix", "not-a-state-dict"])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "missing",
+        "wrong-shape",
+        "transposed-shape",
+        "extra-key",
+        "running-stats-on-a-conv",
+        "dataparallel-prefix",
+        "not-a-state-dict",
+    ],
+)
 def test_incompatible_local_file_is_refused_naming_the_first_bad_key(mutation, weight_files, tmp_path):
     content, named = _mutations(weight_files["book"].state_dict)[mutation]
     path = tmp_path / "bad.pth"
@@ -264,8 +291,7 @@ def test_incompatible_local_file_is_refused_naming_the_first_bad_key(mutation, w
     assert named in str(info.value)
 
 
-def test_incompatible_served_file_is_refused_naming_the_first_bad_key(weight_server, weight_files,
-                                                                      make_manifest):
+def test_incompatible_served_file_is_refused_naming_the_first_bad_key(weight_server, weight_files, make_manifest):
     content = dict(weight_files["junyanz"].state_dict)
     del content["model.13.conv_block.5.weight"]
     del content["model.26.bias"]
@@ -289,7 +315,7 @@ def test_file_with_arbitrary_objects_is_refused(tmp_path):
 
 def test_unknown_weight_names_and_missing_files_are_refused(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="(?i)horse2zebra"):
-        hub_load(weights="zebra2horse")          # names the valid choices
+        hub_load(weights="zebra2horse")  # names the valid choices
     with pytest.raises(FileNotFoundError, match="not an existing file"):
         hub_load(weights=str(tmp_path / "latest_net_G.pth"))
     with pytest.raises(FileNotFoundError):
@@ -307,16 +333,20 @@ def test_manifest_entry_with_unknown_transform_setting_fails_before_download(wei
 
 # --------------------------------------------------------------------------- translate
 
-@pytest.mark.parametrize(("width", "height", "resize"), [
-    (128, 128, 64),    # a square, to 64×64
-    (500, 400, 256),   # downscaled to 320×256
-    (80, 120, 64),     # portrait, 64×96
-])
+
+@pytest.mark.parametrize(
+    ("width", "height", "resize"),
+    [
+        (128, 128, 64),  # a square, to 64×64
+        (500, 400, 256),  # downscaled to 320×256
+        (80, 120, 64),  # portrait, 64×96
+    ],
+)
 def test_book_preset_equals_the_books_pipeline(book_model, weight_files, width, height, resize):
     img = photo(width, height, seed=width)
     want = book_pipeline(weight_files["book"].reference, img, resize=resize)
-    assert want.shape[1] % 4 == 0 and want.shape[2] % 4 == 0   # where the book keeps the size
-    assert want.std() > 0.05                                    # a non-trivial picture
+    assert want.shape[1] % 4 == 0 and want.shape[2] % 4 == 0  # where the book keeps the size
+    assert want.std() > 0.05  # a non-trivial picture
 
     got = book_model.translate(img, size=resize, preset="book")
 
@@ -340,8 +370,8 @@ def test_trained_preset_feeds_minus_one_to_one(book_model, weight_files):
         hook.remove()
 
     assert (trained - want).abs().max() <= TOL
-    assert torch.allclose(seen[0], x[None], atol=1e-6)                 # [-1, 1], as trained
-    assert torch.allclose(seen[1], (x[None] + 1) / 2, atol=1e-6)       # [0, 1], as the book feeds it
+    assert torch.allclose(seen[0], x[None], atol=1e-6)  # [-1, 1], as trained
+    assert torch.allclose(seen[1], (x[None] + 1) / 2, atol=1e-6)  # [0, 1], as the book feeds it
     assert seen[0].min() < -0.5 and seen[1].min() >= 0
 
 
@@ -353,14 +383,17 @@ def test_bundled_transforms_are_the_trained_preprocessing(book_model):
     assert torch.allclose(got, want, atol=1e-6)
 
 
-@pytest.mark.parametrize(("width", "height", "size", "expected"), [
-    (61, 47, None, (61, 47)),
-    (50, 33, None, (50, 33)),
-    (9, 13, None, (9, 13)),
-    (314, 256, None, (314, 256)),  # the book's example: its pipeline returns 316×256
-    (100, 70, 37, (52, 37)),       # resized to an odd shorter side
-    (70, 101, 45, (45, 64)),
-])
+@pytest.mark.parametrize(
+    ("width", "height", "size", "expected"),
+    [
+        (61, 47, None, (61, 47)),
+        (50, 33, None, (50, 33)),
+        (9, 13, None, (9, 13)),
+        (314, 256, None, (314, 256)),  # the book's example: its pipeline returns 316×256
+        (100, 70, 37, (52, 37)),  # resized to an odd shorter side
+        (70, 101, 45, (45, 64)),
+    ],
+)
 def test_odd_sizes_come_back_the_size_they_went_in(book_model, weight_files, width, height, size, expected):
     img = photo(width, height, seed=height)
     out = book_model.translate(img, size=size)
@@ -371,14 +404,14 @@ def test_odd_sizes_come_back_the_size_they_went_in(book_model, weight_files, wid
     pad_w, pad_h = -expected[0] % 4, -expected[1] % 4
     padded = F.pad(x[None], (0, pad_w, 0, pad_h), mode="reflect")
     with torch.no_grad():
-        want = (weight_files["book"].reference(padded)[0, :, :expected[1], :expected[0]] + 1) / 2
+        want = (weight_files["book"].reference(padded)[0, :, : expected[1], : expected[0]] + 1) / 2
     assert (as_float(out) - want).abs().max() <= TOL
 
 
 def test_batches_of_mixed_sizes_and_kinds(book_model):
     a, b = photo(64, 48, seed=1), photo(40, 56, seed=2)
-    c = np.asarray(photo(50, 50, seed=3))                       # numpy HWC uint8
-    d = as_float(photo(36, 44, seed=4))                         # float CHW tensor in [0, 1]
+    c = np.asarray(photo(50, 50, seed=3))  # numpy HWC uint8
+    d = as_float(photo(36, 44, seed=4))  # float CHW tensor in [0, 1]
     inputs = [a, b, c, d, a]
 
     outs = book_model.translate(inputs, size=None)
@@ -388,7 +421,7 @@ def test_batches_of_mixed_sizes_and_kinds(book_model):
     for out, single in zip(outs, singles):
         assert (as_float(out) - as_float(single)).abs().max() <= TOL
     assert np.array_equal(np.asarray(outs[0]), np.asarray(outs[4]))
-    assert book_model.translate([a], size=None)[0].size == (64, 48)   # a list of one gives a list
+    assert book_model.translate([a], size=None)[0].size == (64, 48)  # a list of one gives a list
 
 
 def test_nchw_tensor_is_a_batch(book_model):
@@ -415,14 +448,17 @@ def test_translate_is_deterministic_and_leaves_the_model_alone(book_model):
     assert all(torch.equal(v, before[k]) for k, v in book_model.state_dict().items())
 
 
-@pytest.mark.parametrize(("kwargs", "error", "message"), [
-    ({"preset": "paper"}, ValueError, "preset"),
-    ({"size": 0}, ValueError, "size"),
-    ({"size": 4}, ValueError, "at least 8"),
-    ({"size": True}, ValueError, "size"),
-    ({"size": "256"}, ValueError, "size"),
-    ({"max_pixels": 0}, ValueError, "max_pixels"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"preset": "paper"}, ValueError, "preset"),
+        ({"size": 0}, ValueError, "size"),
+        ({"size": 4}, ValueError, "at least 8"),
+        ({"size": True}, ValueError, "size"),
+        ({"size": "256"}, ValueError, "size"),
+        ({"max_pixels": 0}, ValueError, "max_pixels"),
+    ],
+)
 def test_bad_translate_arguments(book_model, kwargs, error, message):
     with pytest.raises(error, match=message):
         book_model.translate(photo(32, 32), **kwargs)
@@ -431,11 +467,11 @@ def test_bad_translate_arguments(book_model, kwargs, error, message):
 def test_too_small_image_is_refused(book_model):
     with pytest.raises(ImageInputError, match="at least 8 pixels"):
         book_model.translate(photo(20, 6), size=None)
-    assert book_model.translate(photo(20, 6), size=8).size == (26, 8)   # resizing up works
+    assert book_model.translate(photo(20, 6), size=8).size == (26, 8)  # resizing up works
 
 
 def test_memory_guard_refuses_huge_images_before_running(book_model):
-    huge = Image.new("RGB", (4200, 2100))                       # 8.8 MP kept at size=None
+    huge = Image.new("RGB", (4200, 2100))  # 8.8 MP kept at size=None
     with pytest.raises(ImageInputError, match="memory guard") as info:
         book_model.translate(huge, size=None)
     assert "size=" in str(info.value) and "max_pixels=" in str(info.value)
@@ -446,15 +482,18 @@ def test_memory_guard_refuses_huge_images_before_running(book_model):
     assert book_model.translate(photo(60, 60), size=None, max_pixels=None).size == (60, 60)
 
 
-@pytest.mark.parametrize(("bad", "error"), [
-    (torch.rand(4, 32, 32), ImageInputError),                  # 4 channels
-    (torch.rand(32, 32), ImageInputError),                     # no channel dimension
-    (torch.rand(3, 32, 32) * 2, ImageInputError),              # float outside [0, 1]
-    (np.zeros((32, 32, 3), dtype=np.float32), ImageInputError),
-    ("no/such/horse.jpg", FileNotFoundError),
-    (42, TypeError),
-    ([], ImageInputError),
-])
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (torch.rand(4, 32, 32), ImageInputError),  # 4 channels
+        (torch.rand(32, 32), ImageInputError),  # no channel dimension
+        (torch.rand(3, 32, 32) * 2, ImageInputError),  # float outside [0, 1]
+        (np.zeros((32, 32, 3), dtype=np.float32), ImageInputError),
+        ("no/such/horse.jpg", FileNotFoundError),
+        (42, TypeError),
+        ([], ImageInputError),
+    ],
+)
 def test_bad_images_are_refused(book_model, bad, error):
     with pytest.raises(error):
         book_model.translate(bad)

@@ -20,12 +20,12 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from random_weights import randomise_batchnorm
 from torch import nn
 
 from dlwp_models.errors import MissingDependencyError
 from dlwp_models.models import onnx_backend
 from dlwp_models.weights.manifest import bundled_manifest_path
-from random_weights import randomise_batchnorm
 
 BUNDLED = {e["name"]: e for e in json.loads(bundled_manifest_path().read_text())["weights"]}
 
@@ -43,10 +43,12 @@ def weight_bytes() -> dict:
     from dlwp_models.models.cyclegan import ResNetGenerator
 
     files = {}
-    for key, make, seed in (("resnet18", torchvision.models.resnet18, 0),
-                            ("squeezenet1_1", torchvision.models.squeezenet1_1, 1),
-                            ("squeezenet1_1-b", torchvision.models.squeezenet1_1, 2),
-                            ("cyclegan", ResNetGenerator, 3)):
+    for key, make, seed in (
+        ("resnet18", torchvision.models.resnet18, 0),
+        ("squeezenet1_1", torchvision.models.squeezenet1_1, 1),
+        ("squeezenet1_1-b", torchvision.models.squeezenet1_1, 2),
+        ("cyclegan", ResNetGenerator, 3),
+    ):
         torch.manual_seed(seed)
         buf = io.BytesIO()
         torch.save(random_state_dict(make(), seed), buf)
@@ -91,8 +93,10 @@ def photo(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
 
 
-PHOTOS = [photo(w, h, seed) for seed, (w, h) in enumerate([(320, 240), (240, 320), (500, 281), (256, 256),
-                                                           (640, 480), (300, 450)])]
+PHOTOS = [
+    photo(w, h, seed)
+    for seed, (w, h) in enumerate([(320, 240), (240, 320), (500, 281), (256, 256), (640, 480), (300, 450)])
+]
 
 
 def graphs(hub_home) -> list:
@@ -114,21 +118,21 @@ def test_predict_backend_gives_eager_top5_and_a_second_model_reuses_the_cached_g
     eager = model.predict(PHOTOS, batch_size=4)
     fast = model.predict(PHOTOS, batch_size=4, backend="onnxruntime")
     assert_same_predictions(fast, eager)
-    assert model.predict(PHOTOS[0], backend="onnxruntime").labels == eager[0].labels   # one image, same session
-    graph, = graphs(hub_home)
+    assert model.predict(PHOTOS[0], backend="onnxruntime").labels == eager[0].labels  # one image, same session
+    (graph,) = graphs(hub_home)
     assert graph.parent == model.weight_file.path.parent
     assert graph.name.startswith(model.weight_file.name + ".torch") and ".224x224.onnx" in graph.name
     record = json.loads(graph.with_name(graph.name + ".verified").read_text())
     assert record["source_sha256"] == model.weight_file.sha256 and len(exports) == 1
 
-    again = resnet18(pretrained=True, progress=False)          # a new model object: the file, not the session
+    again = resnet18(pretrained=True, progress=False)  # a new model object: the file, not the session
     assert_same_predictions(again.predict(PHOTOS, backend="onnxruntime"), eager)
     assert len(exports) == 1 and graphs(hub_home) == [graph]
 
 
 def test_new_weights_or_a_new_onnxruntime_make_a_new_graph(serve, exports, hub_home, monkeypatch):
-    from hubconf import squeezenet1_1
     from dlwp_models.models import onnx_graphs
+    from hubconf import squeezenet1_1
 
     serve("squeezenet1_1.imagenet1k_v1", "squeezenet1_1")
     first = squeezenet1_1(pretrained=True, progress=False).predict(PHOTOS[:2], backend="onnxruntime")
@@ -137,7 +141,7 @@ def test_new_weights_or_a_new_onnxruntime_make_a_new_graph(serve, exports, hub_h
     second = model.predict(PHOTOS[:2], backend="onnxruntime")
     assert len(exports) == 2 and len(graphs(hub_home)) == 2
     assert_same_predictions(second, model.predict(PHOTOS[:2]))
-    assert [row.labels for row in first] != [row.labels for row in second]   # the new weights really ran
+    assert [row.labels for row in first] != [row.labels for row in second]  # the new weights really ran
 
     real_versions = onnx_graphs.onnx_versions
     monkeypatch.setattr(onnx_backend, "onnx_versions", lambda: (real_versions()[0], "99.0.0"))
@@ -153,15 +157,15 @@ def test_a_damaged_cached_graph_is_made_again_not_loaded(serve, exports, hub_hom
     model = squeezenet1_1(pretrained=True, progress=False)
     eager = model.predict(PHOTOS[:3])
     model.predict(PHOTOS[:1], backend="onnxruntime")
-    graph, = graphs(hub_home)
+    (graph,) = graphs(hub_home)
     st = graph.stat()
     damaged = bytearray(graph.read_bytes())
     if damage == "truncated":
         damaged = damaged[: len(damaged) // 2]
         graph.write_bytes(bytes(damaged))
-    else:                                     # bytes changed where the record cannot see it
+    else:  # bytes changed where the record cannot see it
         middle = len(damaged) // 2
-        damaged[middle:middle + 64] = bytes(64)
+        damaged[middle : middle + 64] = bytes(64)
         graph.write_bytes(bytes(damaged))
         os.utime(graph, ns=(st.st_atime_ns, st.st_mtime_ns))
     caplog.set_level(logging.WARNING, logger="dlwp_models.weights.store")
@@ -179,7 +183,7 @@ def test_parameters_changed_after_loading_are_not_served_by_the_cached_graph(ser
 
     serve("squeezenet1_1.imagenet1k_v1", "squeezenet1_1")
     squeezenet1_1(pretrained=True, progress=False).predict(PHOTOS[:1], backend="onnxruntime")
-    graph, = graphs(hub_home)
+    (graph,) = graphs(hub_home)
     cached = graph.read_bytes()
     model = squeezenet1_1(pretrained=True, progress=False)
     with torch.no_grad():
@@ -187,7 +191,7 @@ def test_parameters_changed_after_loading_are_not_served_by_the_cached_graph(ser
     caplog.set_level(logging.WARNING, logger="dlwp_models.models.onnx_backend")
     assert_same_predictions(model.predict(PHOTOS[:3], backend="onnxruntime"), model.predict(PHOTOS[:3]))
     assert "does not reproduce the model" in caplog.text
-    assert len(exports) == 2 and graph.read_bytes() == cached      # the cache still holds the file's graph
+    assert len(exports) == 2 and graph.read_bytes() == cached  # the cache still holds the file's graph
 
 
 def test_a_random_model_exports_for_the_process_only(exports, hub_home):
@@ -204,14 +208,14 @@ def test_translate_backend_matches_eager_at_several_sizes(serve, exports, hub_ho
 
     serve("cyclegan.horse2zebra", "cyclegan")
     model = cyclegan(pretrained=True, progress=False)
-    images = [PHOTOS[1], PHOTOS[2]]                 # portrait and landscape
-    for size in (64, 45):                       # 45: not a multiple of 4 (padded, cropped back)
+    images = [PHOTOS[1], PHOTOS[2]]  # portrait and landscape
+    for size in (64, 45):  # 45: not a multiple of 4 (padded, cropped back)
         eager = model.translate(images, size=size)
         fast = model.translate(images, size=size, backend="onnxruntime")
         for a, b in zip(eager, fast, strict=True):
             assert a.size == b.size
             assert int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max()) <= 1
-    graph, = graphs(hub_home)
+    (graph,) = graphs(hub_home)
     assert graph.name.endswith(".anysize.onnx") and len(exports) == 1
     book = model.translate(PHOTOS[3], size=48, preset="book", backend="onnxruntime")
     assert book.size == (48, 48) and len(exports) == 1
@@ -221,16 +225,16 @@ def test_translate_backend_matches_eager_at_several_sizes(serve, exports, hub_ho
 
 
 def test_backend_without_onnxruntime_says_which_extra_to_install(monkeypatch):
-    from hubconf import squeezenet1_1
     from dlwp_models.models.cyclegan import ResNetGenerator
+    from hubconf import squeezenet1_1
 
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)     # import onnxruntime now raises ImportError
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     model = squeezenet1_1()
     with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[onnx\]"'):
         model.predict(PHOTOS[0], backend="onnxruntime")
     with pytest.raises(MissingDependencyError, match="onnxruntime"):
         ResNetGenerator(n_blocks=0).translate(PHOTOS[0], size=32, backend="onnxruntime")
-    assert isinstance(model.predict(PHOTOS[0]).labels, list)   # eager still works
+    assert isinstance(model.predict(PHOTOS[0]).labels, list)  # eager still works
 
 
 def test_cli_without_onnxruntime_fails_before_any_download(monkeypatch, tmp_path, capsys):

@@ -13,15 +13,15 @@ import textwrap
 import pytest
 import torch
 import torchvision
+from conftest import REPO_DIR, git_blob_sha1, sha256_of
+from github_api import Asset, FakeGitHub
 
 import dlwp_models
 from dlwp_models import IncompatibleWeightsError
-from dlwp_models.errors import PublishError
 from dlwp_models.cli.main import main
+from dlwp_models.errors import PublishError
 from dlwp_models.inputs.transforms import ClassifierTransform
 from dlwp_models.publish import mirror_manifest, publish_checkpoint
-from conftest import REPO_DIR, git_blob_sha1, sha256_of
-from github_api import Asset, FakeGitHub
 
 REPO = "team/dlwp"
 LABELS = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
@@ -59,8 +59,11 @@ def finetuned(tmp_path_factory):
 def checkout(tmp_path):
     """A copy of the repository, as a collaborator's clone: publishing edits its manifest."""
     dest = tmp_path / "clone"
-    shutil.copytree(REPO_DIR, dest, ignore=shutil.ignore_patterns(".git", "__pycache__", "tests", "*.egg-info",
-                                                                  "benchmarks", ".pytest_cache"))
+    shutil.copytree(
+        REPO_DIR,
+        dest,
+        ignore=shutil.ignore_patterns(".git", "__pycache__", "tests", "*.egg-info", "benchmarks", ".pytest_cache"),
+    )
     return dest
 
 
@@ -78,25 +81,49 @@ LOAD_AND_PREDICT = textwrap.dedent("""
 
 def test_publish_then_collaborator_loads_by_tag_and_predicts_their_labels(api_env, finetuned, checkout, tmp_path):
     checkpoint, labels, net = finetuned
-    code = main(["publish", str(checkpoint), "--model", "resnet50", "--tag", "ants_and_bees", "--repo", REPO,
-                 "--release", "weights-v1", "--manifest", str(checkout / "weights" / "manifest.json"),
-                 "--categories", str(labels), "-q"])
+    code = main(
+        [
+            "publish",
+            str(checkpoint),
+            "--model",
+            "resnet50",
+            "--tag",
+            "ants_and_bees",
+            "--repo",
+            REPO,
+            "--release",
+            "weights-v1",
+            "--manifest",
+            str(checkout / "weights" / "manifest.json"),
+            "--categories",
+            str(labels),
+            "-q",
+        ]
+    )
     assert code == 0
-    entry = next(e for e in json.loads((checkout / "weights" / "manifest.json").read_text())["weights"]
-                 if e["name"] == "resnet50.ants_and_bees")
+    entry = next(
+        e
+        for e in json.loads((checkout / "weights" / "manifest.json").read_text())["weights"]
+        if e["name"] == "resnet50.ants_and_bees"
+    )
     spec = entry["files"]["state_dict"]
     assert spec["filename"] == f"resnet50-ants_and_bees-{spec['sha256'][:8]}.pth"
     assert spec["urls"] == [f"{api_env.base}/{REPO}/releases/download/weights-v1/{spec['filename']}"]
     assert entry["meta"]["categories"] == LABELS and entry["default"] is False
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLWP_")}
-    result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(checkout), "ANTS_AND_BEES"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(checkout), "ANTS_AND_BEES"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
     assert loaded["categories"] == LABELS and loaded["weights"] == "resnet50.ants_and_bees"
-    assert [label for label, _ in loaded["prediction"]] and all(l in LABELS for l, _ in loaded["prediction"])
-    torch.manual_seed(0)                                   # the subprocess's image, made the same way
+    assert [label for label, _ in loaded["prediction"]] and all(label in LABELS for label, _ in loaded["prediction"])
+    torch.manual_seed(0)  # the subprocess's image, made the same way
     image = torch.rand(3, 240, 320)
     with torch.inference_mode():
         transform = ClassifierTransform.from_weights(dlwp_models.get_weights("DEFAULT", "resnet50"))
@@ -132,8 +159,15 @@ def test_an_asset_with_the_same_name_and_other_bytes_is_an_error(api_env, finetu
 def test_a_failed_uploads_empty_leftover_is_deleted_before_retrying(api_env, finetuned, tmp_path):
     checkpoint, labels, _ = finetuned
     api_env.fail_next_upload = True
-    entry = publish_checkpoint(checkpoint, model="resnet50", tag="retry", repo=REPO, release="weights-v4",
-                               manifest=tmp_path / "m.json", categories=labels)
+    entry = publish_checkpoint(
+        checkpoint,
+        model="resnet50",
+        tag="retry",
+        repo=REPO,
+        release="weights-v4",
+        manifest=tmp_path / "m.json",
+        categories=labels,
+    )
     assets = api_env.releases[(REPO, "weights-v4")].assets
     assert [(a.name, a.state) for a in assets] == [(entry["files"]["state_dict"]["filename"], "uploaded")]
     assert any(method == "DELETE" for method, _ in api_env.calls)
@@ -143,9 +177,28 @@ def test_dry_run_touches_nothing_and_prints_the_entry(api_env, finetuned, checko
     checkpoint, labels, _ = finetuned
     manifest = checkout / "weights" / "manifest.json"
     before = manifest.read_bytes()
-    assert main(["publish", str(checkpoint), "--model", "resnet50", "--tag", "dry", "--repo", REPO,
-                 "--release", "weights-v5", "--manifest", str(manifest), "--categories", str(labels),
-                 "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "publish",
+                str(checkpoint),
+                "--model",
+                "resnet50",
+                "--tag",
+                "dry",
+                "--repo",
+                REPO,
+                "--release",
+                "weights-v5",
+                "--manifest",
+                str(manifest),
+                "--categories",
+                str(labels),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert '"name": "resnet50.dry"' in out and "dry run: nothing was uploaded" in out
     assert manifest.read_bytes() == before
@@ -156,49 +209,102 @@ def test_checkpoint_that_does_not_fit_the_architecture_names_the_first_bad_key(a
     state = torchvision.models.resnet18(weights=None).state_dict()
     torch.save(state, tmp_path / "r18.pth")
     with pytest.raises(IncompatibleWeightsError, match="layer1.0.conv3.weight|unexpected key|has shape"):
-        publish_checkpoint(tmp_path / "r18.pth", model="resnet50", tag="x", repo=REPO, release="r",
-                           manifest=tmp_path / "m.json", dry_run=True)
+        publish_checkpoint(
+            tmp_path / "r18.pth",
+            model="resnet50",
+            tag="x",
+            repo=REPO,
+            release="r",
+            manifest=tmp_path / "m.json",
+            dry_run=True,
+        )
 
 
 def test_more_classes_than_imagenet_without_labels_is_refused(finetuned, tmp_path):
     checkpoint, _, _ = finetuned
     with pytest.raises(PublishError, match="give --categories"):
-        publish_checkpoint(checkpoint, model="resnet50", tag="x", repo=REPO, release="r",
-                           manifest=tmp_path / "m.json", dry_run=True)
+        publish_checkpoint(
+            checkpoint, model="resnet50", tag="x", repo=REPO, release="r", manifest=tmp_path / "m.json", dry_run=True
+        )
 
 
 def test_missing_token_says_how_to_set_it(finetuned, tmp_path, monkeypatch):
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     checkpoint, labels, _ = finetuned
     with pytest.raises(PublishError, match="GITHUB_TOKEN is not set"):
-        publish_checkpoint(checkpoint, model="resnet50", tag="x", repo=REPO, release="r",
-                           manifest=tmp_path / "m.json", categories=labels)
+        publish_checkpoint(
+            checkpoint,
+            model="resnet50",
+            tag="x",
+            repo=REPO,
+            release="r",
+            manifest=tmp_path / "m.json",
+            categories=labels,
+        )
 
 
 def test_wrong_token_is_a_clear_error(api_env, finetuned, tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", "wrong")
     checkpoint, labels, _ = finetuned
     with pytest.raises(PublishError, match="HTTP 401.*token is missing or invalid"):
-        publish_checkpoint(checkpoint, model="resnet50", tag="x", repo=REPO, release="r",
-                           manifest=tmp_path / "m.json", categories=labels)
+        publish_checkpoint(
+            checkpoint,
+            model="resnet50",
+            tag="x",
+            repo=REPO,
+            release="r",
+            manifest=tmp_path / "m.json",
+            categories=labels,
+        )
 
 
-def test_mirror_manifest_rehosts_files_and_loads_then_come_from_the_release(api_env, weight_server, tmp_path,
-                                                                             monkeypatch, hub_home):
+def test_mirror_manifest_rehosts_files_and_loads_then_come_from_the_release(
+    api_env, weight_server, tmp_path, monkeypatch, hub_home
+):
     whole, part_a, part_b = os.urandom(300_000), os.urandom(1000), os.urandom(2000)
     manifest = tmp_path / "upstream.json"
-    manifest.write_text(json.dumps({"schema_version": 1, "weights": [
-        {"name": "testnet.v1", "model": "testnet", "default": True, "format": "torchvision", "files": {
-            "state_dict": {"filename": "mirror-whole.pth", "urls": [weight_server.serve("mirror-whole.pth", whole)],
-                           "git_blob_sha1": git_blob_sha1(whole)},
-            "encoder": {"filename": "mirror-joined.pth", "parts": [
-                {"filename": "mirror-a.pth", "urls": [weight_server.serve("mirror-a.pth", part_a)],
-                 "sha256": sha256_of(part_a)},
-                {"filename": "mirror-b.pth", "urls": [weight_server.serve("mirror-b.pth", part_b)],
-                 "sha256": sha256_of(part_b)}]}}}]}))
-    assert main(["publish", "--mirror-manifest", "--repo", REPO, "--release", "mirror", "--manifest",
-                 str(manifest), "-q"]) == 0
-    again = mirror_manifest(repo=REPO, release="mirror", manifest=manifest, progress=False)   # idempotent
+    manifest.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "weights": [
+                    {
+                        "name": "testnet.v1",
+                        "model": "testnet",
+                        "default": True,
+                        "format": "torchvision",
+                        "files": {
+                            "state_dict": {
+                                "filename": "mirror-whole.pth",
+                                "urls": [weight_server.serve("mirror-whole.pth", whole)],
+                                "git_blob_sha1": git_blob_sha1(whole),
+                            },
+                            "encoder": {
+                                "filename": "mirror-joined.pth",
+                                "parts": [
+                                    {
+                                        "filename": "mirror-a.pth",
+                                        "urls": [weight_server.serve("mirror-a.pth", part_a)],
+                                        "sha256": sha256_of(part_a),
+                                    },
+                                    {
+                                        "filename": "mirror-b.pth",
+                                        "urls": [weight_server.serve("mirror-b.pth", part_b)],
+                                        "sha256": sha256_of(part_b),
+                                    },
+                                ],
+                            },
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    assert (
+        main(["publish", "--mirror-manifest", "--repo", REPO, "--release", "mirror", "--manifest", str(manifest), "-q"])
+        == 0
+    )
+    again = mirror_manifest(repo=REPO, release="mirror", manifest=manifest, progress=False)  # idempotent
     assert len(again) == 2
     uploads = [p for m, p in api_env.calls if m == "POST" and p.startswith("/uploads/")]
     assert len(uploads) == 2
@@ -209,15 +315,18 @@ def test_mirror_manifest_rehosts_files_and_loads_then_come_from_the_release(api_
     assert files["encoder"]["urls"] == [f"{release}/mirror-joined.pth"]
     assert files["encoder"]["sha256"] == sha256_of(part_a + part_b)
 
-    shutil.rmtree(hub_home / "hub" / "checkpoints")                    # a fresh machine
+    shutil.rmtree(hub_home / "hub" / "checkpoints")  # a fresh machine
     monkeypatch.setenv("DLWP_MANIFEST", str(manifest))
     upstream_before = len(weight_server.hits_for("mirror-whole.pth")) + len(weight_server.hits_for("mirror-a.pth"))
     paths = dlwp_models.fetch(dlwp_models.get_weights("testnet.v1"), progress=False)
     assert paths["state_dict"].read_bytes() == whole and paths["encoder"].read_bytes() == part_a + part_b
-    assert len(weight_server.hits_for("mirror-whole.pth")) + len(weight_server.hits_for("mirror-a.pth")) == upstream_before
+    assert (
+        len(weight_server.hits_for("mirror-whole.pth")) + len(weight_server.hits_for("mirror-a.pth")) == upstream_before
+    )
 
 
 # ----------------------------------------------------------------------------- one-off sharing
+
 
 def hub_resnet50(**kwargs):
     return torch.hub.load(str(REPO_DIR), "resnet50", source="local", **kwargs)
@@ -269,8 +378,16 @@ def test_num_classes_that_contradicts_the_file_is_refused(finetuned):
 
 def publish_to(tmp_path, finetuned, **kwargs):
     checkpoint, labels, _ = finetuned
-    return publish_checkpoint(checkpoint, model="resnet50", tag="tok", repo=REPO, release="r-token",
-                              manifest=tmp_path / "m.json", categories=labels, **kwargs)
+    return publish_checkpoint(
+        checkpoint,
+        model="resnet50",
+        tag="tok",
+        repo=REPO,
+        release="r-token",
+        manifest=tmp_path / "m.json",
+        categories=labels,
+        **kwargs,
+    )
 
 
 def test_token_echoed_by_an_error_reply_is_never_shown(api_env, finetuned, tmp_path, capsys):
@@ -283,9 +400,28 @@ def test_token_echoed_by_an_error_reply_is_never_shown(api_env, finetuned, tmp_p
 
     api_env.echo_headers_next = True
     checkpoint, labels, _ = finetuned
-    assert main(["publish", str(checkpoint), "--model", "resnet50", "--tag", "tok", "--repo", REPO,
-                 "--release", "r-token", "--manifest", str(tmp_path / "m.json"), "--categories", str(labels),
-                 "-q"]) == 1
+    assert (
+        main(
+            [
+                "publish",
+                str(checkpoint),
+                "--model",
+                "resnet50",
+                "--tag",
+                "tok",
+                "--repo",
+                REPO,
+                "--release",
+                "r-token",
+                "--manifest",
+                str(tmp_path / "m.json"),
+                "--categories",
+                str(labels),
+                "-q",
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert api_env.token not in captured.err + captured.out and "HTTP 500" in captured.err
 
@@ -305,18 +441,21 @@ def test_token_never_goes_to_a_host_named_by_upload_url(api_env, finetuned, tmp_
         thief.close()
 
 
-@pytest.mark.parametrize("api_url,why", [
-    ("http://api.example.invalid/api/v3", "must be an https:// URL"),
-    ("https://user:s3cret@api.example.invalid/api/v3", "must not contain credentials"),
-    ("ftp://api.example.invalid/", "must be an https:// URL"),
-])
+@pytest.mark.parametrize(
+    "api_url,why",
+    [
+        ("http://api.example.invalid/api/v3", "must be an https:// URL"),
+        ("https://user:s3cret@api.example.invalid/api/v3", "must not contain credentials"),
+        ("ftp://api.example.invalid/", "must be an https:// URL"),
+    ],
+)
 def test_unsafe_api_urls_are_refused_before_any_request(finetuned, tmp_path, monkeypatch, capsys, api_url, why):
     monkeypatch.setenv("GITHUB_TOKEN", "tok-secret-123")
     monkeypatch.setenv("GITHUB_API_URL", api_url)
     with pytest.raises(PublishError, match=why) as info:
         publish_to(tmp_path, finetuned)
     assert "s3cret" not in str(info.value) and "tok-secret-123" not in str(info.value)
-    with pytest.raises(PublishError, match=why) as info:          # the dry run's printed URL too
+    with pytest.raises(PublishError, match=why) as info:  # the dry run's printed URL too
         publish_to(tmp_path, finetuned, dry_run=True)
     assert "s3cret" not in str(info.value)
 
@@ -324,5 +463,7 @@ def test_unsafe_api_urls_are_refused_before_any_request(finetuned, tmp_path, mon
 def test_token_masking_covers_token_like_text():
     from dlwp_models.publish.github import _mask
 
-    assert _mask("auth: Bearer abc.def, token ghp_0123456789abcdef; s3-cret", "s3-cret") == \
-        "auth: Bearer ***, token ***; ***"
+    assert (
+        _mask("auth: Bearer abc.def, token ghp_0123456789abcdef; s3-cret", "s3-cret")
+        == "auth: Bearer ***, token ***; ***"
+    )

@@ -11,18 +11,17 @@ import time
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the [serve] extra: pip install -e \".[serve]\"")
+pytest.importorskip("fastapi", reason='the [serve] extra: pip install -e ".[serve]"')
 
-import httpx  # noqa: E402
+import httpx
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from dlwp_models.errors import BatcherClosed, QueueFull  # noqa: E402
-from dlwp_models.inputs.predictions import Prediction  # noqa: E402
-from dlwp_models.serve import app as app_module  # noqa: E402
-from dlwp_models.serve.batching import Batcher  # noqa: E402
-from dlwp_models.serve.state import Served, ServerState, ServeSettings  # noqa: E402
-from dlwp_models.tasks.classify import Classify  # noqa: E402
+from dlwp_models.errors import BatcherClosed, QueueFull
+from dlwp_models.inputs.predictions import Prediction
+from dlwp_models.serve import app as app_module
+from dlwp_models.serve.batching import Batcher
+from dlwp_models.serve.state import Served, ServerState, ServeSettings
+from dlwp_models.tasks.classify import Classify
 
 
 class StandInModel:
@@ -75,8 +74,10 @@ def test_surplus_requests_are_refused_undecoded_and_decodes_are_bounded(monkeypa
     async def requests() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            sent = [client.post("/v1/classify", content=b"photo %d" % i, headers={"Content-Type": "image/jpeg"})
-                    for i in range(12)]
+            sent = [
+                client.post("/v1/classify", content=b"photo %d" % i, headers={"Content-Type": "image/jpeg"})
+                for i in range(12)
+            ]
             loop = asyncio.get_running_loop()
             loop.call_later(1.5, task.release.set)
             return await asyncio.gather(*sent)
@@ -87,10 +88,10 @@ def test_surplus_requests_are_refused_undecoded_and_decodes_are_bounded(monkeypa
         task.release.set()
         state.close()
     statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200] * 5 + [503] * 7, statuses         # 5 places in the queue, decoding included
-    assert task.prepared == 5                                    # a refused upload is never decoded
-    assert task.most_preparing == 2                              # decode_slots at a time, no more
-    assert state.batchers["stand-in"].pending() == 0             # every place was given back
+    assert statuses == [200] * 5 + [503] * 7, statuses  # 5 places in the queue, decoding included
+    assert task.prepared == 5  # a refused upload is never decoded
+    assert task.most_preparing == 2  # decode_slots at a time, no more
+    assert state.batchers["stand-in"].pending() == 0  # every place was given back
 
 
 def test_a_place_is_given_back_when_preparation_fails_and_closing_refuses_new_ones():
@@ -108,11 +109,11 @@ def test_a_place_is_given_back_when_preparation_fails_and_closing_refuses_new_on
                 with batcher.admit():
                     pass
             with pytest.raises(QueueFull):
-                batcher.check_room()                 # the same answer, asked before an upload is read
+                batcher.check_room()  # the same answer, asked before an upload is read
             assert batcher.pending() == 2
             assert await first.submit("k", 7).future == 7
         assert batcher.pending() == 0
-        batcher.check_room()                         # room: no exception, and no place taken
+        batcher.check_room()  # room: no exception, and no place taken
         assert batcher.pending() == 0
         with batcher.admit() as late:
             batcher.close(5)

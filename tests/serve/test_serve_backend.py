@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("onnxruntime", reason="the [onnx] extra: pip install -e \".[onnx]\"")
-pytest.importorskip("fastapi", reason="the [serve] extra: pip install -e \".[serve]\"")
+pytest.importorskip("onnxruntime", reason='the [onnx] extra: pip install -e ".[onnx]"')
+pytest.importorskip("fastapi", reason='the [serve] extra: pip install -e ".[serve]"')
 
-from dlwp_models.cli.main import main  # noqa: E402
-from dlwp_models.hub import build  # noqa: E402
-from dlwp_models.serve.state import Served  # noqa: E402
-from dlwp_models.tasks import backend_for  # noqa: E402
-from dlwp_models.tasks.classify import Classify  # noqa: E402
+from dlwp_models.cli.main import main
+from dlwp_models.hub import build
+from dlwp_models.serve.state import Served
+from dlwp_models.tasks import backend_for
+from dlwp_models.tasks.classify import Classify
 
 
 def test_classify_task_answers_alike_with_either_backend(monkeypatch):
@@ -28,15 +28,16 @@ def test_classify_task_answers_alike_with_either_backend(monkeypatch):
 
     torch.manual_seed(0)
     model = build("squeezenet1_1")
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8))
-              for i in range(3)]
+    images = [
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8)) for i in range(3)
+    ]
     answers = {}
-    task = Classify(topk=1000)                                    # every category
+    task = Classify(topk=1000)  # every category
     for backend in ("eager", "onnxruntime"):
         served = Served("squeezenet1_1", model, Classify, backend_for("squeezenet1_1", backend))
         items = [task.prepare(model, image) for image in images]
         answers[backend] = served.run_batch((task, task.batch_key(items[0])), items)
-        assert bool(runs) == (backend == "onnxruntime")           # the backend really ran the network
+        assert bool(runs) == (backend == "onnxruntime")  # the backend really ran the network
     for eager, onnx in zip(answers["eager"], answers["onnxruntime"]):
         by_index = dict(zip(onnx.indices, onnx.percents))
         assert sorted(by_index) == list(range(1000))

@@ -12,12 +12,12 @@ import textwrap
 import time
 
 import pytest
+from conftest import REPO_DIR, sha256_of
+from loopback import Fault
 
 import dlwp_models
 from dlwp_models import DownloadError, get_weights
 from dlwp_models.weights import http
-from conftest import REPO_DIR, sha256_of
-from loopback import Fault
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 4321)
 
@@ -38,15 +38,26 @@ def fetch():
 def test_unsized_flood_stops_at_the_budget(make_manifest, weight_server, hub_home, monkeypatch):
     weight_server.serve("flood.pth", PAYLOAD)
     weight_server.inject("flood.pth", Fault("flood", after=400 << 20))
-    make_manifest([entry({"state_dict": {"filename": "flood.pth", "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url("flood.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "flood.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "urls": [weight_server.url("flood.pth")],
+                    }
+                }
+            )
+        ]
+    )
     monkeypatch.setenv("DLWP_MAX_DOWNLOAD_BYTES", str(1 << 20))
     started = time.monotonic()
     with pytest.raises(DownloadError, match="over the download budget|budget of 1048576") as info:
         fetch()
     assert "DLWP_MAX_DOWNLOAD_BYTES" in str(info.value)
     assert time.monotonic() - started < 10
-    assert cache_files(hub_home) == []                       # nothing half-written is left
+    assert cache_files(hub_home) == []  # nothing half-written is left
     # the next request (no fault left) gets the real file within the budget's default
     monkeypatch.delenv("DLWP_MAX_DOWNLOAD_BYTES")
     assert fetch().read_bytes() == PAYLOAD
@@ -55,8 +66,20 @@ def test_unsized_flood_stops_at_the_budget(make_manifest, weight_server, hub_hom
 def test_sized_entry_reads_at_most_its_size(make_manifest, weight_server, hub_home, monkeypatch):
     weight_server.serve("sized-flood.pth", PAYLOAD)
     weight_server.inject("sized-flood.pth", Fault("flood", after=400 << 20))
-    make_manifest([entry({"state_dict": {"filename": "sized-flood.pth", "sha256": sha256_of(PAYLOAD),
-                                         "size": len(PAYLOAD), "urls": [weight_server.url("sized-flood.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "sized-flood.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "size": len(PAYLOAD),
+                        "urls": [weight_server.url("sized-flood.pth")],
+                    }
+                }
+            )
+        ]
+    )
     seen = []
     real = http.read_limited
 
@@ -76,12 +99,23 @@ def test_sized_entry_reads_at_most_its_size(make_manifest, weight_server, hub_ho
 
 
 def test_content_encoding_is_never_decoded_into_the_cache(make_manifest, weight_server, hub_home):
-    bomb = gzip.compress(b"\0" * (64 << 20))                # 64 MiB from ~64 KiB
+    bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB from ~64 KiB
     weight_server.serve("gzipped.pth", PAYLOAD)
     weight_server.inject("gzipped.pth", Fault("body", 200, body=bomb, headers={"Content-Encoding": "gzip"}))
-    make_manifest([entry({"state_dict": {"filename": "gzipped.pth", "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url("gzipped.pth"), weight_server.url("gzipped.pth")]}})])
-    assert fetch().read_bytes() == PAYLOAD                   # the second URL (no fault) is used
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "gzipped.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "urls": [weight_server.url("gzipped.pth"), weight_server.url("gzipped.pth")],
+                    }
+                }
+            )
+        ]
+    )
+    assert fetch().read_bytes() == PAYLOAD  # the second URL (no fault) is used
     assert [h.status for h in weight_server.hits_for("gzipped.pth")] == [200, 200]
 
 
@@ -93,7 +127,7 @@ def test_gzip_body_read_raw_never_inflates(weight_server):
     weight_server.inject("raw.bin", Fault("body", 200, body=bomb, headers={"Content-Encoding": "identity"}))
     with requests.get(weight_server.url("raw.bin"), stream=True, timeout=5) as resp:
         got = b"".join(http.read_limited(resp, budget=len(bomb), watch=http.Stopwatch()))
-    assert got == bomb                                       # the bytes sent, not what they decode to
+    assert got == bomb  # the bytes sent, not what they decode to
 
 
 def test_a_drip_is_abandoned_and_the_next_source_tried(make_manifest, weight_server, monkeypatch):
@@ -102,8 +136,19 @@ def test_a_drip_is_abandoned_and_the_next_source_tried(make_manifest, weight_ser
     weight_server.serve("drip.pth", PAYLOAD)
     weight_server.serve("drip-ok.pth", PAYLOAD)
     weight_server.inject("drip.pth", Fault("drip", seconds=0.1, after=200))
-    make_manifest([entry({"state_dict": {"filename": "drip.pth", "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url("drip.pth"), weight_server.url("drip-ok.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "drip.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "urls": [weight_server.url("drip.pth"), weight_server.url("drip-ok.pth")],
+                    }
+                }
+            )
+        ]
+    )
     started = time.monotonic()
     assert fetch().read_bytes() == PAYLOAD
     assert time.monotonic() - started < 5
@@ -114,7 +159,7 @@ def test_stall_limits_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DLWP_STALL_SECONDS", "5")
     monkeypatch.setenv("DLWP_STALL_BYTES_PER_S", "10")
     assert http.stall_limits() == (10.0, 5.0)
-    monkeypatch.setenv("DLWP_STALL_SECONDS", "0.5")             # any positive window, any rate from 0
+    monkeypatch.setenv("DLWP_STALL_SECONDS", "0.5")  # any positive window, any rate from 0
     monkeypatch.setenv("DLWP_STALL_BYTES_PER_S", "0")
     assert http.stall_limits() == (0.0, 0.5)
     monkeypatch.setenv("DLWP_STALL_SECONDS", "soon")
@@ -127,11 +172,11 @@ def test_stall_limits_come_from_the_environment(monkeypatch):
 
 def test_stopwatch_measures_any_window():
     watch = http.Stopwatch(rate=1000, window=0.3)
-    for _ in range(3):                                       # fast enough: no stall
+    for _ in range(3):  # fast enough: no stall
         watch.add(1000)
         time.sleep(0.1)
     with pytest.raises(http.StallError):
-        for _ in range(20):                                  # then a drip
+        for _ in range(20):  # then a drip
             watch.add(1)
             time.sleep(0.05)
     with pytest.raises(http.StallError, match="deadline"):
@@ -140,44 +185,72 @@ def test_stopwatch_measures_any_window():
         deadline.add(1)
 
 
-@pytest.mark.parametrize("status,headers", [
-    (206, {"Content-Range": "bytes 0-9/10"}),
-    (416, {"Content-Range": "bytes */10"}),
-    (204, {}),
-    (300, {}),
-])
-def test_odd_status_of_a_mirror_falls_through_to_the_manifest_url(make_manifest, weight_server, monkeypatch,
-                                                                  status, headers):
+@pytest.mark.parametrize(
+    "status,headers",
+    [
+        (206, {"Content-Range": "bytes 0-9/10"}),
+        (416, {"Content-Range": "bytes */10"}),
+        (204, {}),
+        (300, {}),
+    ],
+)
+def test_odd_status_of_a_mirror_falls_through_to_the_manifest_url(
+    make_manifest, weight_server, monkeypatch, status, headers
+):
     name = f"odd-{status}.pth"
     weight_server.serve(name, PAYLOAD)
-    make_manifest([entry({"state_dict": {"filename": name, "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url(name)]}})])
+    make_manifest(
+        [entry({"state_dict": {"filename": name, "sha256": sha256_of(PAYLOAD), "urls": [weight_server.url(name)]}})]
+    )
     weight_server.inject(name, Fault("status", status, headers=headers))
     monkeypatch.setenv("DLWP_MIRROR", f"{weight_server.base}/files")
     assert fetch().read_bytes() == PAYLOAD
     assert [h.status for h in weight_server.hits_for(name)] == [status, 200]
 
 
-def test_mixed_redirect_chain_is_refused_before_the_plain_request(make_manifest, https_server, weight_server,
-                                                                 trust_https):
+def test_mixed_redirect_chain_is_refused_before_the_plain_request(
+    make_manifest, https_server, weight_server, trust_https
+):
     https_server.serve("chain.pth", PAYLOAD)
     weight_server.serve("chain-hop.pth", PAYLOAD)
     # https -> http (the attacker's hop) -> back to https
     weight_server.inject("chain-hop.pth", Fault("status", 302, headers={"Location": https_server.url("chain.pth")}))
     https_server.inject("chain.pth", Fault("status", 302, headers={"Location": weight_server.url("chain-hop.pth")}))
-    make_manifest([entry({"state_dict": {"filename": "chain.pth", "sha256_prefix": sha256_of(PAYLOAD)[:8],
-                                         "urls": [https_server.url("chain.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "chain.pth",
+                        "sha256_prefix": sha256_of(PAYLOAD)[:8],
+                        "urls": [https_server.url("chain.pth")],
+                    }
+                }
+            )
+        ]
+    )
     with pytest.raises(DownloadError, match="plain http:// is refused"):
         fetch()
-    assert weight_server.hits_for("chain-hop.pth") == []      # the plain request was never made
+    assert weight_server.hits_for("chain-hop.pth") == []  # the plain request was never made
 
 
 def test_redirect_loop_is_bounded(make_manifest, weight_server):
     weight_server.serve("loop.pth", PAYLOAD)
     loop = Fault("status", 302, headers={"Location": weight_server.url("loop.pth")})
     weight_server.inject("loop.pth", *[loop] * (http.MAX_REDIRECTS + 1))
-    make_manifest([entry({"state_dict": {"filename": "loop.pth", "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url("loop.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "loop.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "urls": [weight_server.url("loop.pth")],
+                    }
+                }
+            )
+        ]
+    )
     with pytest.raises(DownloadError, match="more than 10 redirects"):
         fetch()
     weight_server.faults["loop.pth"].clear()
@@ -191,9 +264,21 @@ KILLED_SCRIPT = textwrap.dedent("""
 
 def test_resume_across_runs_after_sigkill(make_manifest, weight_server, hub_home):
     weight_server.serve("resumed.pth", PAYLOAD)
-    weight_server.delay_per_chunk["resumed.pth"] = 0.05    # ~2.4 s for the whole file
-    make_manifest([entry({"state_dict": {"filename": "resumed.pth", "sha256": sha256_of(PAYLOAD),
-                                         "size": len(PAYLOAD), "urls": [weight_server.url("resumed.pth")]}})])
+    weight_server.delay_per_chunk["resumed.pth"] = 0.05  # ~2.4 s for the whole file
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "resumed.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "size": len(PAYLOAD),
+                        "urls": [weight_server.url("resumed.pth")],
+                    }
+                }
+            )
+        ]
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
     proc = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT], env=env, stderr=subprocess.PIPE)
     partial = hub_home / "hub" / "checkpoints" / "dlwp" / f"sha256-{sha256_of(PAYLOAD)}" / "resumed.pth.resume"
@@ -220,12 +305,23 @@ def test_a_kept_partial_that_does_not_verify_is_fetched_again(make_manifest, wei
     from dlwp_models.weights.manifest import get_weights as weights_of
 
     weight_server.serve("poisoned.pth", PAYLOAD)
-    make_manifest([entry({"state_dict": {"filename": "poisoned.pth", "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url("poisoned.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "poisoned.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "urls": [weight_server.url("poisoned.pth")],
+                    }
+                }
+            )
+        ]
+    )
     spec = weights_of("hostile.v1").files["state_dict"]
     (hub_home / "hub" / "checkpoints" / "dlwp" / f"sha256-{sha256_of(PAYLOAD)}").mkdir(parents=True)
     path = resume.start_resumable(spec, weight_server.url("poisoned.pth"))
-    path.write_bytes(b"evil" * 1000)                           # not the file's first bytes
+    path.write_bytes(b"evil" * 1000)  # not the file's first bytes
     assert fetch().read_bytes() == PAYLOAD
     assert [h.range for h in weight_server.hits_for("poisoned.pth")] == ["bytes=4000-", None]
 
@@ -241,12 +337,15 @@ def test_deeply_nested_manifest_is_a_manifest_error(tmp_path, monkeypatch, shape
     path = tmp_path / "deep.json"
     if shape == "list":
         path.write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
-    else:                                              # valid JSON, parts within parts
+    else:  # valid JSON, parts within parts
         depth = 5000
-        leaf = '{"filename": "x.pth", "sha256": "%s", "urls": ["https://example.invalid/x"]}' % ("0" * 64)
+        leaf = '{"filename": "x.pth", "sha256": "' + "0" * 64 + '", "urls": ["https://example.invalid/x"]}'
         nested = '{"filename": "x.pth", "parts": [' * depth + leaf + "]}" * depth
-        path.write_text('{"schema_version": 1, "weights": [{"name": "deep.v1", "model": "deep", "format": '
-                        '"torchvision", "files": {"state_dict": %s}}]}' % nested, encoding="utf-8")
+        path.write_text(
+            '{"schema_version": 1, "weights": [{"name": "deep.v1", "model": "deep", "format": '
+            '"torchvision", "files": {"state_dict": ' + nested + "}}]}",
+            encoding="utf-8",
+        )
     with pytest.raises(ManifestError, match="nested too deeply|parts"):
         read_manifest(path)
 
@@ -255,7 +354,7 @@ def test_read_only_cache_with_stale_records_is_a_clear_message(one_cached, hub_h
     from dlwp_models.weights import store
 
     path = one_cached
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))      # the record no longer describes the file
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # the record no longer describes the file
     (path.parent / (path.name + ".lock")).unlink(missing_ok=True)
 
     def read_only(*args, **kwargs):
@@ -264,7 +363,7 @@ def test_read_only_cache_with_stale_records_is_a_clear_message(one_cached, hub_h
     from filelock import FileLock
 
     monkeypatch.setattr(FileLock, "acquire", read_only)
-    assert fetch().read_bytes() == PAYLOAD                   # right bytes: verified without the lock
+    assert fetch().read_bytes() == PAYLOAD  # right bytes: verified without the lock
     path.write_bytes(PAYLOAD[:-1] + b"!")
     with pytest.raises(store.CacheWriteError, match="cannot be written.*make the folder writable") as info:
         fetch()
@@ -276,27 +375,50 @@ def test_full_disk_names_the_file_and_what_to_do(make_manifest, weight_server, h
 
     weight_server.serve("nospace.pth", PAYLOAD)
     weight_server.serve("nospace-2.pth", PAYLOAD)
-    make_manifest([entry({"state_dict": {"filename": "nospace.pth", "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url("nospace.pth"), weight_server.url("nospace-2.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "nospace.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "urls": [weight_server.url("nospace.pth"), weight_server.url("nospace-2.pth")],
+                    }
+                }
+            )
+        ]
+    )
     written = []
 
     def disk_full(action, spec, doing):
         if doing == "write the download":
             written.append(doing)
             if len(written) > 3:
-                raise store.disk_error(OSError(28, "No space left on device"), store.cached_path(spec),
-                                       f"{doing} of {spec.filename}")
+                raise store.disk_error(
+                    OSError(28, "No space left on device"), store.cached_path(spec), f"{doing} of {spec.filename}"
+                )
         return action()
 
     monkeypatch.setattr(download, "_cache_write", disk_full)
     with pytest.raises(store.CacheWriteError, match="write the download of nospace.pth.*disk holding .* is full"):
         fetch()
-    assert weight_server.hits_for("nospace-2.pth") == []      # no other source tried: it would not help
+    assert weight_server.hits_for("nospace-2.pth") == []  # no other source tried: it would not help
 
 
 @pytest.fixture
 def one_cached(make_manifest, weight_server):
     weight_server.serve("ro.pth", PAYLOAD)
-    make_manifest([entry({"state_dict": {"filename": "ro.pth", "sha256": sha256_of(PAYLOAD),
-                                         "urls": [weight_server.url("ro.pth")]}})])
+    make_manifest(
+        [
+            entry(
+                {
+                    "state_dict": {
+                        "filename": "ro.pth",
+                        "sha256": sha256_of(PAYLOAD),
+                        "urls": [weight_server.url("ro.pth")],
+                    }
+                }
+            )
+        ]
+    )
     return fetch()

@@ -40,7 +40,7 @@ def read_all(resp: requests.Response, budget: int) -> bytes:
 def test_each_read_asks_for_at_most_one_byte_past_the_budget_and_never_decodes():
     resp = response(b"x" * 25)
     assert read_all(resp, 25) == b"x" * 25
-    assert resp.raw.asks == [(26, False), (1, False)]            # the 26th byte would be one too many
+    assert resp.raw.asks == [(26, False), (1, False)]  # the 26th byte would be one too many
 
 
 def test_a_body_past_the_budget_is_refused_at_the_first_byte_too_many():
@@ -48,7 +48,7 @@ def test_a_body_past_the_budget_is_refused_at_the_first_byte_too_many():
     with pytest.raises(http.HttpLimitError) as info:
         read_all(resp, 10)
     assert str(info.value) == "more than the budget of 10 bytes"
-    assert resp.raw.asks == [(11, False)]                         # 11 bytes read, none handed on
+    assert resp.raw.asks == [(11, False)]  # 11 bytes read, none handed on
 
 
 def test_big_bodies_are_read_in_short_reads():
@@ -63,8 +63,9 @@ def test_a_body_the_server_encoded_is_refused_before_any_read(encoding):
     resp = response(b"\x1f\x8b...", Content_Encoding=encoding)
     with pytest.raises(http.HttpLimitError) as info:
         read_all(resp, 100)
-    assert str(info.value) == (f"the server applied Content-Encoding {encoding.strip().lower()!r} although "
-                               "identity was asked")
+    assert str(info.value) == (
+        f"the server applied Content-Encoding {encoding.strip().lower()!r} although identity was asked"
+    )
     assert resp.raw.asks == []
 
 
@@ -73,15 +74,18 @@ def test_identity_or_an_empty_encoding_is_read(encoding):
     assert read_all(response(b"abc", Content_Encoding=encoding), 3) == b"abc"
 
 
-@pytest.mark.parametrize(("status", "headers", "total"), [
-    (200, {"Content_Length": "42"}, 42),
-    (200, {}, None),                                              # chunked: no length announced
-    (200, {"Content_Length": "forty"}, None),
-    (200, {"Content_Length": ""}, None),
-    (206, {"Content_Range": "bytes 10-41/42", "Content_Length": "32"}, 42),   # the whole file's size
-    (206, {"Content_Range": "bytes 10-41/*"}, None),
-    (206, {"Content_Length": "32"}, None),                        # a 206 without its range says nothing
-])
+@pytest.mark.parametrize(
+    ("status", "headers", "total"),
+    [
+        (200, {"Content_Length": "42"}, 42),
+        (200, {}, None),  # chunked: no length announced
+        (200, {"Content_Length": "forty"}, None),
+        (200, {"Content_Length": ""}, None),
+        (206, {"Content_Range": "bytes 10-41/42", "Content_Length": "32"}, 42),  # the whole file's size
+        (206, {"Content_Range": "bytes 10-41/*"}, None),
+        (206, {"Content_Length": "32"}, None),  # a 206 without its range says nothing
+    ],
+)
 def test_the_announced_size_is_the_whole_files(status, headers, total):
     assert _total_from(response(status=status, **headers)) == total
 
@@ -129,7 +133,7 @@ def test_a_transfer_under_the_rate_stalls_once_a_whole_window_has_passed(monkeyp
     clock = Clock(monkeypatch)
     watch = http.Stopwatch(rate=100, window=10)
     clock.add(watch, 1, 500)
-    clock.add(watch, 6, 0)               # 500 bytes in 6 s: under the rate, but not a window yet
+    clock.add(watch, 6, 0)  # 500 bytes in 6 s: under the rate, but not a window yet
     assert stall(clock, watch, 10) == "stalled: 500 bytes in the last 10s (under 100 B/s on average over 10s)"
 
 
@@ -145,7 +149,7 @@ def test_exactly_the_rate_is_not_a_stall(monkeypatch):
     clock = Clock(monkeypatch)
     watch = http.Stopwatch(rate=100, window=10)
     for second in range(1, 31):
-        clock.add(watch, second, 100)   # 100 B/s, never less, for three windows
+        clock.add(watch, second, 100)  # 100 B/s, never less, for three windows
     assert watch.total == 3000
 
 

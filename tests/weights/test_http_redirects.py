@@ -8,16 +8,16 @@ from __future__ import annotations
 import errno
 
 import pytest
+from conftest import one_file_spec
 from requests.structures import CaseInsensitiveDict
 
 from dlwp_models.weights import download, http, store
-from conftest import one_file_spec
 
 
 class Answer:
     def __init__(self, status: int, location: str | None = None) -> None:
         self.status_code = status
-        self.headers = CaseInsensitiveDict({} if location is None else {"Location": location})   # as requests
+        self.headers = CaseInsensitiveDict({} if location is None else {"Location": location})  # as requests
         self.closed = False
 
     def close(self) -> None:
@@ -39,20 +39,28 @@ class Session:
 
 
 def get(session: Session, checked: list[str]):
-    return http.get_checked(session, "https://a.test/start", check=checked.append, headers={"Range": "bytes=5-"},
-                            timeout=(3.0, 7.0))
+    return http.get_checked(
+        session, "https://a.test/start", check=checked.append, headers={"Range": "bytes=5-"}, timeout=(3.0, 7.0)
+    )
 
 
 def test_every_hop_is_checked_then_asked_for_without_requests_following_it():
     session, checked = Session(hops=2), []
     answer = get(session, checked)
     assert answer.status_code == 200 and not answer.closed
-    assert checked == [url for url, _ in session.requests] == [
-        "https://a.test/start", "https://a.test/1", "https://a.test/2"]
+    assert (
+        checked
+        == [url for url, _ in session.requests]
+        == ["https://a.test/start", "https://a.test/1", "https://a.test/2"]
+    )
     for _, kwargs in session.requests:
-        assert kwargs == {"headers": {"Range": "bytes=5-"}, "stream": True, "timeout": (3.0, 7.0),
-                          "allow_redirects": False}
-    assert all(a.closed for a in session.answers[:-1])         # each redirect's connection is given back
+        assert kwargs == {
+            "headers": {"Range": "bytes=5-"},
+            "stream": True,
+            "timeout": (3.0, 7.0),
+            "allow_redirects": False,
+        }
+    assert all(a.closed for a in session.answers[:-1])  # each redirect's connection is given back
 
 
 def test_a_refused_hop_is_never_requested():
@@ -92,5 +100,6 @@ def test_a_disk_failing_while_a_download_is_written_names_the_step_the_file_and_
     assert str(info.value) == (
         f"could not write the download of net.pth ({path}): No space left on device; the disk holding "
         f"{path.parent} is full. Free some space there, or set TORCH_HOME to a folder on a disk with room, and "
-        "run again (a download resumes where it stopped).")
+        "run again (a download resumes where it stopped)."
+    )
     assert download._cache_write(lambda: 42, one_file_spec(sha256="ab" * 32), "write the download") == 42

@@ -10,8 +10,11 @@ import pytest
 from dlwp_models import ManifestError, WeightsNotFoundError, get_weights, list_weights
 from dlwp_models.weights.manifest import bundled_manifest_path, parse_manifest, read_manifest
 
-GOOD_FILE = {"filename": "net-0123abcd.pth", "urls": ["https://example.invalid/net-0123abcd.pth"],
-             "sha256_prefix": "0123abcd"}
+GOOD_FILE = {
+    "filename": "net-0123abcd.pth",
+    "urls": ["https://example.invalid/net-0123abcd.pth"],
+    "sha256_prefix": "0123abcd",
+}
 
 
 def manifest(*entries: dict) -> dict:
@@ -19,8 +22,15 @@ def manifest(*entries: dict) -> dict:
 
 
 def good_entry(**changes) -> dict:
-    entry = {"name": "testnet.v1", "model": "testnet", "default": True, "format": "torchvision",
-             "files": {"state_dict": copy.deepcopy(GOOD_FILE)}, "transforms": {}, "meta": {}}
+    entry = {
+        "name": "testnet.v1",
+        "model": "testnet",
+        "default": True,
+        "format": "torchvision",
+        "files": {"state_dict": copy.deepcopy(GOOD_FILE)},
+        "transforms": {},
+        "meta": {},
+    }
     entry.update(changes)
     return entry
 
@@ -43,14 +53,17 @@ def test_file_name_that_is_not_a_plain_base_name_is_refused(filename):
     assert "'testnet.v1'" in str(info.value) and "files.state_dict.filename" in str(info.value)
 
 
-@pytest.mark.parametrize("field, value, fragment", [
-    ("sha256", "abc", "files.state_dict.sha256"),
-    ("sha256_prefix", "0123", "files.state_dict.sha256_prefix"),
-    ("git_blob_sha1", "z" * 40, "files.state_dict.git_blob_sha1"),
-    ("size", -1, "files.state_dict.size"),
-    ("urls", "https://x", "files.state_dict.urls"),
-    ("colour", "red", "files.state_dict.colour"),
-])
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("sha256", "abc", "files.state_dict.sha256"),
+        ("sha256_prefix", "0123", "files.state_dict.sha256_prefix"),
+        ("git_blob_sha1", "z" * 40, "files.state_dict.git_blob_sha1"),
+        ("size", -1, "files.state_dict.size"),
+        ("urls", "https://x", "files.state_dict.urls"),
+        ("colour", "red", "files.state_dict.colour"),
+    ],
+)
 def test_bad_file_field_names_entry_and_field(field, value, fragment):
     bad = good_entry(files={"state_dict": {**GOOD_FILE, field: value}})
     with pytest.raises(ManifestError, match=fragment.replace(".", r"\.")) as info:
@@ -64,8 +77,9 @@ def test_file_without_integrity_is_refused():
         parse_manifest(manifest(good_entry(files={"state_dict": spec})), "m.json")
 
 
-@pytest.mark.parametrize("field, value", [("format", "onnx"), ("default", "yes"), ("model", "9net"),
-                                          ("name", "othernet.v1"), ("files", {})])
+@pytest.mark.parametrize(
+    "field, value", [("format", "onnx"), ("default", "yes"), ("model", "9net"), ("name", "othernet.v1"), ("files", {})]
+)
 def test_bad_entry_field_is_named(field, value):
     with pytest.raises(ManifestError, match=rf"\.{field}\b"):
         parse_manifest(manifest(good_entry(**{field: value})), "m.json")
@@ -78,8 +92,7 @@ def test_wrong_schema_version_is_refused():
 
 def test_layered_manifest_replaces_same_name_and_adds(tmp_path, monkeypatch):
     extra = tmp_path / "extra.json"
-    replaced = good_entry(name="cyclegan.horse2zebra", model="cyclegan", format="cyclegan",
-                          meta={"note": "mine"})
+    replaced = good_entry(name="cyclegan.horse2zebra", model="cyclegan", format="cyclegan", meta={"note": "mine"})
     added = good_entry(name="cyclegan.mine", model="cyclegan", default=False, format="cyclegan")
     extra.write_text(json.dumps(manifest(replaced, added)))
     monkeypatch.setenv("DLWP_MANIFEST", str(extra))

@@ -14,11 +14,11 @@ import torch
 import torchvision
 from torchvision.models import get_model_weights
 
-from dlwp_models import WeightSet, list_weights
 import hubconf
+from dlwp_models import WeightSet, list_weights
 from dlwp_models.loading.modules import build_on_meta
-from dlwp_models.weights.manifest import bundled_manifest_path, read_manifest
 from dlwp_models.models.classifiers import CLASSIFIERS, categories_of
+from dlwp_models.weights.manifest import bundled_manifest_path, read_manifest
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 BUNDLED_SETS = [ws for ws in read_manifest(bundled_manifest_path()) if ws.format == "torchvision"]
@@ -26,10 +26,27 @@ BY_NAME = {ws.name: ws for ws in BUNDLED_SETS}
 MODELS = sorted({ws.model for ws in BUNDLED_SETS})
 # the book's family (design.md §4), written out here rather than read from the code under test
 BOOK_FAMILY = {
-    "alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-    "densenet121", "densenet161", "densenet169", "densenet201",
-    "squeezenet1_0", "squeezenet1_1", "inception_v3",
+    "alexnet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "inception_v3",
 }
 # design.md §3: full hashes (and sizes) pinned for these
 PINNED = {
@@ -40,8 +57,19 @@ PINNED = {
     "resnet50.imagenet1k_v1": ("0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a", 102530333),
     "resnet50.imagenet1k_v2": ("11ad3fa62ca79e40addfd354a8ec4b7c75143b3038b8d2a807fbc68deab379ca", 102540417),
 }
-META_KEYS = {"categories", "acc@1", "acc@5", "num_params", "gflops", "file_size_mb", "min_size", "license",
-             "provenance", "notes", "torchvision_weights"}
+META_KEYS = {
+    "categories",
+    "acc@1",
+    "acc@5",
+    "num_params",
+    "gflops",
+    "file_size_mb",
+    "min_size",
+    "license",
+    "provenance",
+    "notes",
+    "torchvision_weights",
+}
 
 
 def enum_of(ws: WeightSet):
@@ -93,8 +121,11 @@ def test_transforms_and_meta_agree_with_torchvision(ws):
     theirs = enum_of(ws)
     preset = theirs.transforms()
     assert dict(ws.transforms) == {
-        "resize": preset.resize_size[0], "crop": preset.crop_size[0],
-        "interpolation": preset.interpolation.value, "mean": preset.mean, "std": preset.std,
+        "resize": preset.resize_size[0],
+        "crop": preset.crop_size[0],
+        "interpolation": preset.interpolation.value,
+        "mean": preset.mean,
+        "std": preset.std,
     }
     metrics = theirs.meta["_metrics"]["ImageNet-1K"]
     assert set(ws.meta) == META_KEYS
@@ -134,8 +165,10 @@ def test_entrypoint_docstring_lists_its_weight_sets_with_accuracy(model):
 
 
 def test_importing_the_classifiers_does_not_import_torchvision():
-    code = ("import sys, hubconf as c; c.resnet101.__doc__; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    code = (
+        "import sys, hubconf as c; c.resnet101.__doc__; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

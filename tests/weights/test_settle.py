@@ -9,9 +9,10 @@ import json
 import os
 
 import pytest
+from conftest import git_blob_sha1, sha256_of
+from conftest import one_file_spec as spec
 
 from dlwp_models.weights import store
-from conftest import git_blob_sha1, one_file_spec as spec, sha256_of
 
 DATA = b"weights " * 1000
 
@@ -23,8 +24,14 @@ def placed(file_spec, data: bytes = DATA):
     return path
 
 
-@pytest.mark.parametrize("pins", [{"sha256": sha256_of(DATA)}, {"git_blob_sha1": git_blob_sha1(DATA)},
-                                  {"sha256": sha256_of(DATA), "git_blob_sha1": git_blob_sha1(DATA)}])
+@pytest.mark.parametrize(
+    "pins",
+    [
+        {"sha256": sha256_of(DATA)},
+        {"git_blob_sha1": git_blob_sha1(DATA)},
+        {"sha256": sha256_of(DATA), "git_blob_sha1": git_blob_sha1(DATA)},
+    ],
+)
 def test_a_file_placed_by_hand_is_checked_by_every_pin_then_recorded(hub_home, monkeypatch, pins):
     file_spec = spec(**pins)
     path = placed(file_spec)
@@ -33,7 +40,7 @@ def test_a_file_placed_by_hand_is_checked_by_every_pin_then_recorded(hub_home, m
     record = json.loads(path.with_name("net.pth.verified").read_text())
     assert record["sha256"] == sha256_of(DATA) and record["pinned"] == file_spec.integrity()
     monkeypatch.setattr(store, "hash_file", lambda *a, **k: pytest.fail("a recorded file was hashed again"))
-    assert store.settle(file_spec) == cached                        # the record now answers
+    assert store.settle(file_spec) == cached  # the record now answers
 
 
 def test_a_file_failing_its_blob_pin_is_removed(hub_home):
@@ -45,7 +52,7 @@ def test_a_file_failing_its_blob_pin_is_removed(hub_home):
 def copied_without_times(path, **record) -> None:
     """A record as the join wrote it, on a file whose times changed since (``cp`` without -p):
     the record no longer vouches for the file, which is hashed and compared with it."""
-    store._write_record(path, **record)
+    store.write_record(path, **record)
     os.utime(path, ns=(10**18, 10**18))
 
 
@@ -53,11 +60,11 @@ def test_a_joined_file_is_accepted_only_with_the_record_of_its_verified_join(hub
     part = {"filename": "net.pth.0", "sha256": sha256_of(DATA), "urls": ["https://a.test/net.pth.0"]}
     file_spec = spec(parts=[part])
     path = placed(file_spec)
-    assert store.settle(file_spec) is None and path.exists()        # cannot be checked: left for a new join
+    assert store.settle(file_spec) is None and path.exists()  # cannot be checked: left for a new join
     copied_without_times(path, sha256=sha256_of(b"other bytes"), pinned=file_spec.integrity())
-    assert store.settle(file_spec) is None                          # recorded for other bytes
+    assert store.settle(file_spec) is None  # recorded for other bytes
     copied_without_times(path, sha256=sha256_of(DATA), pinned={"sha256": "ab" * 32})
-    assert store.settle(file_spec) is None                          # recorded for other pins
+    assert store.settle(file_spec) is None  # recorded for other pins
     copied_without_times(path, sha256=sha256_of(DATA), pinned=file_spec.integrity())
     assert store.settle(file_spec) == store.CachedFile(path, sha256_of(DATA))
 
@@ -68,7 +75,7 @@ def test_an_unreadable_or_foreign_record_is_no_record(hub_home):
     for text in ("[1, 2]", "{not json", '"a string"'):
         path.with_name("net.pth.verified").write_text(text)
         assert store._read_record(path) is None
-    assert store.settle(file_spec) == store.CachedFile(path, sha256_of(DATA))   # hashed instead
+    assert store.settle(file_spec) == store.CachedFile(path, sha256_of(DATA))  # hashed instead
 
 
 def test_a_file_pinned_by_its_parts_has_a_folder_named_by_them(hub_home):

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ def caffe_resnet101() -> nn.Module:
     for layer in (net.layer2, net.layer3, net.layer4):
         layer[0].conv1.stride = (2, 2)
         layer[0].conv2.stride = (1, 1)
-    net.avgpool = SpatialMean()   # (N, 2048, h, w) -> (N, 2048); the flatten after it is a no-op
+    net.avgpool = SpatialMean()  # (N, 2048, h, w) -> (N, 2048); the flatten after it is a no-op
     net.fc = nn.Identity()
     return net
 
@@ -55,7 +56,8 @@ def encoder_from_state_dict(raw: Any, *, source: str) -> nn.Module:
     if not isinstance(raw, Mapping):
         raise IncompatibleWeightsError(
             f"{source}: expected a ResNet-101 state dict (a mapping of names to tensors), got "
-            f"{type(raw).__name__}. Use the published encoder file (resnet101a.pth + resnet101b.pth).")
+            f"{type(raw).__name__}. Use the published encoder file (resnet101a.pth + resnet101b.pth)."
+        )
     state_dict = OrderedDict((k, v) for k, v in raw.items() if k not in _ENCODER_HEAD_KEYS)
     encoder = build_on_meta(caffe_resnet101)
     load_into(encoder, state_dict, source=source)

@@ -5,11 +5,12 @@ files are read and checked against each other before the 170 MB encoder is touch
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from torch import nn
 
-from ...inputs.transforms import CaptionTransform
+from ...inputs.caption_transform import CaptionTransform
 from ...loading.weight_files import load_weight_file
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
@@ -34,8 +35,9 @@ class CaptioningFamily(Family):
 
     def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
         config = DecoderConfig()
-        return NeuralTalk2(encoder=caffe_resnet101(), decoder=FCDecoder(config),
-                           vocab=placeholder_vocabulary(config.vocab_size)).eval()
+        return NeuralTalk2(
+            encoder=caffe_resnet101(), decoder=FCDecoder(config), vocab=placeholder_vocabulary(config.vocab_size)
+        ).eval()
 
     def plan(self, model: str, weights: WeightSet | None, kwargs: Mapping[str, Any]) -> _Plan:
         assert weights is not None, "neuraltalk2 takes no one-off files"
@@ -43,16 +45,25 @@ class CaptioningFamily(Family):
 
     def load(self, plan: _Plan, files: Mapping[str, CachedFile], map_location: Any) -> nn.Module:
         name = plan.weights.name
-        device = "cpu" if map_location is None else map_location   # the published decoder holds CUDA tensors
+        device = "cpu" if map_location is None else map_location  # the published decoder holds CUDA tensors
         vocab = read_vocabulary(files["vocab"].path)
-        decoder = FCDecoder.from_state_dict(load_weight_file(files["decoder"], map_location=device),
-                                            source=f"weight set {name!r} ({files['decoder'].name})")
-        check_decoder_fits(decoder, len(vocab), where=f"weight set {name!r} ({files['vocab'].name}, "
-                           f"{files['decoder'].name}): ", fix=f"fix the entry's \"files\" in {plan.weights.source}")
-        encoder = encoder_from_state_dict(load_weight_file(files["encoder"], map_location=device),
-                                          source=f"weight set {name!r} ({files['encoder'].name})")
-        model = NeuralTalk2(encoder=encoder, decoder=decoder, vocab=vocab, transforms=plan.transforms,
-                            weights=plan.weights)
+        decoder = FCDecoder.from_state_dict(
+            load_weight_file(files["decoder"], map_location=device),
+            source=f"weight set {name!r} ({files['decoder'].name})",
+        )
+        check_decoder_fits(
+            decoder,
+            len(vocab),
+            where=f"weight set {name!r} ({files['vocab'].name}, {files['decoder'].name}): ",
+            fix=f'fix the entry\'s "files" in {plan.weights.source}',
+        )
+        encoder = encoder_from_state_dict(
+            load_weight_file(files["encoder"], map_location=device),
+            source=f"weight set {name!r} ({files['encoder'].name})",
+        )
+        model = NeuralTalk2(
+            encoder=encoder, decoder=decoder, vocab=vocab, transforms=plan.transforms, weights=plan.weights
+        )
         log.info("neuraltalk2: loaded %s (%d words)", name, len(vocab))
         return model.eval()
 

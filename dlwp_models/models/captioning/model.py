@@ -22,20 +22,21 @@ the vocabulary are read and checked against each other before the encoder is tou
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from ...errors import ImageInputError, ImagesTooSmallError
-from ...inputs.transforms import MAX_SIDE, CaptionTransform, fit_side
+from ...errors import ImagesTooSmallError
+from ...inputs.caption_transform import MAX_SIDE, CaptionTransform, fit_side
 from ...weights.manifest import WeightSet
 from .decoder import SEQ_LENGTH, FCDecoder, check_decoder_fits, check_generate_args
 
 __all__ = ["NeuralTalk2", "BATCH_PIXELS", "MIN_SIDE", "ImagesTooSmallError"]
 
 #: same-size images are encoded together in batches of at most this many pixels in all
-BATCH_PIXELS = 1 << 18   # larger encoder batches are slower per image on CPUs (benchmarks/README.md)
+BATCH_PIXELS = 1 << 18  # larger encoder batches are slower per image on CPUs (benchmarks/README.md)
 #: the encoder's pooling needs at least this many pixels on each side (after ``max_side``)
 MIN_SIDE = 3
 
@@ -49,8 +50,15 @@ class NeuralTalk2(nn.Module):
     :class:`~dlwp_models.WeightSet`, or None for random weights).
     """
 
-    def __init__(self, *, encoder: nn.Module, decoder: FCDecoder, vocab: Mapping[int, str],
-                 transforms: CaptionTransform | None = None, weights: WeightSet | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        encoder: nn.Module,
+        decoder: FCDecoder,
+        vocab: Mapping[int, str],
+        transforms: CaptionTransform | None = None,
+        weights: WeightSet | None = None,
+    ) -> None:
         super().__init__()
         check_decoder_fits(decoder, len(vocab), where="", fix="use the vocabulary saved with this decoder")
         self.encoder = encoder
@@ -81,9 +89,17 @@ class NeuralTalk2(nn.Module):
         return sentences
 
     @torch.inference_mode()
-    def caption(self, inputs: Any, *, beam_size: int = 2, sample: bool = False, temperature: float = 1.0,
-                max_length: int = SEQ_LENGTH, beam_select: str = "first",
-                max_side: int | None = MAX_SIDE) -> str | list[str]:
+    def caption(
+        self,
+        inputs: Any,
+        *,
+        beam_size: int = 2,
+        sample: bool = False,
+        temperature: float = 1.0,
+        max_length: int = SEQ_LENGTH,
+        beam_select: str = "first",
+        max_side: int | None = MAX_SIDE,
+    ) -> str | list[str]:
         """Describe one image or a list of images in a sentence each.
 
         Args:
@@ -117,19 +133,42 @@ class NeuralTalk2(nn.Module):
         """
         from ...inputs.images import load_images
 
-        self.check_caption_args(beam_size=beam_size, sample=sample, temperature=temperature,
-                                 max_length=max_length, beam_select=beam_select, max_side=max_side)
+        self.check_caption_args(
+            beam_size=beam_size,
+            sample=sample,
+            temperature=temperature,
+            max_length=max_length,
+            beam_select=beam_select,
+            max_side=max_side,
+        )
         items, single = load_images(inputs)
-        batch = [self.transforms(fit_side(item, max_side, "the image" if single else f"image {i}"))
-                 for i, item in enumerate(items)]                       # (3, H_i, W_i) each
+        batch = [
+            self.transforms(fit_side(item, max_side, "the image" if single else f"image {i}"))
+            for i, item in enumerate(items)
+        ]  # (3, H_i, W_i) each
         _check_sides(batch, single)
-        sentences = self._caption_batch(batch, beam_size=beam_size, sample=sample, temperature=temperature,
-                                        max_length=max_length, beam_select=beam_select)
+        sentences = self._caption_batch(
+            batch,
+            beam_size=beam_size,
+            sample=sample,
+            temperature=temperature,
+            max_length=max_length,
+            beam_select=beam_select,
+        )
         return sentences[0] if single else sentences
 
-    def caption_stream(self, inputs: Iterable[Any], *, beam_size: int = 2, sample: bool = False,
-                       temperature: float = 1.0, max_length: int = SEQ_LENGTH, beam_select: str = "first",
-                       max_side: int | None = MAX_SIDE, batch_size: int = 8) -> Iterator[tuple[Any, Any]]:
+    def caption_stream(
+        self,
+        inputs: Iterable[Any],
+        *,
+        beam_size: int = 2,
+        sample: bool = False,
+        temperature: float = 1.0,
+        max_length: int = SEQ_LENGTH,
+        beam_select: str = "first",
+        max_side: int | None = MAX_SIDE,
+        batch_size: int = 8,
+    ) -> Iterator[tuple[Any, Any]]:
         """:meth:`caption` for any number of inputs, lazily: ``(input, outcome)`` per input, in
         order, as soon as its batch of ``batch_size`` is done. ``outcome`` is the sentence (what
         ``caption`` gives for that input) or the exception the input raised (a damaged or missing
@@ -138,8 +177,9 @@ class NeuralTalk2(nn.Module):
         """
         from ...inputs.streaming import stream_batches
 
-        args = dict(beam_size=beam_size, sample=sample, temperature=temperature, max_length=max_length,
-                    beam_select=beam_select)
+        args = dict(
+            beam_size=beam_size, sample=sample, temperature=temperature, max_length=max_length, beam_select=beam_select
+        )
         self.check_caption_args(max_side=max_side, **args)
         prepare = self.caption_preparer(max_side=max_side)
 
@@ -159,7 +199,7 @@ class NeuralTalk2(nn.Module):
 
         def prepare(item: Any) -> torch.Tensor:
             x = self.transforms(fit_side(item, max_side, "the image"))
-            _check_sides([x], True)                                     # too small: this input fails alone
+            _check_sides([x], True)  # too small: this input fails alone
             return x
 
         return prepare
@@ -171,18 +211,34 @@ class NeuralTalk2(nn.Module):
         with torch.inference_mode():
             return self._caption_batch(batch, **generate_args)
 
-    def check_caption_args(self, *, max_side: Any = MAX_SIDE, beam_size: Any = 2, sample: Any = False,
-                           temperature: Any = 1.0, max_length: Any = SEQ_LENGTH, beam_select: Any = "first") -> None:
+    def check_caption_args(
+        self,
+        *,
+        max_side: Any = MAX_SIDE,
+        beam_size: Any = 2,
+        sample: Any = False,
+        temperature: Any = 1.0,
+        max_length: Any = SEQ_LENGTH,
+        beam_select: Any = "first",
+    ) -> None:
         """Refuse :meth:`caption`'s arguments that this model cannot take (ValueError, TypeError)."""
-        check_generate_args(width=self.decoder.config.vocab_size + 1, beam_size=beam_size, sample=sample,
-                            temperature=temperature, max_length=max_length, beam_select=beam_select)
+        check_generate_args(
+            width=self.decoder.config.vocab_size + 1,
+            beam_size=beam_size,
+            sample=sample,
+            temperature=temperature,
+            max_length=max_length,
+            beam_select=beam_select,
+        )
         if max_side is not None and (not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 1):
-            raise ValueError(f"max_side must be None or a positive integer, got {max_side!r}. Use e.g. "
-                             f"{MAX_SIDE}, or None to keep every image's size.")
+            raise ValueError(
+                f"max_side must be None or a positive integer, got {max_side!r}. Use e.g. "
+                f"{MAX_SIDE}, or None to keep every image's size."
+            )
 
     def _caption_batch(self, batch: list[torch.Tensor], **generate_args: Any) -> list[str]:
         """Prepared (3, H_i, W_i) images → their sentences."""
-        features = self._encode_all(batch)                              # (N, 2048)
+        features = self._encode_all(batch)  # (N, 2048)
         return self.decode(self.decoder.generate(features, **generate_args))
 
     def _encode_all(self, batch: list[torch.Tensor]) -> torch.Tensor:
@@ -195,15 +251,18 @@ class NeuralTalk2(nn.Module):
             x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
             for i, feature in zip(chunk, self.encode(x)):
                 features[i] = feature
-        return torch.stack(features)                                    # type: ignore[arg-type]
+        return torch.stack(features)  # type: ignore[arg-type]
 
 
 def _check_sides(batch: list[torch.Tensor], single: bool) -> None:
     small = [i for i, x in enumerate(batch) if min(x.shape[-2:]) < MIN_SIDE]
     if not small:
         return
-    sizes = ", ".join(f"{'the image' if single else f'image {i}'} is {batch[i].shape[-1]}x{batch[i].shape[-2]}"
-                      for i in small)
+    sizes = ", ".join(
+        f"{'the image' if single else f'image {i}'} is {batch[i].shape[-1]}x{batch[i].shape[-2]}" for i in small
+    )
     raise ImagesTooSmallError(
         f"{sizes} pixels (width x height, after max_side); the captioning encoder needs at least {MIN_SIDE} "
-        "pixels on each side. Upscale such images, or caption the others without them.", small)
+        "pixels on each side. Upscale such images, or caption the others without them.",
+        small,
+    )

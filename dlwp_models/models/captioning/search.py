@@ -15,12 +15,20 @@ how the book's captions were made); see :func:`beam_search` for the rule.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["State", "Step", "greedy_search", "sample_search", "beam_search", "BEAM_SELECT",
-           "UNK_PENALTY", "FINISHED_SCORE"]
+__all__ = [
+    "State",
+    "Step",
+    "greedy_search",
+    "sample_search",
+    "beam_search",
+    "BEAM_SELECT",
+    "UNK_PENALTY",
+    "FINISHED_SCORE",
+]
 
 State = tuple[torch.Tensor, ...]
 Step = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
@@ -39,24 +47,25 @@ def greedy_search(step: Step, logprobs: torch.Tensor, state: State, *, max_lengt
     seq = torch.zeros(n, max_length, dtype=torch.long, device=logprobs.device)
     live = torch.ones(n, dtype=torch.bool, device=logprobs.device)
     for t in range(max_length):
-        words = logprobs.argmax(dim=-1) * live                    # (N,): 0 once an image has ended
+        words = logprobs.argmax(dim=-1) * live  # (N,): 0 once an image has ended
         seq[:, t] = words
         live &= words != 0
         if t == max_length - 1 or not bool(live.any()):
             break
-        logprobs, state = step(words, state)                      # (N, V)
+        logprobs, state = step(words, state)  # (N, V)
     return seq
 
 
-def sample_search(step: Step, logprobs: torch.Tensor, state: State, *, max_length: int,
-                  temperature: float) -> torch.Tensor:
+def sample_search(
+    step: Step, logprobs: torch.Tensor, state: State, *, max_length: int, temperature: float
+) -> torch.Tensor:
     """Draw every word from ``exp(logprob / temperature)`` (normalised) with ``torch.multinomial``
     on the CPU, like upstream, so ``torch.manual_seed`` makes captions reproducible on any device."""
     n = logprobs.shape[0]
     seq = torch.zeros(n, max_length, dtype=torch.long, device=logprobs.device)
     live = torch.ones(n, dtype=torch.bool, device=logprobs.device)
     for t in range(max_length):
-        scaled = logprobs.float() / temperature                   # (N, V)
+        scaled = logprobs.float() / temperature  # (N, V)
         probs = torch.exp(scaled - scaled.amax(dim=-1, keepdim=True)).cpu()
         words = torch.multinomial(probs, 1).view(n).to(logprobs.device) * live
         seq[:, t] = words
@@ -67,8 +76,9 @@ def sample_search(step: Step, logprobs: torch.Tensor, state: State, *, max_lengt
     return seq
 
 
-def beam_search(step: Step, logprobs: torch.Tensor, state: State, *, beam_size: int, max_length: int,
-                select: str) -> torch.Tensor:
+def beam_search(
+    step: Step, logprobs: torch.Tensor, state: State, *, beam_size: int, max_length: int, select: str
+) -> torch.Tensor:
     """Upstream's beam search, batched: images × beams are the rows of one tensor, and no Python
     loop runs per beam or per image.
 
@@ -100,10 +110,10 @@ def beam_search(step: Step, logprobs: torch.Tensor, state: State, *, beam_size: 
     assert 1 <= b <= vocab, (b, vocab)
     images = torch.arange(n, device=device)
 
-    logprobs = logprobs.repeat_interleave(b, dim=0)                    # (N*B, V), beams of image 0 first
+    logprobs = logprobs.repeat_interleave(b, dim=0)  # (N*B, V), beams of image 0 first
     state = tuple(s.repeat_interleave(b, dim=0) for s in state)
-    seq = torch.zeros(n, b, steps, dtype=torch.long, device=device)     # each beam's words so far
-    sums = torch.zeros(n, b, dtype=torch.float32, device=device)        # each beam's running sum
+    seq = torch.zeros(n, b, steps, dtype=torch.long, device=device)  # each beam's words so far
+    sums = torch.zeros(n, b, dtype=torch.float32, device=device)  # each beam's running sum
     result = torch.zeros(n, steps, dtype=torch.long, device=device)
     recorded = torch.zeros(n, dtype=torch.bool, device=device)
     best = torch.full((n,), float("-inf"), dtype=torch.float32, device=device)
@@ -112,31 +122,31 @@ def beam_search(step: Step, logprobs: torch.Tensor, state: State, *, beam_size: 
         lp = logprobs.float().view(n, b, vocab).clone()
         lp[..., vocab - 1] -= UNK_PENALTY
         ys, ix = lp.sort(dim=-1, descending=True, stable=True)
-        ys, ix = ys[..., :b], ix[..., :b]                               # (N, beam q, rank c)
-        scores = sums.unsqueeze(-1) + ys                                # (N, q, c)
+        ys, ix = ys[..., :b], ix[..., :b]  # (N, beam q, rank c)
+        scores = sums.unsqueeze(-1) + ys  # (N, q, c)
         if t == 0:
-            scores[:, 1:, :] = float("-inf")                            # only beam 0 is live at first
+            scores[:, 1:, :] = float("-inf")  # only beam 0 is live at first
         # candidate k = c * B + q: "for each word rank, for each beam"; a stable sort keeps ties so
-        scores = scores.transpose(1, 2).reshape(n, b * b)               # (N, B*B)
+        scores = scores.transpose(1, 2).reshape(n, b * b)  # (N, B*B)
         words = ix.transpose(1, 2).reshape(n, b * b)
-        top = scores.sort(dim=1, descending=True, stable=True).indices[:, :b]   # (N, B) new slots
-        parent = top % b                                                # (N, B) beam each slot extends
-        words = words.gather(1, top)                                    # (N, B)
+        top = scores.sort(dim=1, descending=True, stable=True).indices[:, :b]  # (N, B) new slots
+        parent = top % b  # (N, B) beam each slot extends
+        words = words.gather(1, top)  # (N, B)
         sums = scores.gather(1, top)
         seq = seq.gather(1, parent.unsqueeze(-1).expand(n, b, steps)).clone()
         seq[:, :, t] = words
-        rows = (images.unsqueeze(1) * b + parent).view(-1)              # (N*B,) parent rows
+        rows = (images.unsqueeze(1) * b + parent).view(-1)  # (N*B,) parent rows
         state = tuple(s.index_select(0, rows) for s in state)
 
         finished = words == 0 if t < steps - 1 else torch.ones_like(words, dtype=torch.bool)
         if select == "first":
-            slot = finished.to(torch.uint8).argmax(dim=1)               # lowest finished slot
+            slot = finished.to(torch.uint8).argmax(dim=1)  # lowest finished slot
             take = finished.any(dim=1) & ~recorded
         else:
             finished_sums = sums.masked_fill(~finished, float("-inf"))
-            slot = finished_sums.argmax(dim=1)                          # best finished slot (lowest on ties)
+            slot = finished_sums.argmax(dim=1)  # best finished slot (lowest on ties)
             value = finished_sums.gather(1, slot.unsqueeze(1)).squeeze(1)
-            take = value > best                                         # strictly better than any earlier
+            take = value > best  # strictly better than any earlier
             best = torch.where(take, value, best)
         result = torch.where(take.unsqueeze(1), seq[images, slot], result)
         recorded |= take
@@ -144,5 +154,5 @@ def beam_search(step: Step, logprobs: torch.Tensor, state: State, *, beam_size: 
 
         if t == steps - 1 or (select == "first" and bool(recorded.all())):
             break  # with "first", nothing after an image's first record changes its result
-        logprobs, state = step(words.view(-1), state)                  # (N*B, V)
+        logprobs, state = step(words.view(-1), state)  # (N*B, V)
     return result

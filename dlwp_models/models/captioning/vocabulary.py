@@ -5,8 +5,9 @@ only the ``vocab`` mapping is kept."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ...errors import IncompatibleWeightsError, UnsafeFileError
 from ...loading.checkpoints import restricted_load
@@ -42,8 +43,10 @@ class _PickledScalar:
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """Stand-in for Python 2's ``copy_reg._reconstructor``: only rebuilds the Namespace stand-in."""
     if cls is not _PickledNamespace or base is not object or state is not None:
-        raise UnsafeFileError("refused to rebuild an object other than argparse.Namespace through "
-                              "copy_reg._reconstructor. Use the published vocabulary file.")
+        raise UnsafeFileError(
+            "refused to rebuild an object other than argparse.Namespace through "
+            "copy_reg._reconstructor. Use the published vocabulary file."
+        )
     return _PickledNamespace()
 
 
@@ -72,11 +75,12 @@ def read_vocabulary(path: str | Path) -> dict[int, str]:
     if not isinstance(infos, dict) or not isinstance(infos.get("vocab"), dict):
         raise IncompatibleWeightsError(
             f"{path.name} holds no 'vocab' mapping, so it is not an ImageCaptioning.pytorch infos file. "
-            "Use the vocabulary file published with the decoder (fc-infos.pkl).")
+            "Use the vocabulary file published with the decoder (fc-infos.pkl)."
+        )
     return _check_vocabulary(infos["vocab"], source=path.name)
 
 
-_LENGTH_FIELDS = {-2: ("<B", 1), -3: ("<i", 4), -4: ("<I", 4), -5: ("<Q", 8)}   # pickletools' TAKEN_FROM_ARGUMENT*
+_LENGTH_FIELDS = {-2: ("<B", 1), -3: ("<i", 4), -4: ("<I", 4), -5: ("<Q", 8)}  # pickletools' TAKEN_FROM_ARGUMENT*
 
 
 def _check_declared_sizes(path: Path) -> None:
@@ -86,8 +90,10 @@ def _check_declared_sizes(path: Path) -> None:
     import struct
 
     def refuse(why: str) -> UnsafeFileError:
-        return UnsafeFileError(f"{path.name} {why}: it is damaged or crafted, not a vocabulary pickle. "
-                               "Delete it from the cache and fetch it again.")
+        return UnsafeFileError(
+            f"{path.name} {why}: it is damaged or crafted, not a vocabulary pickle. "
+            "Delete it from the cache and fetch it again."
+        )
 
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -118,7 +124,7 @@ def _check_declared_sizes(path: Path) -> None:
             left = size - fh.tell()
             if length < 0 or length > left:
                 raise refuse(f"declares a {length:,}-byte object but only {left:,} bytes follow")
-            if op.name != "FRAME":                  # a frame's bytes are opcodes: walk into them
+            if op.name != "FRAME":  # a frame's bytes are opcodes: walk into them
                 fh.seek(length, os.SEEK_CUR)
 
 
@@ -129,16 +135,19 @@ def _check_vocabulary(raw: Mapping[Any, Any], *, source: str) -> dict[int, str]:
         if index is None or not isinstance(word, str):
             raise IncompatibleWeightsError(
                 f"{source}: vocabulary entry {key!r}: {word!r} is not 'index': 'word'. Use the "
-                "vocabulary file published with the decoder.")
+                "vocabulary file published with the decoder."
+            )
         if index in vocab:
-            raise IncompatibleWeightsError(f"{source}: vocabulary index {index} appears twice. Use the "
-                                           "vocabulary file published with the decoder.")
+            raise IncompatibleWeightsError(
+                f"{source}: vocabulary index {index} appears twice. Use the vocabulary file published with the decoder."
+            )
         vocab[index] = word
     if sorted(vocab) != list(range(1, len(vocab) + 1)):
         gap = next(i for i in range(1, len(vocab) + 2) if i not in vocab)
         raise IncompatibleWeightsError(
             f"{source}: the vocabulary's indices are not 1 … {len(vocab)} (index {gap} is missing). "
-            "Use the vocabulary file published with the decoder.")
+            "Use the vocabulary file published with the decoder."
+        )
     return {i: vocab[i] for i in range(1, len(vocab) + 1)}
 
 

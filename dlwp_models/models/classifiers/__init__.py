@@ -20,16 +20,40 @@ from . import docs
 from .architectures import CLASS_NAMES, CLASSIFIERS, arch_of, architecture_kwargs
 from .categories import IMAGENET1K, categories_of
 
-INFO = register_family(FamilyInfo(
-    name="classifiers", models=CLASSIFIERS, format="torchvision", task="classify",
-    builder=f"{__name__}.family:FAMILY", docstring=docs.docstring, onnx=True, exportable=True,
-    heads={model: arch_of(model).head for model in CLASSIFIERS}))
+INFO = register_family(
+    FamilyInfo(
+        name="classifiers",
+        models=CLASSIFIERS,
+        format="torchvision",
+        task="classify",
+        builder=f"{__name__}.family:FAMILY",
+        docstring=docs.docstring,
+        onnx=True,
+        exportable=True,
+        heads={model: arch_of(model).head for model in CLASSIFIERS},
+    )
+)
 
-_lazy = lazy_getattr(__name__, {"family": ("FAMILY", "adapt_torchvision_state_dict", "build_for_state_dict"),
-                                "predict": ("ClassifierMixin", "hub_class")})
+_lazy = lazy_getattr(
+    __name__,
+    {
+        "family": ("FAMILY", "adapt_torchvision_state_dict", "build_for_state_dict"),
+        "predict": ("ClassifierMixin", "hub_class"),
+    },
+)
 
-__all__ = ["CLASSIFIERS", "INFO", "FAMILY", "ClassifierMixin", "IMAGENET1K", "adapt_torchvision_state_dict",
-           "architecture_kwargs", "build_for_state_dict", "categories_of", "hub_class"]
+__all__ = [
+    "CLASSIFIERS",
+    "INFO",
+    "FAMILY",
+    "ClassifierMixin",
+    "IMAGENET1K",
+    "adapt_torchvision_state_dict",
+    "architecture_kwargs",
+    "build_for_state_dict",
+    "categories_of",
+    "hub_class",
+]
 
 
 def __getattr__(name: str) -> type:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from ...errors import ManifestError
 from ...weights.manifest import WeightSet
@@ -13,7 +13,7 @@ IMAGENET1K = "imagenet1k"  # meta "categories": torchvision's ImageNet-1K labels
 _IMAGENET1K_REFERENCE = "ResNet50_Weights.IMAGENET1K_V1"  # where they are read when no enum is named
 
 
-@lru_cache(maxsize=None)
+@cache
 def _torchvision_categories(reference: str) -> tuple[str, ...]:
     from torchvision.models import get_weight
 
@@ -35,13 +35,15 @@ def categories_of(weights: WeightSet) -> list[str] | None:
         reference = weights.meta.get("torchvision_weights", _IMAGENET1K_REFERENCE)
         labels = _torchvision_categories(str(reference))
         if len(labels) != 1000:
-            raise ManifestError(f"{where}.torchvision_weights: {reference!r} is not a torchvision weights "
-                                "enum with the 1000 ImageNet-1K categories (this torchvision has "
-                                f"{len(labels) or 'none'}). Fix that field of the manifest.")
+            raise ManifestError(
+                f"{where}.torchvision_weights: {reference!r} is not a torchvision weights "
+                "enum with the 1000 ImageNet-1K categories (this torchvision has "
+                f"{len(labels) or 'none'}). Fix that field of the manifest."
+            )
         return list(labels)
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ManifestError(f"{where}.categories: expected {IMAGENET1K!r} or a list of label strings, got "
-                        f"{value!r:.80}. Fix that field of the manifest.")
-
-
+    raise ManifestError(
+        f"{where}.categories: expected {IMAGENET1K!r} or a list of label strings, got "
+        f"{value!r:.80}. Fix that field of the manifest."
+    )

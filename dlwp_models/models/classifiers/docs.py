@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ...weights.manifest import WeightSet
 from .architectures import arch_of
@@ -31,8 +31,10 @@ def docstring(model: str, sets: Sequence[WeightSet]) -> str:
     book = " The network chapter 2 of the book runs." if model == "resnet101" else ""
     extra = ""
     if model == "inception_v3":
-        extra = (" With weights, transform_input=True unless given; aux_logits=False drops the\n"
-                 "            auxiliary head after loading.")
+        extra = (
+            " With weights, transform_input=True unless given; aux_logits=False drops the\n"
+            "            auxiliary head after loading."
+        )
     return f"""{arch.title} ImageNet classifier: torchvision's architecture ({arch.reference}).{book}
 
     Returns a ``torchvision.models.{arch.cls_name}`` that also carries ``weights`` (the weight set, or

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -20,9 +21,9 @@ from ...weights.manifest import WeightSet, get_weights
 from ...weights.store import CachedFile
 from ..family import Family
 from ..pipelines import ClassifierPipeline, plain_module
+from .architectures import arch_of, architecture_kwargs, check_kwargs, weights_kwargs
 from .categories import categories_of
 from .predict import hub_class
-from .architectures import arch_of, architecture_kwargs, check_kwargs, weights_kwargs
 
 __all__ = ["ClassifierFamily", "FAMILY", "adapt_torchvision_state_dict", "build_for_state_dict"]
 
@@ -31,10 +32,11 @@ log = logging.getLogger(__name__)
 
 _DENSENET_OLD_KEY = re.compile(  # torchvision's densenet._load_state_dict pattern (+ the counters)
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
-    r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+    r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
-def adapt_torchvision_state_dict(state_dict: Any, *, source: str) -> "OrderedDict[str, Any]":
+def adapt_torchvision_state_dict(state_dict: Any, *, source: str) -> OrderedDict[str, Any]:
     """The "torchvision" format adapter: a plain state dict, with the pre-0.4 DenseNet key names
     of torchvision's own files (``denselayer1.norm.1.weight``) renamed as torchvision does
     (``denselayer1.norm1.weight``), and the batch-norm counters that files saved before PyTorch
@@ -42,20 +44,23 @@ def adapt_torchvision_state_dict(state_dict: Any, *, source: str) -> "OrderedDic
     if not isinstance(state_dict, Mapping):
         raise IncompatibleWeightsError(
             f"{source}: the file holds a {type(state_dict).__name__}, not a state dict. Save the weights "
-            "with torch.save(model.state_dict(), path).")
+            "with torch.save(model.state_dict(), path)."
+        )
     adapted: OrderedDict[str, Any] = OrderedDict()
     for key, value in state_dict.items():
         match = _DENSENET_OLD_KEY.match(key) if isinstance(key, str) else None
         new_key = match.group(1) + match.group(2) if match else key
         if new_key in adapted:
-            raise IncompatibleWeightsError(f"{source}: key {key!r} and another key both mean {new_key!r}. "
-                                           "Keep one of them in the file.")
+            raise IncompatibleWeightsError(
+                f"{source}: key {key!r} and another key both mean {new_key!r}. Keep one of them in the file."
+            )
         adapted[new_key] = value
-    return adapted   # missing batch-norm counters (pre-0.4.1 files) are filled by load_into
+    return adapted  # missing batch-norm counters (pre-0.4.1 files) are filled by load_into
 
 
-def build_for_state_dict(model: str, state_dict: Mapping[str, torch.Tensor], *, source: str,
-                         **kwargs: Any) -> tuple[nn.Module, int]:
+def build_for_state_dict(
+    model: str, state_dict: Mapping[str, torch.Tensor], *, source: str, **kwargs: Any
+) -> tuple[nn.Module, int]:
     """Build classifier ``model`` with the head ``state_dict`` has (``num_classes`` read from the
     layer whose width differs from ImageNet's 1000) and load it strictly, on the meta device by
     assignment. Returns the module (a plain torchvision one) and its number of classes."""
@@ -68,13 +73,20 @@ def build_for_state_dict(model: str, state_dict: Mapping[str, torch.Tensor], *, 
     num_classes = 1000
     for key, want in reference.state_dict().items():
         got = state_dict.get(key)
-        if (isinstance(got, torch.Tensor) and got.dim() >= 1 and want.dim() >= 1 and want.shape[0] == 1000
-                and tuple(got.shape) != tuple(want.shape)):
+        if (
+            isinstance(got, torch.Tensor)
+            and got.dim() >= 1
+            and want.dim() >= 1
+            and want.shape[0] == 1000
+            and tuple(got.shape) != tuple(want.shape)
+        ):
             num_classes = int(got.shape[0])
             break
     if requested is not None and requested != num_classes:
-        raise ValueError(f"{source}: the weights have {num_classes} classes, but num_classes={requested!r} "
-                         "was given. Leave num_classes out; it is read from the weights.")
+        raise ValueError(
+            f"{source}: the weights have {num_classes} classes, but num_classes={requested!r} "
+            "was given. Leave num_classes out; it is read from the weights."
+        )
     net = build_on_meta(lambda: builder(weights=None, **{**settings, "num_classes": num_classes}))
     load_into(net, adapt_torchvision_state_dict(state_dict, source=source), source=source)
     return net, num_classes
@@ -82,15 +94,20 @@ def build_for_state_dict(model: str, state_dict: Mapping[str, torch.Tensor], *, 
 
 class _Plan(NamedTuple):
     model: str
-    weights: WeightSet | None          # None: a one-off checkpoint file
-    described: WeightSet               # whose transforms and labels the model gets
+    weights: WeightSet | None  # None: a one-off checkpoint file
+    described: WeightSet  # whose transforms and labels the model gets
     categories: list[str] | None
     kwargs: Mapping[str, Any]
     drop_aux: bool = False
 
 
-def _attach(net: nn.Module, weights: WeightSet | None, described: WeightSet,
-            categories: list[str] | None, weight_file: CachedFile | None = None) -> nn.Module:
+def _attach(
+    net: nn.Module,
+    weights: WeightSet | None,
+    described: WeightSet,
+    categories: list[str] | None,
+    weight_file: CachedFile | None = None,
+) -> nn.Module:
     net.__class__ = hub_class(type(net))
     net.weights = weights
     net.weight_file = weight_file
@@ -121,7 +138,7 @@ class ClassifierFamily(Family):
 
     def plan(self, model: str, weights: WeightSet | None, kwargs: Mapping[str, Any]) -> _Plan:
         described = weights or get_weights("DEFAULT", model)
-        ClassifierTransform.from_weights(described)          # a bad entry fails before any download
+        ClassifierTransform.from_weights(described)  # a bad entry fails before any download
         if weights is None:
             return _Plan(model, None, described, categories_of(described), dict(kwargs))
         categories = categories_of(weights)
@@ -137,8 +154,7 @@ class ClassifierFamily(Family):
         builder = getattr(torchvision.models, plan.model)
         net = build_on_meta(lambda: builder(weights=None, **plan.kwargs))
         source = f"weight set {plan.weights.name!r} ({file.name})"
-        load_into(net, adapt_torchvision_state_dict(load_weight_file(file, map_location), source=source),
-                  source=source)
+        load_into(net, adapt_torchvision_state_dict(load_weight_file(file, map_location), source=source), source=source)
         if plan.drop_aux:  # as torchvision's inception_v3 does for aux_logits=False
             net.aux_logits = False
             net.AuxLogits = None

@@ -3,8 +3,9 @@ one-call :meth:`ClassifierMixin.predict`, mixed into the torchvision class (:fun
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain, islice
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,8 +35,9 @@ class ClassifierMixin:
     #: batch, is faster at 32 (:func:`hub_class` sets that).
     default_batch_size: int = 16
 
-    def predict(self, inputs: Any, topk: int = 5, *, batch_size: int | None = None,
-                backend: str = "eager") -> "Prediction | list[Prediction]":
+    def predict(
+        self, inputs: Any, topk: int = 5, *, batch_size: int | None = None, backend: str = "eager"
+    ) -> Prediction | list[Prediction]:
         """Top-``topk`` ``(label, percent)`` pairs per image, percent = softmax × 100 (as the book).
 
         ``inputs``: one image or a list of them: a path (str or Path), an http(s) URL, a PIL image,
@@ -75,8 +77,9 @@ class ClassifierMixin:
         workers = default_workers() if len(sources) > 1 else 1
         # on the CPU, the workers prepare a whole batch while the model waits and then wait while it
         # runs (sharing the cores makes both slower); on a GPU they prepare the next batch meanwhile
-        prepared = ordered_map(prepare, sources, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size,
-                               overlap=not on_cpu)
+        prepared = ordered_map(
+            prepare, sources, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size, overlap=not on_cpu
+        )
         pixels = chain.from_iterable(prepared)
         results: list[Prediction] = []
         try:
@@ -87,8 +90,9 @@ class ClassifierMixin:
             prepared.close()
         return results[0] if single else results
 
-    def predict_stream(self, inputs: Iterable[Any], topk: int = 5, *, batch_size: int | None = None,
-                       backend: str = "eager") -> Iterator[tuple[Any, "Prediction | BaseException"]]:
+    def predict_stream(
+        self, inputs: Iterable[Any], topk: int = 5, *, batch_size: int | None = None, backend: str = "eager"
+    ) -> Iterator[tuple[Any, Prediction | BaseException]]:
         """:meth:`predict` for any number of inputs, lazily: ``(input, outcome)`` per input, in
         order, as soon as its batch is done. ``outcome`` is the input's :class:`Prediction` (with
         ``indices``), equal to what ``predict`` gives for it, or the exception it raised (a damaged
@@ -107,16 +111,19 @@ class ClassifierMixin:
         with eval_mode(self):
             yield from stream_batches(inputs, prepare_one, run, batch_size=batch_size, on_cpu=on_cpu)
 
-    def predict_crops(self, crops: Sequence[torch.Tensor], topk: int = 5, *,
-                      backend: str = "eager") -> list[Prediction]:
+    def predict_crops(
+        self, crops: Sequence[torch.Tensor], topk: int = 5, *, backend: str = "eager"
+    ) -> list[Prediction]:
         """:meth:`predict` for images already resized and cropped by
         ``model.transforms.crop_pixels`` (uint8 (crop, crop, 3) tensors), e.g. on other machines
         as the Ray batch engine does: one forward pass for all of them, the same predictions as
         :meth:`predict` on the original images."""
         self._checked(topk, None)
         if not isinstance(self.transforms, ClassifierTransform):
-            raise TypeError("predict_crops needs model.transforms to be dlwp's ClassifierTransform (it made "
-                            f"the crops); this model has {type(self.transforms).__name__}. Use predict.")
+            raise TypeError(
+                "predict_crops needs model.transforms to be dlwp's ClassifierTransform (it made "
+                f"the crops); this model has {type(self.transforms).__name__}. Use predict."
+            )
         _, classify, _ = self._batch_functions(topk, backend)
         with eval_mode(self), torch.inference_mode():
             return classify(list(crops))
@@ -125,28 +132,35 @@ class ClassifierMixin:
         """The categories and the batch size, after checking the arguments of predict."""
         categories = self.categories
         if not categories:
-            raise ValueError("this model has no category names (model.categories is None: it was built "
-                             "with a num_classes that does not match its weight set's labels). Set "
-                             "model.categories to a list with one label per output first.")
+            raise ValueError(
+                "this model has no category names (model.categories is None: it was built "
+                "with a num_classes that does not match its weight set's labels). Set "
+                "model.categories to a list with one label per output first."
+            )
         if isinstance(topk, bool) or not isinstance(topk, int):
             raise TypeError(f"topk must be an int between 1 and {len(categories)}, got {topk!r}.")
         if not 1 <= topk <= len(categories):
-            raise ValueError(f"topk must be between 1 and {len(categories)} (the number of classes), "
-                             f"got {topk}. Pass a value in that range.")
+            raise ValueError(
+                f"topk must be between 1 and {len(categories)} (the number of classes), "
+                f"got {topk}. Pass a value in that range."
+            )
         if batch_size is None:
             batch_size = self.default_batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         return categories, batch_size
 
-    def _batch_functions(self, topk: int, backend: str = "eager") -> tuple[
-            Callable[[Any], torch.Tensor], Callable[[list[torch.Tensor]], list[Prediction]], bool]:
+    def _batch_functions(
+        self, topk: int, backend: str = "eager"
+    ) -> tuple[Callable[[Any], torch.Tensor], Callable[[list[torch.Tensor]], list[Prediction]], bool]:
         """``(prepare, classify, on_cpu)``: one image → its cropped pixels (any thread), a list of
         those → their predictions (one forward pass, by ``backend``), and whether the model is on
         the CPU."""
         from ..onnx_backend import OnnxRunner, check_backend
 
-        forward = OnnxRunner(self, self.weight_file, any_size=False) if check_backend(backend) == "onnxruntime" else self
+        forward = (
+            OnnxRunner(self, self.weight_file, any_size=False) if check_backend(backend) == "onnxruntime" else self
+        )
         categories = self.categories
         assert isinstance(self, nn.Module) and categories
         param = next(self.parameters(), None)
@@ -165,11 +179,14 @@ class ClassifierMixin:
             if logits.dim() != 2 or logits.shape[1] != len(categories):
                 raise ValueError(
                     f"the model outputs shape {tuple(logits.shape)}, but it has {len(categories)} "
-                    "category names. Set model.categories to one label per output.")
+                    "category names. Set model.categories to one label per output."
+                )
             percent = torch.softmax(logits.float(), dim=1) * 100
             values, indices = percent.topk(topk, dim=1)
-            return [Prediction(((categories[i], v) for i, v in zip(row_indices, row_values)), row_indices)
-                    for row_values, row_indices in zip(values.tolist(), indices.tolist())]
+            return [
+                Prediction(((categories[i], v) for i, v in zip(row_indices, row_values)), row_indices)
+                for row_values, row_indices in zip(values.tolist(), indices.tolist())
+            ]
 
         return prepare_one, classify, device.type == "cpu"
 
@@ -178,14 +195,18 @@ def _stack_normalised(tensors: Sequence[torch.Tensor], device: torch.device, dty
     """Per-image outputs of a caller's own transform as one channels-last batch on ``device``."""
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3 or not t.is_floating_point():
-            raise TypeError(f"model.transforms returned {type(t).__name__}"
-                            f"{f' {tuple(t.shape)} {t.dtype}' if isinstance(t, torch.Tensor) else ''}; predict "
-                            "needs a normalised float (3, H, W) tensor per image. Set model.transforms to "
-                            "such a callable.")
+            raise TypeError(
+                f"model.transforms returned {type(t).__name__}"
+                f"{f' {tuple(t.shape)} {t.dtype}' if isinstance(t, torch.Tensor) else ''}; predict "
+                "needs a normalised float (3, H, W) tensor per image. Set model.transforms to "
+                "such a callable."
+            )
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
-        raise ValueError(f"model.transforms returned images of different sizes {sorted(shapes)}; predict "
-                         "batches them, so it must crop every image to one size.")
+        raise ValueError(
+            f"model.transforms returned images of different sizes {sorted(shapes)}; predict "
+            "batches them, so it must crop every image to one size."
+        )
     return torch.stack([t.to(device) for t in tensors]).to(dtype).contiguous(memory_format=torch.channels_last)
 
 
@@ -198,12 +219,16 @@ def hub_class(cls: type) -> type:
     models load again."""
     sub = _SUBCLASSES.get(cls)
     if sub is None:
-        sub = type(cls.__name__, (ClassifierMixin, cls), {
-            **({"default_batch_size": 32} if cls.__name__ == "AlexNet" else {}),
-            "__module__": __package__,
-            "__qualname__": cls.__name__,
-            "__doc__": f"torchvision.models.{cls.__name__} with dlwp's weights, transforms, categories "
-                       "and predict().",
-        })
+        sub = type(
+            cls.__name__,
+            (ClassifierMixin, cls),
+            {
+                **({"default_batch_size": 32} if cls.__name__ == "AlexNet" else {}),
+                "__module__": __package__,
+                "__qualname__": cls.__name__,
+                "__doc__": f"torchvision.models.{cls.__name__} with dlwp's weights, transforms, categories "
+                "and predict().",
+            },
+        )
         _SUBCLASSES[cls] = sub
     return sub

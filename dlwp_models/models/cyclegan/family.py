@@ -5,7 +5,8 @@ docstring is in :mod:`.docs`."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -35,20 +36,23 @@ def adapt_cyclegan_state_dict(raw: Any, module: nn.Module, *, source: str) -> di
     if not isinstance(raw, Mapping):
         raise IncompatibleWeightsError(
             f"{source}: expected a generator state dict (a mapping of names to tensors), got "
-            f"{type(raw).__name__}. Save the generator with torch.save(netG.state_dict(), path).")
-    stale = {f"{name}.{stat}"
-             for name, sub in module.named_modules() if isinstance(sub, nn.InstanceNorm2d)
-             for stat in _INSTANCE_NORM_STATS}
+            f"{type(raw).__name__}. Save the generator with torch.save(netG.state_dict(), path)."
+        )
+    stale = {
+        f"{name}.{stat}"
+        for name, sub in module.named_modules()
+        if isinstance(sub, nn.InstanceNorm2d)
+        for stat in _INSTANCE_NORM_STATS
+    }
     state_dict = {key: value for key, value in raw.items() if key not in stale}
     dropped = len(raw) - len(state_dict)
     if dropped:
-        log.debug("%s: dropped %d InstanceNorm running-statistics entries (junyanz 2018 layout)",
-                  source, dropped)
+        log.debug("%s: dropped %d InstanceNorm running-statistics entries (junyanz 2018 layout)", source, dropped)
     return state_dict
 
 
 class _Plan(NamedTuple):
-    weights: WeightSet | None          # None: a one-off generator file
+    weights: WeightSet | None  # None: a one-off generator file
     transforms: CycleGANTransform
 
 

@@ -28,8 +28,9 @@ that the output size always equals the resized input size.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,7 @@ _DOWNSAMPLING = 2  # stride-2 convolutions, so sides must be multiples of 2 ** _
 
 # --------------------------------------------------------------------------- architecture
 
+
 def _instance_norm(channels: int) -> nn.InstanceNorm2d:
     # affine=False and no running statistics: the layer has no state, hence no state-dict keys
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
@@ -67,13 +69,13 @@ class ResNetBlock(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(1),                          # 0
+            nn.ReflectionPad2d(1),  # 0
             nn.Conv2d(dim, dim, kernel_size=3, bias=True),  # 1
-            _instance_norm(dim),                            # 2
-            nn.ReLU(inplace=True),                          # 3
-            nn.ReflectionPad2d(1),                          # 4
+            _instance_norm(dim),  # 2
+            nn.ReLU(inplace=True),  # 3
+            nn.ReflectionPad2d(1),  # 4
             nn.Conv2d(dim, dim, kernel_size=3, bias=True),  # 5
-            _instance_norm(dim),                            # 6
+            _instance_norm(dim),  # 6
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, dim, H, W) -> (N, dim, H, W)
@@ -98,32 +100,33 @@ class ResNetGenerator(nn.Module):
             raise ValueError(f"n_blocks must be a non-negative integer, got {n_blocks!r}")
         self.input_nc, self.output_nc, self.ngf, self.n_blocks = input_nc, output_nc, ngf, n_blocks
 
-        layers: list[nn.Module] = [                                             # (N, in, H, W)
+        layers: list[nn.Module] = [  # (N, in, H, W)
             nn.ReflectionPad2d(3),
-            nn.Conv2d(input_nc, ngf, kernel_size=7, bias=True),                 # (N, 64, H, W)
+            nn.Conv2d(input_nc, ngf, kernel_size=7, bias=True),  # (N, 64, H, W)
             _instance_norm(ngf),
             nn.ReLU(inplace=True),
         ]
-        for i in range(_DOWNSAMPLING):                                          # H/2, then H/4
-            mult = 2 ** i
+        for i in range(_DOWNSAMPLING):  # H/2, then H/4
+            mult = 2**i
             layers += [
                 nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=True),
                 _instance_norm(ngf * mult * 2),
                 nn.ReLU(inplace=True),
             ]
-        mult = 2 ** _DOWNSAMPLING
-        layers += [ResNetBlock(ngf * mult) for _ in range(n_blocks)]            # (N, 256, H/4, W/4)
-        for i in range(_DOWNSAMPLING):                                          # H/2, then H
+        mult = 2**_DOWNSAMPLING
+        layers += [ResNetBlock(ngf * mult) for _ in range(n_blocks)]  # (N, 256, H/4, W/4)
+        for i in range(_DOWNSAMPLING):  # H/2, then H
             mult = 2 ** (_DOWNSAMPLING - i)
             layers += [
-                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1,
-                                   output_padding=1, bias=True),
+                nn.ConvTranspose2d(
+                    ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=True
+                ),
                 _instance_norm(ngf * mult // 2),
                 nn.ReLU(inplace=True),
             ]
         layers += [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(ngf, output_nc, kernel_size=7, bias=True),                # (N, out, H, W)
+            nn.Conv2d(ngf, output_nc, kernel_size=7, bias=True),  # (N, out, H, W)
             nn.Tanh(),
         ]
         self.model = nn.Sequential(*layers)
@@ -136,23 +139,31 @@ class ResNetGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in, H, W) -> (N, out, 4⌈H/4⌉, 4⌈W/4⌉)
         return self.model(x)
 
-    def _forward_same_size(self, x: torch.Tensor, forward: "Callable[[torch.Tensor], torch.Tensor] | None" = None
-                           ) -> torch.Tensor:
+    def _forward_same_size(
+        self, x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Run the network (or ``forward``, the same network in another engine) so that the output
         has the input's size: reflection-pad the right and bottom up to a multiple of 4, then crop
         back."""
         height, width = x.shape[-2:]
-        multiple = 2 ** _DOWNSAMPLING
+        multiple = 2**_DOWNSAMPLING
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")   # (N, 3, 4⌈H/4⌉, 4⌈W/4⌉)
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")  # (N, 3, 4⌈H/4⌉, 4⌈W/4⌉)
         y = (forward or self)(x)
         assert y.shape[-2:] == x.shape[-2:], (y.shape, x.shape)
-        return y[..., :height, :width]                           # (N, 3, H, W)
+        return y[..., :height, :width]  # (N, 3, H, W)
 
     @torch.inference_mode()
-    def translate(self, inputs: Any, *, size: int | None = 256, preset: str = "trained",
-                  max_pixels: int | None = MAX_PIXELS, backend: str = "eager") -> Any:
+    def translate(
+        self,
+        inputs: Any,
+        *,
+        size: int | None = 256,
+        preset: str = "trained",
+        max_pixels: int | None = MAX_PIXELS,
+        backend: str = "eager",
+    ) -> Any:
         """Translate one image or a list of images (horse → zebra with the default weights).
 
         Args:
@@ -184,14 +195,23 @@ class ResNetGenerator(nn.Module):
         prepare = self.translate_preparer(size=size, preset=preset, max_pixels=max_pixels)
         forward = self._engine(backend)
         items, single = load_images(inputs)
-        batch = [prepare(item, "the image" if single else f"image {index}")       # (3, new_h, new_w)
-                 for index, item in enumerate(items)]
+        batch = [
+            prepare(item, "the image" if single else f"image {index}")  # (3, new_h, new_w)
+            for index, item in enumerate(items)
+        ]
         outputs = self._translate_batch(batch, forward)
         return outputs[0] if single else outputs
 
-    def translate_stream(self, inputs: Iterable[Any], *, size: int | None = 256, preset: str = "trained",
-                         max_pixels: int | None = MAX_PIXELS, batch_size: int = 4,
-                         backend: str = "eager") -> Iterator[tuple[Any, Any]]:
+    def translate_stream(
+        self,
+        inputs: Iterable[Any],
+        *,
+        size: int | None = 256,
+        preset: str = "trained",
+        max_pixels: int | None = MAX_PIXELS,
+        batch_size: int = 4,
+        backend: str = "eager",
+    ) -> Iterator[tuple[Any, Any]]:
         """:meth:`translate` for any number of inputs, lazily: ``(input, outcome)`` per input, in
         order, as soon as its batch of ``batch_size`` is done. ``outcome`` is the translated PIL
         image (what ``translate`` gives for that input) or the exception the input raised (a
@@ -208,11 +228,13 @@ class ResNetGenerator(nn.Module):
                 return self._translate_batch(batch, forward)
 
         on_cpu = next(self.parameters()).device.type == "cpu"
-        yield from stream_batches(inputs, lambda item: prepare(item, "the image"), run,
-                                  batch_size=batch_size, on_cpu=on_cpu)
+        yield from stream_batches(
+            inputs, lambda item: prepare(item, "the image"), run, batch_size=batch_size, on_cpu=on_cpu
+        )
 
-    def translate_preparer(self, *, size: int | None = 256, preset: str = "trained",
-                           max_pixels: int | None = MAX_PIXELS) -> Callable[[Any, str], torch.Tensor]:
+    def translate_preparer(
+        self, *, size: int | None = 256, preset: str = "trained", max_pixels: int | None = MAX_PIXELS
+    ) -> Callable[[Any, str], torch.Tensor]:
         """After checking :meth:`translate`'s arguments: ``prepare(image, where)`` → the
         (3, H', W') network input of one decoded image (any thread), refusing an image too small
         (:class:`~dlwp_models.ImageInputError`) or too large (``ImageTooLargeError``) by name
@@ -220,17 +242,24 @@ class ResNetGenerator(nn.Module):
         from ...inputs.images import image_hw
 
         if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}. Use 'trained' "
-                             "(the weights' own convention) or 'book' (the book's notebook).")
+            raise ValueError(
+                f"preset must be one of {list(PRESETS)}, got {preset!r}. Use 'trained' "
+                "(the weights' own convention) or 'book' (the book's notebook)."
+            )
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < MIN_SIDE):
-            raise ValueError(f"size must be None or an integer of at least {MIN_SIDE} (the shorter "
-                             f"side after resizing), got {size!r}. Pass e.g. size=256.")
-        if max_pixels is not None and (not isinstance(max_pixels, int) or isinstance(max_pixels, bool)
-                                       or max_pixels < 1):
+            raise ValueError(
+                f"size must be None or an integer of at least {MIN_SIDE} (the shorter "
+                f"side after resizing), got {size!r}. Pass e.g. size=256."
+            )
+        if max_pixels is not None and (
+            not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1
+        ):
             raise ValueError(f"max_pixels must be None or a positive integer, got {max_pixels!r}.")
         if self.input_nc != 3 or self.output_nc != 3:
-            raise ValueError(f"translate works on RGB images, but this generator has input_nc="
-                             f"{self.input_nc}, output_nc={self.output_nc}; call the module on tensors.")
+            raise ValueError(
+                f"translate works on RGB images, but this generator has input_nc="
+                f"{self.input_nc}, output_nc={self.output_nc}; call the module on tensors."
+            )
         transform = self.transforms.configured(size=size, preset=preset)
 
         def prepare(item: Any, where: str) -> torch.Tensor:
@@ -240,13 +269,15 @@ class ResNetGenerator(nn.Module):
                 raise ImageInputError(
                     f"{where} is {width}×{height} (width×height) and would be {new_w}×{new_h} after "
                     f"resizing; the generator needs at least {MIN_SIDE} pixels on each side. Pass a "
-                    "larger size= or a larger image.")
+                    "larger size= or a larger image."
+                )
             if max_pixels is not None and new_h * new_w > max_pixels:
                 raise ImageTooLargeError(
                     f"{where} would be {new_w}×{new_h} = {new_h * new_w / 1e6:.1f} megapixels at "
                     f"size={size!r}, above the memory guard of {max_pixels / 1e6:.1f} megapixels "
                     "(about 1 KiB of activations per pixel). Pass a smaller size= (e.g. size=1024), "
-                    "or a larger max_pixels= if this machine has the memory.")
+                    "or a larger max_pixels= if this machine has the memory."
+                )
             return transform(item)
 
         return prepare
@@ -258,15 +289,16 @@ class ResNetGenerator(nn.Module):
         with torch.inference_mode():
             return self._translate_batch(batch, forward)
 
-    def _engine(self, backend: str) -> "Callable[[torch.Tensor], torch.Tensor] | None":
+    def _engine(self, backend: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """What runs the generator for ``backend``: None for PyTorch itself, else an ONNX Runtime
         session of the same network (:mod:`dlwp_models.models.onnx_backend`)."""
         from ..onnx_backend import OnnxRunner, check_backend
 
         return OnnxRunner(self, self.weight_file, any_size=True) if check_backend(backend) == "onnxruntime" else None
 
-    def _translate_batch(self, batch: list[torch.Tensor],
-                         forward: "Callable[[torch.Tensor], torch.Tensor] | None" = None) -> list[Any]:
+    def _translate_batch(
+        self, batch: list[torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> list[Any]:
         """Prepared (3, H_i, W_i) inputs → their PIL images: same sizes together, BATCH_PIXELS at a
         time, run by ``forward`` (default: this module)."""
         from ...inputs.images import same_size_chunks
@@ -276,7 +308,7 @@ class ResNetGenerator(nn.Module):
         with _deterministic_cudnn(param.device):
             for chunk in same_size_chunks(batch, BATCH_PIXELS):
                 x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
-                y = self._forward_same_size(x, forward)                     # (n, 3, H, W) in [-1, 1]
+                y = self._forward_same_size(x, forward)  # (n, 3, H, W) in [-1, 1]
                 for i, image in zip(chunk, _to_pil_images(y)):
                     outputs[i] = image
         return outputs
@@ -303,5 +335,5 @@ def _to_pil_images(y: torch.Tensor) -> list[Any]:
     from PIL import Image
 
     pixels = ((y.float() + 1) / 2).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-    pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()                    # (N, H, W, 3)
-    return [Image.fromarray(array) for array in pixels]                   # (H, W, 3) uint8 is RGB
+    pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
+    return [Image.fromarray(array) for array in pixels]  # (H, W, 3) uint8 is RGB
