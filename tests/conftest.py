@@ -40,10 +40,25 @@ def hub_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return home
 
 
+#: the loopback servers of this session (each test's faults and delays are dropped after it)
+_SERVERS: list[LoopbackServer] = []
+
+
+@pytest.fixture(autouse=True)
+def isolated_servers():
+    """Faults a test injected and did not use, and its per-chunk delays, end with it: the servers
+    live for the session, so without this they would reach the next test serving that name."""
+    yield
+    for loopback in _SERVERS:
+        loopback.forget_faults()
+
+
 @pytest.fixture(scope="session")
 def weight_server() -> LoopbackServer:
     loopback = LoopbackServer()
+    _SERVERS.append(loopback)
     yield loopback
+    _SERVERS.remove(loopback)
     loopback.close()
 
 
@@ -80,7 +95,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def https_server(tls_files: tuple[Path, Path]) -> LoopbackServer:
     loopback = LoopbackServer(*tls_files)
+    _SERVERS.append(loopback)
     yield loopback
+    _SERVERS.remove(loopback)
     loopback.close()
 
 

@@ -112,6 +112,15 @@ class LoopbackServer:
     def inject(self, name: str, *faults: Fault) -> None:
         self.faults[name].extend(faults)
 
+    def forget_faults(self) -> dict[str, int]:
+        """Drop every fault not yet served and every per-chunk delay (one test's setup must not reach
+        the next test that serves the same name); returns the unserved faults by name."""
+        with self._lock:
+            left = {name: len(queue) for name, queue in self.faults.items() if queue}
+            self.faults.clear()
+            self.delay_per_chunk.clear()
+        return left
+
     # -- inspection --------------------------------------------------------------------
     def hits_for(self, name: str) -> list[Hit]:
         with self._lock:

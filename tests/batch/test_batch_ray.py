@@ -21,16 +21,14 @@ from dlwp_models.cli.main import main
 def ray_cluster(batch_env):
     """One local Ray for the module, started with the batch weights' settings (its workers inherit them)."""
     ray = pytest.importorskip("ray")
-    saved = {key: os.environ.get(key) for key in batch_env.vars()}
-    os.environ.update(batch_env.vars())
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:  # the environment is restored however the module ends
+        for key, value in batch_env.vars().items():
+            patch.setenv(key, value)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,9 @@ def entry(name: str, files: dict, model: str = "testnet") -> dict:
 
 @pytest.fixture
 def one_file(make_manifest, file_entry, request):
-    """A manifest with one weight set holding PAYLOAD under a per-test file name."""
-    fname = f"{request.node.name[:40].replace('[', '_').replace(']', '')}.pth"
+    """A manifest with one weight set holding PAYLOAD under a file name of this test's own (the
+    loopback server is shared by the session: two tests must not count each other's requests)."""
+    fname = f"{re.sub(r'[^A-Za-z0-9_-]', '_', request.node.name)[:60]}-{uuid.uuid4().hex[:8]}.pth"
     spec = file_entry(fname, PAYLOAD)
     make_manifest([entry("v1", {"state_dict": spec})])
     return fname
