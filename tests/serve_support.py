@@ -7,9 +7,6 @@ compare answers with."""
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
-import io
 import json
 import os
 import re
@@ -20,14 +17,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import torch
+from random_weights import generated_entry
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-BUNDLED = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
 SERVED = ("squeezenet1_1", "resnet18", "cyclegan", "neuraltalk2")
 #: the server's settings in these tests: small batches and queue, a long wait so that batches fill
 SERVER_ARGS = (
@@ -78,23 +74,6 @@ class ServeEnv:
             return build(name, pretrained=True, progress=False)
 
 
-def _state_entry(set_name: str, state_dict: dict[str, torch.Tensor], server: Any) -> dict:
-    buf = io.BytesIO()
-    torch.save(state_dict, buf)
-    data = buf.getvalue()
-    entry = copy.deepcopy(BUNDLED[set_name])
-    filename = entry["files"]["state_dict"]["filename"]
-    entry["files"] = {
-        "state_dict": {
-            "filename": filename,
-            "urls": [server.serve(f"serve-{filename}", data)],
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "size": len(data),
-        }
-    }
-    return entry
-
-
 @pytest.fixture(scope="session")
 def serve_env(weight_server, tmp_path_factory) -> ServeEnv:
     import torchvision
@@ -106,9 +85,16 @@ def serve_env(weight_server, tmp_path_factory) -> ServeEnv:
 
     torch.manual_seed(0)
     entries = [
-        _state_entry("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1().state_dict(), weight_server),
-        _state_entry("resnet18.imagenet1k_v1", torchvision.models.resnet18().state_dict(), weight_server),
-        _state_entry("cyclegan.horse2zebra", ResNetGenerator().state_dict(), weight_server),
+        generated_entry(
+            "squeezenet1_1.imagenet1k_v1",
+            torchvision.models.squeezenet1_1().state_dict(),
+            weight_server,
+            prefix="serve",
+        ),
+        generated_entry(
+            "resnet18.imagenet1k_v1", torchvision.models.resnet18().state_dict(), weight_server, prefix="serve"
+        ),
+        generated_entry("cyclegan.horse2zebra", ResNetGenerator().state_dict(), weight_server, prefix="serve"),
     ]
     decoder = FCDecoder(DecoderConfig(vocab_size=len(CAPTION_WORDS), input_encoding_size=32, rnn_size=32))
     with torch.no_grad():  # sharper word choices: captions depend on the image

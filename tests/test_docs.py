@@ -7,9 +7,6 @@ it does on an offline machine)."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import io
 import json
 import re
 import subprocess
@@ -20,6 +17,7 @@ import pytest
 import torch
 from conftest import REPO_DIR
 from PIL import Image
+from random_weights import generated_entry
 
 DOCUMENTS = [REPO_DIR / "README.md", *sorted((REPO_DIR / "docs").glob("*.md"))]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -52,21 +50,10 @@ def docs_env(batch_env, weight_server, tmp_path_factory):
     import torchvision
 
     folder = tmp_path_factory.mktemp("docs")
-    bundled = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
     torch.manual_seed(0)
-    buffer = io.BytesIO()
-    torch.save(torchvision.models.resnet101(weights=None).state_dict(), buffer)
-    data = buffer.getvalue()
-    entry = copy.deepcopy(bundled["resnet101.imagenet1k_v1"])
-    name = entry["files"]["state_dict"]["filename"]
-    entry["files"] = {
-        "state_dict": {
-            "filename": name,
-            "urls": [weight_server.serve(f"docs-{name}", data)],
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "size": len(data),
-        }
-    }
+    entry = generated_entry(
+        "resnet101.imagenet1k_v1", torchvision.models.resnet101(weights=None).state_dict(), weight_server, prefix="docs"
+    )
     theirs = json.loads(batch_env.manifest.read_text())["weights"]
     manifest = folder / "manifest.json"
     manifest.write_text(json.dumps({"schema_version": 1, "weights": [*theirs, entry]}), encoding="utf-8")

@@ -4,7 +4,6 @@ file formats), served from 127.0.0.1 under a manifest of their own."""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import io
 import json
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from random_weights import generated_entry
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 
@@ -65,29 +65,16 @@ def make_batch_env(server, folder: Path) -> BatchEnv:
     from dlwp_models.models.captioning import DecoderConfig, FCDecoder
     from dlwp_models.models.cyclegan import ResNetGenerator
 
-    bundled = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
     torch.manual_seed(0)
-    entries = []
-    for set_name, net in (
-        ("squeezenet1_1.imagenet1k_v1", torchvision.models.squeezenet1_1(weights=None)),
-        ("cyclegan.horse2zebra", ResNetGenerator()),
-    ):
-        buffer = io.BytesIO()
-        torch.save(net.state_dict(), buffer)
-        entry = copy.deepcopy(bundled[set_name])
-        name = entry["files"]["state_dict"]["filename"]
-        data = buffer.getvalue()
-        import hashlib
-
-        entry["files"] = {
-            "state_dict": {
-                "filename": name,
-                "urls": [server.serve(f"batch-{name}", data)],
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "size": len(data),
-            }
-        }
-        entries.append(entry)
+    entries = [
+        generated_entry(
+            "squeezenet1_1.imagenet1k_v1",
+            torchvision.models.squeezenet1_1(weights=None).state_dict(),
+            server,
+            prefix="batch",
+        ),
+        generated_entry("cyclegan.horse2zebra", ResNetGenerator().state_dict(), server, prefix="batch"),
+    ]
     helpers = _captioning_helpers()
     words = {i: f"w{i}" for i in range(1, 30)} | {30: "UNK"}
     torch.manual_seed(1)

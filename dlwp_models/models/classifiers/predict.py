@@ -64,7 +64,7 @@ class ClassifierMixin:
             >>> model.predict("bobby.jpg", topk=2)
             [('golden retriever', 96.29...), ('Labrador retriever', 2.81...)]
         """
-        categories, batch_size = self._checked(topk, batch_size)
+        _, batch_size = self._checked(topk, batch_size)
         from ...inputs.images import image_sources
         from ...inputs.pipeline import default_workers, ordered_map
 
