@@ -29,6 +29,7 @@ __all__ = [
     "ImagesTooSmallError",
     "ImageTooLargeError",
     "OutputExistsError",
+    "NonFiniteOutputError",
     "UsageError",
     "InputListError",
     "ResultsFileError",
@@ -125,6 +126,11 @@ class ImageTooLargeError(ImageInputError):
 
 class OutputExistsError(DlwpError, FileExistsError):
     """An output file exists and ``--overwrite`` was not given."""
+
+
+class NonFiniteOutputError(DlwpError, ArithmeticError):
+    """A model's output holds NaN or infinite values: its weights are damaged (the message names
+    ``dlwp fetch --verify``)."""
 
 
 class UsageError(DlwpError, ValueError):

@@ -33,10 +33,13 @@ log = logging.getLogger(__name__)
 
 #: what ``--format`` may be
 FORMATS = ("torchscript", "exported", "onnx")
+#: the longest side ``--input-size`` may have (the check's sample is made at that size)
+MAX_INPUT_SIDE = 4096
 
 
-def _pipeline_for(name: str, weights: str | None) -> tuple[nn.Module, Any]:
-    """The pipeline module for ``name`` and an eager reference function of uint8 images."""
+def _pipeline_for(name: str, weights: str | None, input_size: tuple[int, int]) -> tuple[nn.Module, Any]:
+    """The pipeline module for ``name`` and an eager reference function of uint8 images, after the
+    family has checked that ``input_size`` fits the model's memory guards."""
     exportable = [info for info in families() if info.exportable]
     if not any(name in info.models for info in exportable):
         raise ExportError(
@@ -45,22 +48,41 @@ def _pipeline_for(name: str, weights: str | None) -> tuple[nn.Module, Any]:
             f"({', '.join(model for info in exportable for model in info.models)})."
         )
     model = build(name, weights=weights or "DEFAULT")
-    return load_family(name).export_pipeline(model)
+    family = load_family(name)
+    family.check_export_size(model, *input_size)
+    return family.export_pipeline(model)
 
 
 def export_model(
-    name: str, *, output: str | Path, format: str, weights: str | None = None, input_size: tuple[int, int] = (480, 640)
+    name: str,
+    *,
+    output: str | Path,
+    format: str,
+    weights: str | None = None,
+    input_size: tuple[int, int] = (480, 640),
+    overwrite: bool = False,
 ) -> Path:
     """Write ``name`` (with ``weights``, default the default set) as a self-contained artefact
     taking uint8 (N, 3, H, W) images; check it against the eager model on an ``input_size``
     sample (the size a ``torch.export`` or ONNX artefact is specialised to; ONNX also at a second
-    batch size); return the path. Nothing is written when the check fails."""
+    batch size); return the path. Nothing is written when the check fails, and an existing
+    ``output`` is replaced only with ``overwrite``."""
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {list(FORMATS)}, got {format!r}.")
     output = Path(output)
+    height, width = input_size
+    if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
+        raise ExportError(f"--input-size must be two sides from 1 to {MAX_INPUT_SIDE} pixels, got {height} {width}.")
+    if output.is_dir():
+        raise ExportError(f"{output} is a folder; -o names the file to write, e.g. {output / (name + '.onnx')}.")
+    if not overwrite and (output.exists() or output.is_symlink()):
+        raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it, or choose another -o.")
     if format == "exported" and output.suffix != ".pt2":
         raise ExportError(f"a torch.export artefact is a .pt2 archive; name the output *.pt2, got {output.name!r}.")
-    pipeline, reference = _pipeline_for(name, weights)
+    try:
+        pipeline, reference = _pipeline_for(name, weights, input_size)
+    except ValueError as exc:  # the family's size check (ImageTooLargeError is one)
+        raise ExportError(str(exc)) from None
     pipeline.eval()
     generator = torch.Generator().manual_seed(0)
     sample = torch.randint(0, 256, (2, 3, *input_size), dtype=torch.uint8, generator=generator)
@@ -69,7 +91,7 @@ def export_model(
     # moved into place only once it reproduces the eager model
     tmp = output.with_name(f".{output.stem}.{uuid.uuid4().hex}.partial{output.suffix}")  # keeps the suffix
     try:
-        with staged(output, replace=True, temporary=tmp) as (path, out):
+        with staged(output, replace=overwrite, temporary=tmp) as (path, out):
             out.close()
             error = _write_checked(name, format, pipeline, reference, sample, path)
     except (ExportError, OutputExistsError):

@@ -207,3 +207,38 @@ def test_onnx_export_of_the_captioning_model_is_refused(tmp_path):
         ExportError, match=r"exportable models: the families classifiers, cyclegan \(alexnet, .*, cyclegan\)"
     ):
         export_model("neuraltalk2", output=tmp_path / "c.onnx", format="onnx")
+
+
+# --------------------------------------------------------------------------- issue 25: the output and the size
+
+
+def test_export_refuses_an_existing_output_unless_asked(served, tmp_path, capsys):
+    from dlwp_models.cli.main import main
+
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"the user's own file")
+    assert main(["export", "resnet18", "--format", "torchscript", "-o", str(out)]) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"the user's own file"
+    assert main(["export", "resnet18", "--format", "torchscript", "-o", str(out), "--overwrite"]) == 0
+    assert torch.jit.load(str(out)) is not None
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    assert main(["export", "resnet18", "--format", "onnx", "-o", str(folder)]) == 1
+    assert "is a folder; -o names the file to write" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [["-5", "10"], ["100000", "100000"], ["0", "0"], ["4097", "8"]])
+def test_an_input_size_out_of_range_is_a_usage_error(size, tmp_path, capsys):
+    from dlwp_models.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["export", "resnet18", "--format", "onnx", "-o", str(tmp_path / "x.onnx"), "--input-size", *size])
+    assert info.value.code == 2 and "must be from 1 to 4096 pixels" in capsys.readouterr().err
+
+
+def test_an_input_size_the_model_cannot_take_is_refused_before_any_work(served, tmp_path):
+    with pytest.raises(ExportError, match="over the generator's 8.4 megapixels"):
+        export_model("cyclegan", output=tmp_path / "g.onnx", format="onnx", input_size=(4, 4000))
+    with pytest.raises(ExportError, match="over the classifiers' limit"):
+        export_model("resnet18", output=tmp_path / "r.onnx", format="onnx", input_size=(1, 4096))
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*"))

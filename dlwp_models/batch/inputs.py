@@ -73,7 +73,16 @@ def _list_file(path: str) -> Iterator[str]:
             f"cannot read the input list {path!r} ({exc.strerror or exc}); check the path after '@'."
         ) from None
     with handle:
-        yield from _lines(handle)
+        try:
+            for line in _lines(handle):
+                if "\x00" in line:
+                    raise UnicodeDecodeError("utf-8", b"\x00", 0, 1, "a NUL byte")
+                yield line
+        except UnicodeDecodeError as exc:
+            raise InputListError(
+                f"the input list {path!r} is not a text file of paths and URLs ({exc.reason}); give '@' a list "
+                "with one input a line, or pass the image itself without '@'."
+            ) from None
 
 
 def _walk(folder: str) -> Iterator[str]:

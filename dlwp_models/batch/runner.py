@@ -5,13 +5,14 @@ and end with the exit status and the line "N of M failed"."""
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..tasks import ModelSpec, Task, error_record
 from . import inputs as batch_inputs
-from .records import open_writer, resume
+from .records import open_writer, records_lock, resume
 
 __all__ = ["Job", "Settings", "run_job", "local_engine"]
 
@@ -58,13 +59,33 @@ def local_engine(quiet: bool) -> Engine:
     return start
 
 
+def header_of(job: Job) -> dict[str, Any]:
+    """What a records file says of the job that writes it (see :mod:`.records`): its task, the
+    options that change answers, the model, weights and backend."""
+    return {
+        "task": job.task.name,
+        "options": job.task.options(),
+        "model": job.model.model,
+        "weights": job.model.weights or "DEFAULT",
+        "backend": job.model.backend,
+    }
+
+
 def run_job(job: Job, settings: Settings, engine: Engine) -> int:
-    """Run ``job`` on the inputs of ``settings`` through ``engine``; 0 when every input succeeded,
-    else 1 (the last line on standard error says how many failed)."""
-    done = resume(settings.output, job.task) if settings.resume else set()
+    """Run ``job`` on the inputs of ``settings`` through ``engine``, holding the records file's lock;
+    0 when every input succeeded, else 1 (the last line on standard error says how many failed)."""
+    with records_lock(settings.output):
+        return _run_locked(job, settings, engine)
+
+
+def _run_locked(job: Job, settings: Settings, engine: Engine) -> int:
+    header = header_of(job)
+    done, job_id = resume(settings.output, job.task, header) if settings.resume else (set(), None)
+    job_id = job_id or uuid.uuid4().hex  # a resumed job keeps its id: translate may replace its own pictures
+    job = replace(job, task=job.task.for_job(job_id))
     total = _total(settings)
     answer = engine(job)  # a model that cannot be built fails before the output is touched
-    writer = open_writer(settings.output, job.task, append=settings.resume)
+    writer = open_writer(settings.output, job.task, {**header, "job": job_id}, append=settings.resume)
     counts = {"seen": 0, "failed": 0}
     claimed: set[str] = set()
     early: list[dict[str, Any]] = []  # records decided before running (translate's name clashes)

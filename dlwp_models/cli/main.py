@@ -18,17 +18,17 @@ from pathlib import Path
 from .. import __version__
 from ..errors import DlwpError, UsageError
 from ..export import FORMATS as EXPORT_FORMATS
+from ..export import MAX_INPUT_SIDE
 from ..inputs.transforms import PRESETS
-from ..models.cyclegan import MIN_SIDE
 from ..models.onnx_backend import BACKENDS
 from ..models.registry import family_info
 from ..tasks.caption import Caption
 from ..tasks.classify import Classify
 from ..tasks.translate import Translate
-from ..weights.download import fetch
+from ..weights.download import fetch, verify_cached
 from ..weights.manifest import WeightSet, get_weights, list_weights
 from ..weights.store import cached_path
-from .arguments import non_negative_float, positive_float, positive_int
+from .arguments import export_side, non_negative_float, port_number, positive_float, positive_int, translate_size
 from .task_commands import add_task_command, batch_usage_error
 
 log = logging.getLogger("dlwp_models")
@@ -95,6 +95,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         raise UsageError("give weight-set names (or model names) to fetch, or --all, not both")
     chosen = list_weights() if args.all else [_weights_by_name_or_model(n) for n in args.names]
     for ws in chosen:
+        if args.verify:
+            for role, sound in verify_cached(ws).items():
+                if sound is False:
+                    print(f"{ws.name} {role}: the cached file was damaged; fetching it again", file=sys.stderr)
         for role, path in fetch(ws, progress=not args.quiet).items():
             print(f"{ws.name} {role}: {path}")
     return 0
@@ -141,7 +145,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_model
 
     path = export_model(
-        args.name, output=args.output, format=args.format, weights=args.weights, input_size=tuple(args.input_size)
+        args.name,
+        output=args.output,
+        format=args.format,
+        weights=args.weights,
+        input_size=tuple(args.input_size),
+        overwrite=args.overwrite,
     )
     print(f"wrote {path} ({args.format}); input: uint8 images (N, 3, H, W)")
     return 0
@@ -163,11 +172,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"--weights takes MODEL=TAG (e.g. resnet101=IMAGENET1K_V2), got {item!r}")
         weights[model.strip()] = tag.strip()
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if not models:
+        raise UsageError(f"--models names no model (got {args.models!r}); e.g. --models resnet101,cyclegan")
     for model in (*models, *weights):
         family_info(model)  # ValueError listing the models
     check_backend(args.backend)  # onnxruntime missing: say so before loading
     if unused := sorted(set(weights) - set(models)):
         raise UsageError(f"--weights names {', '.join(unused)}, which --models does not serve")
+    if args.max_uploading_mb < args.max_upload_mb:
+        raise UsageError(
+            f"--max-uploading-mb ({args.max_uploading_mb:g}) must be at least --max-upload-mb "
+            f"({args.max_upload_mb:g}), or no upload of the largest size could ever be received"
+        )
+    if args.decode_memory_mb < args.max_image_mb:
+        raise UsageError(
+            f"--decode-memory-mb ({args.decode_memory_mb:g}) must be at least --max-image-mb "
+            f"({args.max_image_mb:g}), or no image of the largest cost could ever be decoded"
+        )
     return serve(
         ServeSettings(
             models=models,
@@ -181,17 +202,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             device=args.device,
             cors_origins=tuple(args.cors_origin),
             backend=args.backend,
+            max_image_mb=args.max_image_mb,
+            decode_memory_mb=args.decode_memory_mb,
+            max_uploading_mb=args.max_uploading_mb,
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            keep_alive_s=args.keep_alive,
+            max_connections=args.max_connections,
+            drain_s=args.drain_seconds,
+            allowed_hosts=tuple(args.allowed_host),
         )
     )
-
-
-def _size_arg(text: str) -> int | None:
-    if text.lower() == "none":
-        return None
-    value = int(text)
-    if value < MIN_SIDE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, or 'none'")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,6 +236,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download and verify weight files into the cache (for offline use)")
     p.add_argument("names", nargs="*", metavar="NAME", help="weight-set or model names")
     p.add_argument("--all", action="store_true", help="every weight set in the manifests")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash the cached files again (a file damaged in place keeps its size and date); a damaged "
+        "one is fetched again",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_fetch)
 
@@ -233,9 +260,7 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         "translate",
         "turn horses into zebras (CycleGAN)",
-        lambda a: Translate(
-            size=a.size, preset=a.preset, output_dir=str(a.output_dir), overwrite=a.overwrite or a.resume
-        ),
+        lambda a: Translate(size=a.size, preset=a.preset, output_dir=str(a.output_dir), overwrite=a.overwrite),
         weights="weight tag or a local generator file (default: horse2zebra)",
         backend=True,
     )
@@ -248,7 +273,9 @@ def _parser() -> argparse.ArgumentParser:
         default="trained",
         help="input scaling: as the weights were trained (default) or as the book feeds it",
     )
-    p.add_argument("--size", type=_size_arg, default=256, help="shorter side after resizing, or 'none' (default: 256)")
+    p.add_argument(
+        "--size", type=translate_size, default=256, help="shorter side after resizing, or 'none' (default: 256)"
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -293,13 +320,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weight tag (default: the model's default)")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file (default: refuse)")
     p.add_argument(
         "--input-size",
-        type=int,
+        type=export_side,
         nargs=2,
         default=(480, 640),
         metavar=("H", "W"),
-        help="image size to check at; torch.export and onnx artefacts are specialised to it (default 480 640)",
+        help=f"image size to check at, 1 to {MAX_INPUT_SIDE} pixels a side; torch.export and onnx artefacts are "
+        "specialised to it (default 480 640)",
     )
     p.set_defaults(run=cmd_export)
 
@@ -317,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
         help="weight set per model, e.g. resnet101=IMAGENET1K_V2 (repeatable; default: each model's)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     p.add_argument("--max-batch", type=positive_int, default=16, help="most requests per forward pass (default 16)")
     p.add_argument(
         "--max-wait-ms",
@@ -344,11 +373,39 @@ def _parser() -> argparse.ArgumentParser:
         help="engine for the classifiers' and the generator's network: eager PyTorch (default) or "
         'ONNX Runtime (needs pip install -e ".[onnx]")',
     )
+    limits = p.add_argument_group("limits", "what one client can hold of the server (docs/serving.md)")
+    for flag, default, text in (
+        ("--max-image-mb", 512.0, "memory one upload may take while it is decoded (depth and channels count)"),
+        ("--decode-memory-mb", 2048.0, "memory all uploads being decoded at once may take"),
+        ("--max-uploading-mb", 128.0, "bytes of the uploads being received at once; beyond, 503"),
+        ("--header-timeout", 10.0, "seconds a connection has to send its request headers"),
+        ("--body-timeout", 60.0, "seconds a request has to send its whole body"),
+        ("--keep-alive", 5.0, "seconds an idle connection is kept after an answer"),
+        ("--drain-seconds", 30.0, "on SIGTERM, seconds the running batches have to finish"),
+    ):
+        limits.add_argument(flag, type=positive_float, default=default, help=f"{text} (default {default:g})")
+    limits.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=512,
+        help="connections open at once, and always below the open-file limit (default 512)",
+    )
+    limits.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers, against DNS rebinding (repeatable; default: the "
+        "--host address and localhost's names; * allows any)",
+    )
     p.set_defaults(run=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a file name with undecodable bytes prints as escapes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
     if hasattr(args, "records") and (problem := batch_usage_error(args)):

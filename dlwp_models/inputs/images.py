@@ -31,6 +31,7 @@ from ..errors import (
     ImageNotFoundError,
     StallError,
 )
+from .decode_cost import ALPHA_MODES, EXIF_ORIENTATION, WIDE_GREY_MODES, check_decode_cost, grey8
 
 __all__ = [
     "ImageItem",
@@ -52,7 +53,6 @@ URL_TIMEOUT = (5.0, 20.0)  # connect, read (seconds)
 URL_DEADLINE = 120.0  # the whole download, so a server that drips bytes cannot hang us
 URL_MAX_BYTES = 64 * 1024 * 1024  # an image bigger than this over HTTP is refused
 _OPEN_LOCK = threading.Lock()
-_EXIF_ORIENTATION = 0x0112
 _KINDS = "a path, an http(s) URL, a PIL image, a numpy HWC uint8 array or a CHW/NCHW tensor"
 
 
@@ -184,9 +184,10 @@ def _is_closed(img: Image.Image) -> bool:
     return False
 
 
-def _decode(open_arg: Any, what: str) -> Image.Image:
-    """Open and fully decode an image file, turning PIL's failures into clear errors. Safe to
-    call from several threads at once."""
+def _decode(open_arg: Any, what: str, limit: int | None = None) -> Image.Image:
+    """Open and fully decode an image file, turning PIL's failures into clear errors; its memory
+    cost is checked first (:func:`check_decode_cost`, ``limit`` bytes). Safe to call from several
+    threads at once."""
     try:
         # warnings.catch_warnings swaps process-wide state, so dlwp's threads take turns, and only
         # around Image.open (which reads the header and runs PIL's decompression-bomb check). A
@@ -196,6 +197,7 @@ def _decode(open_arg: Any, what: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(open_arg)
         try:
+            check_decode_cost(img, what, limit)
             img.load()
             rgb = _to_rgb(img, what)
         except BaseException:
@@ -298,18 +300,15 @@ def _to_rgb(img: Image.Image, what: str) -> Image.Image:
     16-bit and 32-bit grey is scaled to 8 bits instead of clipped. ``img`` itself is returned
     (never modified) when nothing needs changing."""
     try:
-        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
             img = ImageOps.exif_transpose(img)
     except Exception as exc:
         log.warning("ignoring unreadable EXIF orientation of %s (%s)", what, exc)
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        array = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-        grey = np.clip(np.rint(array * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in WIDE_GREY_MODES:
+        return Image.fromarray(grey8(img), "L").convert("RGB")
+    if img.mode in ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

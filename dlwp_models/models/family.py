@@ -44,6 +44,10 @@ class Family:
         """The model built from ``plan`` and the fetched ``files`` (by role), in eval mode."""
         raise NotImplementedError
 
+    def check_export_size(self, model: nn.Module, height: int, width: int) -> None:
+        """Refuse (``ImageTooLargeError``, ``ValueError``) an export input size the built ``model``
+        cannot run within its memory guards, before any tensor of that size is made."""
+
     def export_pipeline(self, model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
         """For a family registered as exportable: the built ``model`` with its preprocessing, as a
         module of uint8 (N, 3, H, W) images, and an eager reference function of the same images."""

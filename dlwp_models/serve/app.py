@@ -35,8 +35,9 @@ from ..tasks.caption import Caption
 from ..tasks.classify import Classify
 from ..tasks.translate import Translate
 from .metrics import MetricsMiddleware
+from .security import SecurityMiddleware, offline_docs
 from .state import Served, ServerState, ServeSettings
-from .uploads import decode_image, read_upload
+from .uploads import Upload, decode_image, image_bytes, read_upload
 
 __all__ = ["create_app", "MAX_SIZE", "MAX_BEAM"]
 
@@ -73,6 +74,8 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
         version=__version__,
         lifespan=lifespan,
         description="The models of chapter 2 of *Deep Learning with PyTorch* behind an HTTP API.",
+        docs_url=None,  # Swagger UI loads from a CDN: /docs is a page of our own that works offline
+        redoc_url=None,
     )
     app.state.dlwp = state
     if settings.cors_origins:
@@ -83,7 +86,12 @@ def create_app(settings: ServeSettings, state: ServerState | None = None) -> Fas
             allow_headers=["Content-Type", "Accept"],
         )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(SecurityMiddleware, hosts=settings.hosts(), page=_PAGE.read_text(encoding="utf-8"))
     _add_error_handlers(app)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(offline_docs(app.openapi()))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -174,34 +182,41 @@ async def _answer(state: ServerState, request: Request, model: str | None, task:
     except (QueueFull, BatcherClosed) as exc:
         raise _refused(state, served.name, batcher.max_queue, exc) from None
     try:
-        body = await read_upload(request, max_bytes=state.settings.max_upload_bytes)
+        upload = await read_upload(request, max_bytes=state.settings.max_upload_bytes, budget=state.uploads)
     except ClientDisconnect:
         state.metrics.disconnects.labels(served.name).inc()
         raise ApiError(499, "the client closed the connection while sending.") from None
     try:
-        with batcher.admit() as admission:  # a place in the queue before decoding, or 503
+        with batcher.admit() as admission:  # a place in the queue before the body is parsed or decoded, or 503
             async with state.decode_slots:  # decoded photos in memory: at most one per slot
-                prepared = await run_in_threadpool(_prepare, served, task, body, state.settings.max_pixels)
-            del body
+                prepared = await run_in_threadpool(_prepare, served, task, upload, state.settings)
+            upload.release()
             job = admission.submit((task, task.batch_key(prepared)), prepared)
     except (QueueFull, BatcherClosed) as exc:  # the queue filled (or closed) during the upload
         raise _refused(state, served.name, batcher.max_queue, exc) from None
+    finally:
+        upload.release()
     disconnected = asyncio.ensure_future(_disconnect(request))
     try:
         await asyncio.wait({job.future, disconnected}, return_when=asyncio.FIRST_COMPLETED)
         if not job.future.done():
             state.metrics.disconnects.labels(served.name).inc()
             raise ApiError(499, "the client closed the connection.")
-        return served, task, job.future.result()
+        try:
+            return served, task, job.future.result()
+        except BatcherClosed as exc:  # queued when the server began to stop
+            raise _refused(state, served.name, batcher.max_queue, exc) from None
     finally:
         disconnected.cancel()
         if not job.future.done():  # the client left, or the handler was cancelled at shutdown
             batcher.cancel(job)
 
 
-def _prepare(served: Served, task: Task, body: bytes, max_pixels: int) -> Any:
-    """The upload's bytes, decoded, then prepared by the task for the model (a worker thread)."""
-    image = decode_image(body, max_pixels)
+def _prepare(served: Served, task: Task, upload: Upload, settings: ServeSettings) -> Any:
+    """The upload's image (its multipart form parsed now, after admission), decoded within the
+    memory limit, then prepared by the task for the model (in a worker thread). Every fault of the
+    image is a 4xx."""
+    image = decode_image(image_bytes(upload, settings.max_parts), settings.max_pixels, settings.max_image_bytes)
     try:
         return task.prepare(served.model, image)
     except ImageTooLargeError as exc:

@@ -87,6 +87,7 @@ class Batcher:
         self._queue: deque[Job] = deque()
         self._incoming = 0  # admitted requests not queued yet (reading, decoding)
         self._closing = False
+        self._stopping = False  # no new request; those already under way still go on
         self._thread = threading.Thread(target=self._work, name=f"dlwp-serve-{name}", daemon=True)
         self._thread.start()
 
@@ -106,8 +107,11 @@ class Batcher:
 
     def check_room(self) -> None:
         """Raise :class:`QueueFull` or :class:`BatcherClosed` as :meth:`admit` would now, without
-        taking a place: for refusing a request before its upload is read."""
+        taking a place: for refusing a request before its upload is read (and every new request
+        once the server stops: :meth:`stop_admitting`)."""
         with self._cond:
+            if self._stopping:
+                raise BatcherClosed(f"the server is shutting down; {self.name} takes no new requests.")
             self._check_room()
 
     @contextmanager
@@ -163,6 +167,32 @@ class Batcher:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
+
+    def stop_admitting(self) -> None:
+        """Refuse new requests (:meth:`check_room`); those already under way (their upload being
+        read or decoded) are still queued, and the queue still runs, until :meth:`drain`."""
+        with self._cond:
+            self._stopping = True
+
+    def drain(self) -> None:
+        """Take no new jobs and answer the queued ones :class:`BatcherClosed` at once (their
+        clients get a 503); the batch running now finishes, then the worker stops."""
+        with self._cond:
+            self._closing = True
+            queued = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for job in queued:
+            _resolve(job, error=BatcherClosed(f"the server is shutting down; {self.name} takes no new requests."))
+
+    def running(self) -> bool:
+        """Whether the worker thread is still alive (a batch running)."""
+        return self._thread.is_alive()
+
+    def idle(self) -> bool:
+        """Whether nothing is queued and no admitted request is still being prepared."""
+        with self._cond:
+            return self._taken() == 0
 
     # ----------------------------------------------------------------------- worker thread
 

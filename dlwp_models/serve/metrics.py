@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 
+#: the HTTP methods counted by name; any other is counted as "other" (labels come from closed sets)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -51,6 +53,12 @@ class Metrics:
         self.rejected = Counter(
             "dlwp_queue_full", "Requests refused with 503 because the queue was full", ["model"], registry=self.registry
         )
+        self.closed = Counter(
+            "dlwp_connections_closed",
+            "Connections the server closed by cause (header or body timeout, too many connections)",
+            ["cause"],
+            registry=self.registry,
+        )
         self.disconnects = Counter(
             "dlwp_client_disconnects", "Clients that left before their answer", ["model"], registry=self.registry
         )
@@ -71,7 +79,8 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by its route template (``other`` for unknown paths) and status."""
+    """Counts every HTTP request by its route template, method and status, each from a closed set
+    (``other`` for an unknown path or method), so that no client can grow the metrics."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -93,5 +102,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "other"
-            self.metrics.requests.labels(path, scope.get("method", ""), str(status[0])).inc()
+            method = scope.get("method", "")
+            status_label = str(status[0]) if 100 <= status[0] <= 599 else "other"
+            self.metrics.requests.labels(path, method if method in _METHODS else "other", status_label).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)

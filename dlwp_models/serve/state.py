@@ -20,6 +20,7 @@ from ..models.registry import family_info
 from ..tasks import ModelSpec, Task, backend_for, task_named
 from .batching import Batcher
 from .metrics import Metrics
+from .uploads import UploadBudget
 
 __all__ = ["ServeSettings", "ServerState", "Served", "DEFAULT_MODELS"]
 
@@ -30,7 +31,7 @@ DEFAULT_MODELS = ("resnet101", "cyclegan", "neuraltalk2")
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """The ``serve`` command's options."""
+    """The ``serve`` command's options (every default is documented in docs/serving.md)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
     weights: dict[str, str] = field(default_factory=dict)  # model -> weight tag or name
@@ -44,11 +45,46 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     backend: str = "eager"  # for the models that can run on it: --backend
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's decompression-bomb limit
-    decode_slots: int = field(default_factory=lambda: 2 * usable_cores())  # uploads decoded at once: 2 per core
+    #: the memory one upload may take while it is decoded (pixels x depth x channels, and copies)
+    max_image_mb: float = 512.0
+    #: the memory all uploads being decoded at once may take: decode_slots follows from it
+    decode_memory_mb: float = 2048.0
+    #: uploads decoded at the same time: 2 per core, at most decode_memory_mb / max_image_mb
+    decode_slots: int | None = None
+    #: bytes of the request bodies being received at once (beyond: 503 before reading)
+    max_uploading_mb: float = 128.0
+    max_parts: int = 8  # parts of a multipart form
+    header_timeout_s: float = 10.0  # to send a request's headers, from the connection (or the last answer)
+    body_timeout_s: float = 60.0  # to send a request's body, from its headers
+    keep_alive_s: float = 5.0  # an idle connection after an answer
+    max_connections: int = 512  # open at once (and always below the open-file limit)
+    drain_s: float = 30.0  # on SIGTERM: time for the batches running to finish
+    #: the Host names the server answers (against DNS rebinding); empty: the bound host and
+    #: localhost's names; "*" allows any
+    allowed_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.decode_slots is None:
+            by_memory = int(self.decode_memory_mb // self.max_image_mb) if self.max_image_mb > 0 else 1
+            object.__setattr__(self, "decode_slots", max(1, min(2 * usable_cores(), by_memory)))
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_mb * 2**20)
+
+    @property
+    def max_uploading_bytes(self) -> int:
+        return int(self.max_uploading_mb * 2**20)
+
+    def hosts(self) -> frozenset[str]:
+        """The Host names answered (lower case, without the port)."""
+        if self.allowed_hosts:
+            return frozenset(h.strip().lower().strip("[]") for h in self.allowed_hosts)
+        return frozenset({self.host.lower().strip("[]"), "localhost", "127.0.0.1", "::1"})
 
     def batching(self) -> dict[str, float]:
         return {"max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms, "max_queue": self.max_queue}
@@ -93,8 +129,10 @@ class ServerState:
         self.batchers: dict[str, Batcher] = {}
         self.loaded = threading.Event()
         self.failure: str | None = None
-        #: uploads decoded and preprocessed at the same time (a decoded photo can be 100 MB)
-        self.decode_slots = asyncio.Semaphore(settings.decode_slots)
+        #: uploads decoded and preprocessed at the same time (each may take max_image_mb)
+        self.decode_slots = asyncio.Semaphore(settings.decode_slots or 1)
+        #: bytes of the request bodies being received
+        self.uploads = UploadBudget(settings.max_uploading_bytes)
         self._build = build
         self._lock = threading.Lock()
         self._closed = False
@@ -157,13 +195,28 @@ class ServerState:
             raise ApiError(404, f"{name} does not {kind} (it does {served.task.name}); use /v1/{served.task.name}.")
         return served, self.batchers[name]
 
-    def close(self, timeout: float = 2.0) -> None:
+    def drain(self, seconds: float) -> None:
+        """The server stops (SIGTERM): admit nothing more (new requests are answered 503), let what
+        was admitted run for at most ``seconds``, then answer what is still queued 503. Blocks up
+        to ``seconds``; the batches running then finish on their own threads."""
+        with self._lock:
+            batchers = list(self.batchers.values())
+        for batcher in batchers:
+            batcher.stop_admitting()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not all(b.idle() for b in batchers):
+            time.sleep(0.05)
+        for batcher in batchers:
+            batcher.drain()
+
+    def close(self, timeout: float = 2.0) -> bool:
         """Take no new requests, finish the queued ones and stop the workers, waiting at most
-        ``timeout`` seconds in all (the workers are daemon threads: a batch still running then
-        ends with the process)."""
+        ``timeout`` seconds in all; whether every worker stopped (the workers are daemon threads:
+        a batch still running then ends with the process)."""
         with self._lock:
             self._closed = True
             batchers = list(self.batchers.values())
         deadline = time.monotonic() + timeout
         for batcher in batchers:
             batcher.close(max(0.0, deadline - time.monotonic()))
+        return not any(batcher.running() for batcher in batchers)

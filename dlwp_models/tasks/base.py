@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pkgutil
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import import_module
 from typing import Any, ClassVar
 
@@ -111,6 +111,8 @@ class Task:
     default_model: ClassVar[str] = ""
     #: inputs per batch when none is given; None: the model's own default
     default_batch_size: ClassVar[int | None] = None
+    #: fields that say how answers are written, not what they are (left out of :meth:`options`)
+    policies: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -133,6 +135,14 @@ class Task:
 
     def check(self, model: nn.Module) -> None:
         """Refuse options the built ``model`` cannot honour (ValueError), before any input."""
+
+    def options(self) -> dict[str, Any]:
+        """The options that change this task's answers (what a records file's header names)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.policies}
+
+    def for_job(self, job: str) -> Task:
+        """This task within the batch job ``job`` (an id its records file keeps across ``--resume``)."""
+        return self
 
     @classmethod
     def describe(cls, model: nn.Module) -> dict[str, Any]:

@@ -8,11 +8,13 @@ planted link, never over a file unless asked) and how it is recorded."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from torch import nn
 
 from ..errors import DlwpError, OutputExistsError
@@ -21,6 +23,9 @@ from ..safe_write import write_failure, write_file
 from .base import Task, error_record
 
 __all__ = ["Translate"]
+
+#: the PNG text chunk that names the batch job that wrote a picture
+_JOB_KEY = "dlwp-job"
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,16 @@ class Translate(Task):
     default_model = "cyclegan"
     default_batch_size = 4
 
+    policies = ("overwrite", "job")
+
     size: int | None = 256
     preset: str = "trained"
     output_dir: str | None = None  # where the pictures go (records and the shell); the server answers them
-    overwrite: bool = False  # replace existing pictures
+    overwrite: bool = False  # replace any existing picture
+    job: str | None = None  # the batch job's id: its own pictures (a resumed run's) may be replaced
+
+    def for_job(self, job: str) -> Translate:
+        return replace(self, job=job)
 
     def stream(
         self, model: nn.Module, inputs: Iterable[Any], *, batch_size: int | None = None, backend: str = "eager"
@@ -86,16 +97,33 @@ class Translate(Task):
         if isinstance(outcome, BaseException):
             return error_record(name, outcome)
         out = self.output_path(name)
+        info = PngInfo()
+        if self.job:
+            info.add_text(_JOB_KEY, self.job)  # so that a resumed run of this job may replace it
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             write_file(
-                out, lambda fh: outcome.save(fh, format="PNG"), replace=self.overwrite, doing=f"write {out.name}"
+                out,
+                lambda fh: outcome.save(fh, format="PNG", pnginfo=info),
+                replace=self.overwrite or self._wrote(out),
+                doing=f"write {out.name}",
             )
         except DlwpError as exc:  # exists (without --overwrite), full disk, …: this input fails
             return error_record(name, exc)
         except OSError as exc:
             return error_record(name, write_failure(exc, out.parent, f"create the folder {out.parent}"))
         return {"input": name, "output": str(out)}
+
+    def _wrote(self, out: Path) -> bool:
+        """Whether ``out`` is a picture this job wrote (a resumed run may replace it): a regular PNG
+        whose text chunk names this job."""
+        if not self.job or out.is_symlink() or not out.is_file():
+            return False
+        try:
+            with Image.open(out) as existing:
+                return existing.format == "PNG" and existing.info.get(_JOB_KEY) == self.job
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return False
 
     def answer(self, outcome: Any) -> dict[str, Any]:
         raise TypeError("a translation's answer is a picture: record() writes it, the server sends it.")

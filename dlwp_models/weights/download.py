@@ -29,7 +29,7 @@ from .integrity import CHUNK, Digests, mismatch
 from .manifest import FileSpec, WeightSet, get_weights
 from .store import CachedFile
 
-__all__ = ["fetch", "fetch_files", "fetch_file", "is_offline"]
+__all__ = ["fetch", "fetch_files", "fetch_file", "is_offline", "verify_cached"]
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,17 @@ class _Stream:
         from . import http  # only a download needs it: a warm load imports nothing of it
 
         self.session, self.url, self.spec, self.progress = session, url, spec, progress
-        self.budget = spec.size if spec.size is not None else http.max_download_bytes()
+        if spec.size is not None:
+            self.budget = spec.size
+        elif spec.budget is not None:  # the weight set's meta says how large the file is
+            self.budget = min(spec.budget, http.max_download_bytes())
+        else:
+            self.budget = http.max_download_bytes()
         self.rate, self.window = http.stall_limits()
         self.timeout = (TIMEOUT[0], min(TIMEOUT[1], self.window))
+
+    def _budget_hint(self) -> str:
+        return _META_BUDGET_HINT if self.spec.size is None and self.spec.budget is not None else _BUDGET_HINT
 
     def run(self) -> tuple[Path, str]:
         """Stream the file; return the partial's path and sha256 once size and hash match the spec.
@@ -216,7 +224,7 @@ class _Stream:
                     if total is not None and total > self.budget:
                         raise _SourceFailed(
                             f"server announces {total} bytes, over the download budget of "
-                            f"{self.budget} ({_BUDGET_HINT})"
+                            f"{self.budget} ({self._budget_hint()})"
                         )
                     if status == 200:
                         have, digests = 0, None
@@ -240,7 +248,7 @@ class _Stream:
             except StallError as exc:
                 raise _SourceFailed(f"{exc} ({_STALL_HINT})", keep=True) from None
             except BudgetExceededError as exc:
-                raise _SourceFailed(f"sent {exc} ({_BUDGET_HINT})") from None
+                raise _SourceFailed(f"sent {exc} ({self._budget_hint()})") from None
             except HttpLimitError as exc:
                 raise _SourceFailed(str(exc)) from None
             except (
@@ -260,6 +268,7 @@ class _Stream:
 
 
 _BUDGET_HINT = "pin the file's size in the manifest, or raise DLWP_MAX_DOWNLOAD_BYTES for a file without one"
+_META_BUDGET_HINT = "its weight set's meta.file_size_mb bounds it; pin the file's size in the manifest if that is wrong"
 _STALL_HINT = "DLWP_STALL_BYTES_PER_S and DLWP_STALL_SECONDS set the limit"
 
 
@@ -389,6 +398,14 @@ def fetch_files(weights: WeightSet, progress: bool = True) -> dict[str, CachedFi
     """Every file of a weight set, fetched and verified: ``{role: CachedFile}``."""
     weights = get_weights(weights)
     return {role: fetch_file(spec, progress=progress) for role, spec in weights.files.items()}
+
+
+def verify_cached(weights: WeightSet | str) -> dict[str, bool | None]:
+    """Hash every cached file of a weight set again, whatever their records say: ``{role: True}``
+    for a file that holds its pinned bytes, False for one that did not (removed: the next fetch
+    downloads it again), None for one not cached (``fetch --verify``)."""
+    weights = get_weights(weights)
+    return {role: store.recheck(spec) for role, spec in weights.files.items()}
 
 
 def fetch(weights: WeightSet | str, progress: bool = True) -> dict[str, Path]:

@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -78,6 +78,9 @@ class FileSpec:
     git_blob_sha1: str | None = None
     size: int | None = None
     parts: tuple[FileSpec, ...] = ()
+    #: the most bytes a download of a file without a pinned ``size`` may bring, when its weight
+    #: set's meta says how large it is (``file_size_mb``); not a pin, so not in :meth:`integrity`
+    budget: int | None = field(default=None, compare=False)
 
     @property
     def has_own_hash(self) -> bool:
@@ -238,6 +241,7 @@ def _parse_entry(raw: Any, source: str, index: int) -> WeightSet:
     for key in ("transforms", "meta"):
         if not isinstance(raw.get(key, {}), dict):
             raise _fail(source, f"{where}.{key}", "expected an object")
+    _budget_from_meta(files, raw.get("meta", {}))
     return WeightSet(
         name=name,
         model=model,
@@ -248,6 +252,18 @@ def _parse_entry(raw: Any, source: str, index: int) -> WeightSet:
         meta=MappingProxyType(dict(raw.get("meta", {}))),
         source=source,
     )
+
+
+def _budget_from_meta(files: dict[str, FileSpec], meta: dict) -> None:
+    """A one-file weight set whose file has no pinned size but whose meta says its size in MiB
+    (``file_size_mb``, rounded by its publisher): that size, 1 % and 1 MiB over, bounds a download,
+    instead of the 8 GiB that a file of unknown size may take."""
+    mb = meta.get("file_size_mb")
+    if len(files) != 1 or isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 0 < mb < 2**40:
+        return
+    ((role, spec),) = files.items()
+    if spec.size is None and not spec.parts:
+        files[role] = replace(spec, budget=int(mb * 2**20 * 1.01) + 2**20)
 
 
 def parse_manifest(data: Any, source: str) -> list[WeightSet]:

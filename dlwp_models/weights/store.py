@@ -53,6 +53,7 @@ __all__ = [
     "file_lock",
     "new_partial",
     "remove_stale_partials",
+    "recheck",
     "remove_derived",
     "CacheWriteError",
     "disk_error",
@@ -249,6 +250,32 @@ def settle(spec: FileSpec) -> CachedFile | None:
         return None
     write_record(dest, sha256=sha256, pinned=spec.integrity())
     return CachedFile(dest, sha256)
+
+
+def recheck(spec: FileSpec) -> bool | None:
+    """Under the file's lock: hash the cached file of ``spec`` again, whatever its record says (for
+    ``fetch --verify``: a file corrupted in place may keep its size and date). True when it holds
+    the pinned bytes (its record is rewritten), False when it did not (it is removed, so the next
+    fetch downloads it again), None when it is not cached."""
+    dest = cached_path(spec)
+    with file_lock(dest):
+        if not dest.is_file():
+            return None
+        size = dest.stat().st_size
+        sha256, blob = hash_file(dest, want_blob=spec.git_blob_sha1 is not None)
+        if spec.has_own_hash:
+            bad = mismatch(spec, size, sha256, blob)
+        else:  # pinned through its parts: the sha256 recorded when the join was verified is the check
+            record = _read_record(dest)
+            bad = (
+                None if record is not None and record.get("sha256") == sha256 else "not the verified join of its parts"
+            )
+        if bad:
+            log.warning("cached %s fails verification (%s): removed", dest, bad)
+            discard(dest)
+            return False
+        write_record(dest, sha256=sha256, pinned=spec.integrity())
+        return True
 
 
 def _adopt_legacy(spec: FileSpec, dest: Path) -> None:

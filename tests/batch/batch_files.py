@@ -129,4 +129,7 @@ def make_mixed_folder(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The records of a JSON Lines file, after its job's header (checked to be there, first)."""
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert lines and lines[0].get("dlwp_records") == 1, lines[:1]
+    return lines[1:]

@@ -121,8 +121,9 @@ def test_classify_csv_rows_equal_the_jsonl_records(use_env, mixed, tmp_path, cap
         )
         assert code == 1
     rows = list(csv.reader(io.StringIO(table.read_text(encoding="utf-8"))))
-    assert rows[0] == ["input", "label_1", "percent_1", "label_2", "percent_2", "error"]
-    for row, record in zip(rows[1:], read_jsonl(jsonl), strict=True):
+    assert rows[0][0].startswith("#dlwp_records {") and '"task": "classify"' in rows[0][0]
+    assert rows[1] == ["input", "label_1", "percent_1", "label_2", "percent_2", "error"]
+    for row, record in zip(rows[2:], read_jsonl(jsonl), strict=True):
         assert row[0] == record["input"]
         if "error" in record:
             assert row[1:] == ["", "", "", "", record["error"]]
@@ -153,7 +154,7 @@ def test_translate_records_point_at_the_pictures_translate_gives(use_env, models
         ["translate", str(folder), "-o", str(pictures), "--size", "32", "--output", str(out), "-q"], capsys
     )
     assert code == 1 and err.strip().splitlines()[-1] == "2 of 9 failed"
-    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8").split("\n", 1)[1])))  # after the header
     assert [r["input"] for r in rows] == listed(folder)
     ok = [r for r in rows if not r["error"]]
     assert len(ok) == len(good)
@@ -206,7 +207,9 @@ def test_output_to_stdout_writes_json_lines(use_env, mixed, capsys):
     code, out, err = run_main(
         ["classify", str(good[0]), str(good[1]), "--model", "squeezenet1_1", "--output", "-", "-q"], capsys
     )
-    assert code == 0 and [json.loads(line)["input"] for line in out.splitlines()] == [str(good[0]), str(good[1])]
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and lines[0]["dlwp_records"] == 1 and lines[0]["task"] == "classify"
+    assert [line["input"] for line in lines[1:]] == [str(good[0]), str(good[1])]
     assert err.strip().splitlines()[-1] == "0 of 2 failed"
 
 
@@ -287,30 +290,44 @@ def test_without_output_classify_prints_as_before(use_env, mixed, capsys):
 # --------------------------------------------------------------------------- resume
 
 
+HEADER = {
+    "task": "caption",
+    "options": {"beam_size": 2},
+    "model": "neuraltalk2",
+    "weights": "DEFAULT",
+    "backend": "eager",
+}
+JSON_HEADER = json.dumps({"dlwp_records": 1, **HEADER, "job": "j1"}) + "\n"
+CSV_HEADER = '"#dlwp_records ' + json.dumps({"dlwp_records": 1, **HEADER, "job": "j1"}).replace('"', '""') + '"\n'
+
+
 def test_resume_drops_a_torn_line_and_error_records(tmp_path):
     out = tmp_path / "r.jsonl"
     out.write_text(
-        '{"input": "a", "caption": "x"}\n{"input": "b", "error": "damaged"}\n'
+        JSON_HEADER + '{"input": "a", "caption": "x"}\n{"input": "b", "error": "damaged"}\n'
         '{"input": "c", "caption": "y"}\n{"input": "d", "capt',
         encoding="utf-8",
     )
-    assert resume(str(out), Caption()) == {"a", "c"}
-    assert out.read_text() == '{"input": "a", "caption": "x"}\n{"input": "c", "caption": "y"}\n'
+    assert resume(str(out), Caption(), HEADER) == ({"a", "c"}, "j1")
+    assert out.read_text() == JSON_HEADER + '{"input": "a", "caption": "x"}\n{"input": "c", "caption": "y"}\n'
     table = tmp_path / "r.csv"
-    table.write_text("input,caption,error\na,x,\nb,,damaged\nc,y,\nd,hal", encoding="utf-8")
-    assert resume(str(table), Caption()) == {"a", "c"}
-    assert table.read_text() == "input,caption,error\na,x,\nc,y,\n"
+    table.write_text(CSV_HEADER + "input,caption,error\na,x,\nb,,damaged\nc,y,\nd,hal", encoding="utf-8")
+    assert resume(str(table), Caption(), HEADER) == ({"a", "c"}, "j1")
+    assert table.read_text() == CSV_HEADER + "input,caption,error\na,x,\nc,y,\n"
 
 
 def test_resume_refuses_a_file_of_another_job(tmp_path):
     table = tmp_path / "r.csv"
-    table.write_text("input,output,error\na,b,\n", encoding="utf-8")
+    table.write_text(CSV_HEADER + "input,output,error\na,b,\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not those of this job"):
-        resume(str(table), Caption())
+        resume(str(table), Caption(), HEADER)
     lines = tmp_path / "r.jsonl"
+    lines.write_text(JSON_HEADER + "hello\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2 of .* is not a result record"):
+        resume(str(lines), Caption(), HEADER)
     lines.write_text("hello\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="line 1 of .* is not a result record"):
-        resume(str(lines), Caption())
+    with pytest.raises(ValueError, match="has no dlwp records header on its first line"):
+        resume(str(lines), Caption(), HEADER)
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
@@ -351,7 +368,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_one_record_per_input(env, 
     if suffix == "jsonl":
         inputs = [r["input"] for r in read_jsonl(out)]
     else:
-        inputs = [row[0] for row in list(csv.reader(io.StringIO(out.read_text())))[1:]]
+        inputs = [row[0] for row in list(csv.reader(io.StringIO(out.read_text())))[2:]]
     assert sorted(inputs) == sorted(listed(folder)) and len(inputs) == 101  # exactly one each
     kept = before[: before.rfind(b"\n") + 1]
     kept_lines = [line for line in kept.decode().splitlines(keepends=True) if "broken.jpg" not in line]
@@ -403,7 +420,7 @@ def test_memory_stays_flat_over_2048_images(env, tmp_path):
             samples.append((lines, rss))
         time.sleep(0.02)
     assert child.wait(timeout=60) == 0, child.stderr.read().decode()
-    assert out.read_bytes().count(b"\n") == 2048
+    assert out.read_bytes().count(b"\n") == 2048 + 1  # the header, then one record per input
     at_200 = next(rss for lines, rss in samples if lines >= 200)
     # while the run is still working (the interpreter's own shutdown after the last record is not part of it)
     near_2000 = [rss for lines, rss in samples if 1800 <= lines < 2048]

@@ -73,7 +73,7 @@ def test_surplus_requests_are_refused_undecoded_and_decodes_are_bounded(monkeypa
 
     async def requests() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             sent = [
                 client.post("/v1/classify", content=b"photo %d" % i, headers={"Content-Type": "image/jpeg"})
                 for i in range(12)
@@ -142,7 +142,7 @@ def test_a_request_during_shutdown_is_refused_before_its_upload_is_read(monkeypa
     state.batchers["stand-in"].close(5)
 
     async def request() -> httpx.Response:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             return await client.post("/v1/classify", content=b"photo", headers={"Content-Type": "image/jpeg"})
 
     try:

@@ -532,10 +532,11 @@ def test_copied_cache_works_offline_even_with_new_times(
     for path in paths.values():
         os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # as a copy without -p would
     monkeypatch.setenv("DLWP_OFFLINE", "1")
-    before = len(weight_server.hits)
+    names = ("copied-a.pth", "copied-b.pth", "copied-whole.pth")
+    before = [len(weight_server.hits_for(name)) for name in names]
     again = dlwp_models.fetch(get_weights("testnet.v1"), progress=False)
     assert again == paths and again["encoder"].read_bytes() == PAYLOAD
-    assert len(weight_server.hits) == before
+    assert [len(weight_server.hits_for(name)) for name in names] == before
 
 
 def test_offline_join_without_its_record_is_kept_and_explained(make_manifest, file_entry, hub_home, monkeypatch):

@@ -422,3 +422,37 @@ def one_cached(make_manifest, weight_server):
         ]
     )
     return fetch()
+
+
+def test_a_file_without_a_size_is_bounded_by_its_weight_sets_file_size_mb(make_manifest, weight_server):
+    """A hostile mirror sends far more than the weight set's meta says the file is (the attack: 3.1 GB
+    on disk for a 44 MB file): the download stops just past file_size_mb, not at 8 GiB."""
+    import hashlib
+
+    import dlwp_models
+
+    data = os.urandom(3 << 20)
+    weight_server.serve("bounded-by-meta.pth", data + os.urandom(8 << 20))  # 11 MiB for a 3 MiB file
+    make_manifest(
+        [
+            {
+                "name": "hostile.v1",
+                "model": "hostile",
+                "default": True,
+                "format": "torchvision",
+                "meta": {"file_size_mb": 3.0},
+                "files": {
+                    "state_dict": {
+                        "filename": "bounded-by-meta.pth",
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "urls": [weight_server.url("bounded-by-meta.pth")],
+                    }
+                },
+            }
+        ]
+    )
+    with pytest.raises(dlwp_models.DownloadError, match="meta.file_size_mb bounds it") as info:
+        dlwp_models.fetch("hostile.v1", progress=False)
+    budget = int(3.0 * 2**20 * 1.01) + 2**20
+    assert f"over the download budget of {budget}" in str(info.value) or f"budget of {budget}" in str(info.value)
+    assert weight_server.bytes_sent("bounded-by-meta.pth") < (5 << 20)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ...errors import IncompatibleWeightsError
 from ...loading.modules import build_on_meta, load_into
+from ..finite import check_finite
 from .encoder import ENCODER_FEATURES
 from .search import BEAM_SELECT, beam_search, greedy_search, sample_search
 
@@ -160,6 +161,7 @@ class FCDecoder(nn.Module):
                 f"{tuple(features.shape)}; pass the encoder's output."
             )
         logprobs, state = self.start(features)
+        check_finite(logprobs, self, "the first word's log-probabilities")
         if sample:
             return sample_search(self.step, logprobs, state, max_length=max_length, temperature=temperature)
         if beam_size == 1:

@@ -31,6 +31,7 @@ from torch import nn
 from ...errors import ImagesTooSmallError
 from ...inputs.caption_transform import MAX_SIDE, CaptionTransform, fit_side
 from ...weights.manifest import WeightSet
+from ..finite import check_finite
 from .decoder import SEQ_LENGTH, FCDecoder, check_decoder_fits, check_generate_args
 
 __all__ = ["NeuralTalk2", "BATCH_PIXELS", "MIN_SIDE", "ImagesTooSmallError"]
@@ -239,6 +240,7 @@ class NeuralTalk2(nn.Module):
     def _caption_batch(self, batch: list[torch.Tensor], **generate_args: Any) -> list[str]:
         """Prepared (3, H_i, W_i) images → their sentences."""
         features = self._encode_all(batch)  # (N, 2048)
+        check_finite(features, self, "the encoder's image features")
         return self.decode(self.decoder.generate(features, **generate_args))
 
     def _encode_all(self, batch: list[torch.Tensor]) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...errors import IncompatibleWeightsError
-from ...inputs.transforms import ClassifierTransform
+from ...inputs.transforms import ClassifierTransform, check_resized_pixels
 from ...loading.checkpoints import plain_state_dict
 from ...loading.modules import build_on_meta, load_into
 from ...loading.weight_files import load_weight_file
@@ -160,6 +160,9 @@ class ClassifierFamily(Family):
             net.AuxLogits = None
         log.info("loaded %s into %s", source, plan.model)
         return _attach(net.eval(), plan.weights, plan.described, plan.categories, file)
+
+    def check_export_size(self, model: nn.Module, height: int, width: int) -> None:
+        check_resized_pixels(height, width, model.transforms.resize)
 
     def export_pipeline(self, model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
         t = model.transforms

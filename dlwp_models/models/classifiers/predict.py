@@ -15,6 +15,7 @@ from ...inputs.transforms import ClassifierTransform
 from ...loading.modules import eval_mode
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
+from ..finite import check_finite
 
 __all__ = ["ClassifierMixin", "hub_class"]
 
@@ -176,6 +177,7 @@ class ClassifierMixin:
             logits = forward(collate(batch, device, dtype))
             if isinstance(logits, tuple):  # InceptionOutputs when scripted
                 logits = logits[0]
+            check_finite(logits, self, "the output")
             if logits.dim() != 2 or logits.shape[1] != len(categories):
                 raise ValueError(
                     f"the model outputs shape {tuple(logits.shape)}, but it has {len(categories)} "

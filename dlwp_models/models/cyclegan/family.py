@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ...errors import ExportError, IncompatibleWeightsError
+from ...errors import ExportError, ImageTooLargeError, IncompatibleWeightsError
 from ...inputs.transforms import CycleGANTransform
 from ...loading.modules import build_on_meta, load_into
 from ...loading.weight_files import load_weight_file
@@ -19,7 +19,7 @@ from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
 from ..family import Family
 from ..pipelines import CycleGANPipeline, plain_module
-from .network import ResNetGenerator
+from .network import MAX_PIXELS, MIN_SIDE, ResNetGenerator
 
 __all__ = ["CycleGANFamily", "FAMILY", "adapt_cyclegan_state_dict"]
 
@@ -76,6 +76,19 @@ class CycleGANFamily(Family):
         model.transforms = plan.transforms
         log.info("cyclegan: loaded %s", source)
         return model.eval()
+
+    def check_export_size(self, model: nn.Module, height: int, width: int) -> None:
+        new_h, new_w = model.transforms.output_size(height, width)
+        if min(new_h, new_w) < MIN_SIDE:
+            raise ValueError(
+                f"an input of {height}x{width} would be {new_h}x{new_w} after resizing; the generator "
+                f"needs at least {MIN_SIDE} pixels on each side. Pass a larger --input-size."
+            )
+        if new_h * new_w > MAX_PIXELS:
+            raise ImageTooLargeError(
+                f"an input of {height}x{width} would be {new_h}x{new_w} after resizing, over the "
+                f"generator's {MAX_PIXELS / 1e6:.1f} megapixels; pass a less extreme --input-size."
+            )
 
     def export_pipeline(self, model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
         t = model.transforms

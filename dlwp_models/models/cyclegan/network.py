@@ -40,6 +40,7 @@ from ...errors import ImageInputError, ImageTooLargeError
 from ...inputs.transforms import PRESETS, CycleGANTransform
 from ...weights.manifest import WeightSet
 from ...weights.store import CachedFile
+from ..finite import check_finite
 
 __all__ = ["ResNetGenerator", "ResNetBlock", "MAX_PIXELS", "MIN_SIDE"]
 
@@ -309,6 +310,7 @@ class ResNetGenerator(nn.Module):
             for chunk in same_size_chunks(batch, BATCH_PIXELS):
                 x = torch.stack([batch[i] for i in chunk]).to(device=param.device, dtype=param.dtype)
                 y = self._forward_same_size(x, forward)  # (n, 3, H, W) in [-1, 1]
+                check_finite(y, self, "the translated image")
                 for i, image in zip(chunk, _to_pil_images(y)):
                     outputs[i] = image
         return outputs
