@@ -77,7 +77,8 @@ def ray_engine(
 
 
 def _records(ray: Any, job: Job, todo: Iterable[str], num_workers: int) -> Iterator[dict]:
-    items = [{"input": item} for item in todo]
+    # names travel as the OS's bytes (Arrow strings cannot hold a file name's undecodable bytes)
+    items = [{"input": os.fsencode(item)} for item in todo]
     if not items:
         return
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 1000)))
@@ -102,16 +103,23 @@ def _decode_row(row: dict[str, Any], job: Job) -> dict[str, Any]:
     megabytes travel per image; ``prepared``), or say why it cannot be."""
     from ..inputs.images import load_image
 
-    name = str(row["input"])
+    name = os.fsdecode(bytes(row["input"]))
     prepare = _decode_preparer(job)
     try:
         image = load_image(name)
         pixels = np.asarray(prepare(image) if prepare is not None else image, dtype=np.uint8)  # (H, W, 3)
     except INPUT_ERRORS as exc:
-        return {"input": name, "error": error_text(exc), "pixels": b"", "height": 0, "width": 0, "prepared": False}
+        return {
+            "input": row["input"],
+            "error": os.fsencode(error_text(exc)),
+            "pixels": b"",
+            "height": 0,
+            "width": 0,
+            "prepared": False,
+        }
     return {
-        "input": name,
-        "error": "",
+        "input": row["input"],
+        "error": b"",
         "pixels": pixels.tobytes(),
         "height": pixels.shape[0],
         "width": pixels.shape[1],
@@ -142,9 +150,11 @@ class _Answerer:
 
         from ..inputs.images import load_image
 
-        task, names = self.job.task, [str(name) for name in batch["input"]]
+        task, names = self.job.task, [os.fsdecode(bytes(name)) for name in batch["input"]]
         records: dict[int, dict] = {
-            i: error_record(names[i], str(batch["error"][i])) for i in range(len(names)) if batch["error"][i]
+            i: error_record(names[i], os.fsdecode(bytes(batch["error"][i])))
+            for i in range(len(names))
+            if batch["error"][i]
         }
         prepared: dict[int, Any] = {}
         for i in (i for i in range(len(names)) if i not in records):
@@ -165,4 +175,5 @@ class _Answerer:
             except INPUT_ERRORS as exc:  # the batch failed: each of its inputs says why
                 answers = [exc] * len(prepared)
             records.update((i, task.record(names[i], answer)) for i, answer in zip(prepared, answers))
-        return {"record": [json.dumps(records[i], ensure_ascii=False) for i in range(len(names))]}
+        # ASCII JSON: a record may hold a file name's undecodable bytes, which Arrow strings cannot
+        return {"record": [json.dumps(records[i], ensure_ascii=True) for i in range(len(names))]}

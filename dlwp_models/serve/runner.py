@@ -108,7 +108,9 @@ def connection_cap(settings: ServeSettings) -> int:
 def _bind(settings: ServeSettings) -> socket.socket:
     """The listening socket, or a :class:`OSError` that says what to do."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, so that asyncio sets TCP_NODELAY on every accepted connection (with protocol 0
+    # it does not, and an answer's headers and body then wait for the client's delayed ACK: +40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.host, settings.port))

@@ -154,6 +154,37 @@ def test_a_killed_actor_still_leaves_one_record_per_input(ray_cluster, use_env, 
     assert sorted(by_input(out)) == inputs
 
 
+def test_a_file_name_that_is_not_utf8_gets_its_record_on_ray_and_is_resumed(ray_cluster, use_env, tmp_path, capsys):
+    """Names are data on Ray too: a name of undecodable bytes travels as bytes, its record is ASCII
+    JSON, and --resume matches it (issue 25's attack: rc 1 and every --resume failing)."""
+    import shutil
+
+    folder = tmp_path / "odd"
+    source = make_images(folder, 1)[0]
+    odd = os.path.join(os.fsencode(folder), b"\xff\xfe.png")
+    shutil.copy(source, odd)
+    out = tmp_path / "ray.jsonl"
+    argv = [
+        "classify",
+        str(folder),
+        "--model",
+        "squeezenet1_1",
+        "--engine",
+        "ray",
+        "--num-workers",
+        "1",
+        "--output",
+        str(out),
+        "-q",
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    names = sorted(r["input"] for r in read_jsonl(out))
+    assert names == sorted([str(source), os.fsdecode(odd)])
+    before = out.read_bytes()
+    assert main([*argv, "--resume"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "0 of 2 failed" and out.read_bytes() == before
+
+
 def test_engine_ray_without_ray_is_a_clear_error(use_env, mixed, tmp_path, capsys, monkeypatch):
     for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
         monkeypatch.delitem(sys.modules, name)

@@ -214,6 +214,19 @@ def test_healthz_stays_under_100_ms_with_300_idle_connections_and_20_slow_bodies
         running.stop()
 
 
+def test_answers_on_a_kept_alive_connection_are_not_held_back(limited):
+    """The listening socket is the server's own (bound before anything loads): its connections must
+    still get TCP_NODELAY, or each answer's body waits for the client's delayed ACK (+40 ms)."""
+    with httpx.Client(base_url=limited.url, timeout=10) as client:
+        client.get("/healthz")
+        times = []
+        for _ in range(20):
+            started = time.perf_counter()
+            client.get("/healthz")
+            times.append(time.perf_counter() - started)
+    assert sorted(times)[10] < 0.02, sorted(times)
+
+
 # --------------------------------------------------------------------------- 3. admission before parsing
 
 
