@@ -9,6 +9,6 @@ with ``--resume``, on this machine or on Ray Data.
 
 from __future__ import annotations
 
-from .runner import Job, Settings, local_engine, run_job
+from .runner import Job, Outcome, Settings, local_engine, run_job
 
-__all__ = ["Job", "Settings", "local_engine", "run_job"]
+__all__ = ["Job", "Outcome", "Settings", "local_engine", "run_job"]

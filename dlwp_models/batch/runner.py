@@ -1,6 +1,6 @@
 """The batch-job loop shared by both engines: expand the inputs lazily, skip those a resumed
 output already answers, hand the rest to an engine, write each record as it comes, show progress,
-and end with the exit status and the line "N of M failed"."""
+and end with the job's :class:`Outcome` (how many inputs failed)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..tasks import ModelSpec, Task, error_record
 from . import inputs as batch_inputs
 from .records import open_writer, records_lock, resume
 
-__all__ = ["Job", "Settings", "run_job", "local_engine"]
+__all__ = ["Job", "Outcome", "Settings", "run_job", "local_engine"]
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,27 @@ def header_of(job: Job) -> dict[str, Any]:
     }
 
 
-def run_job(job: Job, settings: Settings, engine: Engine) -> int:
-    """Run ``job`` on the inputs of ``settings`` through ``engine``, holding the records file's lock;
-    0 when every input succeeded, else 1 (the last line on standard error says how many failed)."""
+@dataclass(frozen=True)
+class Outcome:
+    """How a job went: inputs seen, how many failed, and the failure it stopped at (--on-error stop)."""
+
+    seen: int
+    failed: int
+    stopped_at: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> int:
+        """The exit status: 0 when every input succeeded, else 1."""
+        return 1 if self.failed else 0
+
+
+def run_job(job: Job, settings: Settings, engine: Engine) -> Outcome:
+    """Run ``job`` on the inputs of ``settings`` through ``engine``, holding the records file's lock."""
     with records_lock(settings.output):
         return _run_locked(job, settings, engine)
 
 
-def _run_locked(job: Job, settings: Settings, engine: Engine) -> int:
+def _run_locked(job: Job, settings: Settings, engine: Engine) -> Outcome:
     header = header_of(job)
     done, job_id = resume(settings.output, job.task, header) if settings.resume else (set(), None)
     job_id = job_id or uuid.uuid4().hex  # a resumed job keeps its id: translate may replace its own pictures
@@ -130,21 +143,14 @@ def _run_locked(job: Job, settings: Settings, engine: Engine) -> int:
         while early:
             emit(early.pop(0))
     except _Stop as stop:
-        bar.close()
-        print(f"dlwp: error: {stop.record['input']}: {stop.record['error']}", file=sys.stderr)
-        print(
-            f"stopped at the first failure (--on-error stop): {counts['failed']} of {counts['seen']} failed",
-            file=sys.stderr,
-        )
-        return 1
+        return Outcome(counts["seen"], counts["failed"], stop.record)
     finally:
         close = getattr(records, "close", None)
         if close is not None:
             close()
         bar.close()
         writer.close()
-    print(f"{counts['failed']} of {counts['seen']} failed", file=sys.stderr)
-    return 1 if counts["failed"] else 0
+    return Outcome(counts["seen"], counts["failed"])
 
 
 class _Stop(Exception):

@@ -189,30 +189,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--decode-memory-mb ({args.decode_memory_mb:g}) must be at least --max-image-mb "
             f"({args.max_image_mb:g}), or no image of the largest cost could ever be decoded"
         )
-    return serve(
-        ServeSettings(
-            models=models,
-            weights=weights,
-            host=args.host,
-            port=args.port,
-            max_batch=args.max_batch,
-            max_wait_ms=args.max_wait_ms,
-            max_queue=args.max_queue,
-            max_upload_mb=args.max_upload_mb,
-            device=args.device,
-            cors_origins=tuple(args.cors_origin),
-            backend=args.backend,
-            max_image_mb=args.max_image_mb,
-            decode_memory_mb=args.decode_memory_mb,
-            max_uploading_mb=args.max_uploading_mb,
-            header_timeout_s=args.header_timeout,
-            body_timeout_s=args.body_timeout,
-            keep_alive_s=args.keep_alive,
-            max_connections=args.max_connections,
-            drain_s=args.drain_seconds,
-            allowed_hosts=tuple(args.allowed_host),
-        )
+    settings = ServeSettings(
+        models=models,
+        weights=weights,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb,
+        device=args.device,
+        cors_origins=tuple(args.cors_origin),
+        backend=args.backend,
+        max_image_mb=args.max_image_mb,
+        decode_memory_mb=args.decode_memory_mb,
+        max_uploading_mb=args.max_uploading_mb,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keep_alive_s=args.keep_alive,
+        max_connections=args.max_connections,
+        drain_s=args.drain_seconds,
+        allowed_hosts=tuple(args.allowed_host),
     )
+
+    def ready(url: str) -> None:
+        print(f"dlwp serve: {', '.join(settings.models)} ready; open {url} (Ctrl-C to stop)", flush=True)
+
+    def failed(message: str) -> None:
+        print(f"dlwp: error: {message}", file=sys.stderr, flush=True)
+
+    return serve(settings, on_ready=ready, on_failure=failed)
 
 
 def _parser() -> argparse.ArgumentParser:

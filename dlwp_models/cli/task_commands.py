@@ -149,7 +149,12 @@ def _run_batch(args: argparse.Namespace, job: Job) -> int:
         engine = ray_engine(address=args.ray_address, num_workers=args.num_workers or 2, quiet=args.quiet)
     else:
         engine = local_engine(args.quiet)
-    return run_job(job, settings, engine)
+    outcome = run_job(job, settings, engine)
+    if outcome.stopped_at is not None:
+        print(f"dlwp: error: {outcome.stopped_at['input']}: {outcome.stopped_at['error']}", file=sys.stderr)
+        print("stopped at the first failure (--on-error stop): ", end="", file=sys.stderr)
+    print(f"{outcome.failed} of {outcome.seen} failed", file=sys.stderr)
+    return outcome.status
 
 
 def _print_answers(args: argparse.Namespace, task: Task, spec: ModelSpec) -> int:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -130,9 +130,16 @@ def _bind(settings: ServeSettings) -> socket.socket:
     return sock
 
 
-def serve(settings: ServeSettings) -> int:
+def serve(
+    settings: ServeSettings,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    on_failure: Callable[[str], None] | None = None,
+) -> int:
     """Run the server until SIGTERM or Ctrl-C (then 0, after the drain), or until a model fails to
-    load (then 1). A port that cannot be bound raises an OSError before anything is loaded."""
+    load (then 1). ``on_ready(url)`` is called once every model is loaded and the socket serves,
+    ``on_failure(message)`` when a model fails to load (default: both logged). A port that cannot
+    be bound raises an OSError before anything is loaded."""
     # uploads over settings.max_pixels are refused before decoding; PIL's warning would only repeat it
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     sock = _bind(settings)
@@ -162,7 +169,10 @@ def serve(settings: ServeSettings) -> int:
     server = _Server(config, state)
     failed = threading.Event()
     threading.Thread(
-        target=_announce, args=(server, state, settings, sock, failed), daemon=True, name="dlwp-serve-announce"
+        target=_announce,
+        args=(server, state, settings, sock, failed, on_ready or _log_ready, on_failure or log.error),
+        daemon=True,
+        name="dlwp-serve-announce",
     ).start()
     try:
         server.run(sockets=[sock])
@@ -180,13 +190,23 @@ def serve(settings: ServeSettings) -> int:
     return 0
 
 
+def _log_ready(url: str) -> None:
+    log.info("ready: %s", url)
+
+
 def _announce(
-    server: _Server, state: ServerState, settings: ServeSettings, sock: socket.socket, failed: threading.Event
+    server: _Server,
+    state: ServerState,
+    settings: ServeSettings,
+    sock: socket.socket,
+    failed: threading.Event,
+    on_ready: Callable[[str], None],
+    on_failure: Callable[[str], None],
 ) -> None:
-    """Print the URL once the models are loaded and the socket is serving; stop on a load failure."""
+    """Say the URL once the models are loaded and the socket is serving; stop on a load failure."""
     state.loaded.wait()
     if state.failure is not None:
-        print(f"dlwp: error: {state.failure}", file=sys.stderr, flush=True)
+        on_failure(state.failure)
         failed.set()
         server.should_exit = True
         return
@@ -194,7 +214,4 @@ def _announce(
         threading.Event().wait(0.05)
     if server.started:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        port = sock.getsockname()[1]
-        print(
-            f"dlwp serve: {', '.join(settings.models)} ready; open http://{host}:{port}/ (Ctrl-C to stop)", flush=True
-        )
+        on_ready(f"http://{host}:{sock.getsockname()[1]}/")
