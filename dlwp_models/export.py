@@ -25,7 +25,7 @@ from .errors import ExportError, OutputExistsError, first_line
 from .hub import build
 from .models.onnx_graphs import TOLERANCE, check_graph, dynamic_samples, export_graph, session_for
 from .models.registry import families, load_family
-from .safe_write import staged, write_failure
+from .safe_write import check_free, staged, write_failure
 
 __all__ = ["export_model", "FORMATS"]
 
@@ -75,8 +75,7 @@ def export_model(
         raise ExportError(f"--input-size must be two sides from 1 to {MAX_INPUT_SIDE} pixels, got {height} {width}.")
     if output.is_dir():
         raise ExportError(f"{output} is a folder; -o names the file to write, e.g. {output / (name + '.onnx')}.")
-    if not overwrite and (output.exists() or output.is_symlink()):
-        raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it, or choose another -o.")
+    check_free(output, replace=overwrite)
     if format == "exported" and output.suffix != ".pt2":
         raise ExportError(f"a torch.export artefact is a .pt2 archive; name the output *.pt2, got {output.name!r}.")
     try:

@@ -26,6 +26,7 @@ from typing import BinaryIO
 from .errors import DlwpError, OutputExistsError
 
 __all__ = [
+    "check_free",
     "Advice",
     "OUTPUT_ADVICE",
     "create_exclusive",
@@ -86,6 +87,13 @@ def write_failure(
     return error(f"could not {doing} ({path}): {exc.strerror or exc}; {hint}.")
 
 
+def check_free(target: Path, *, replace: bool) -> None:
+    """Refuse (:class:`~dlwp_models.errors.OutputExistsError`) a ``target`` that exists, a link
+    included, unless it may be replaced: before any work, and again when it is written."""
+    if not replace and (target.exists() or target.is_symlink()):
+        raise _exists(target)
+
+
 @contextmanager
 def staged(
     target: Path, *, replace: bool, durable: bool = False, temporary: Path | None = None, mode: int | None = None
@@ -99,8 +107,7 @@ def staged(
     is false. ``temporary``: the temporary file's name when its owner keeps a layout of its own (a
     unique name beside ``target``); default :func:`temporary_path`. ``mode``: the new file's
     permission bits (default 0644, less the umask)."""
-    if not replace and (target.exists() or target.is_symlink()):
-        raise _exists(target)
+    check_free(target, replace=replace)
     tmp = temporary or temporary_path(target)
     try:
         out = create_exclusive(tmp)

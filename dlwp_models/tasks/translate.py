@@ -17,9 +17,9 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torch import nn
 
-from ..errors import DlwpError, OutputExistsError
+from ..errors import DlwpError
 from ..inputs.images import ImageItem
-from ..safe_write import write_failure, write_file
+from ..safe_write import check_free, write_failure, write_file
 from .base import Task, error_record
 
 __all__ = ["Translate"]
@@ -87,10 +87,7 @@ class Translate(Task):
                 "them into different folders."
             )
         for out in outputs:
-            if not self.overwrite and (out.exists() or out.is_symlink()):
-                raise OutputExistsError(
-                    f"{out} already exists; pass --overwrite to replace it, or choose another output folder."
-                )
+            check_free(out, replace=self.overwrite)
 
     def record(self, name: str, outcome: Any) -> dict[str, Any]:
         """Writes the picture, then records where (a picture that cannot be written fails its input)."""
