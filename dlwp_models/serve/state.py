@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ApiError
 from ..inputs.pipeline import usable_cores
 from ..models.registry import family_info
-from ..tasks import ModelSpec, Task, backend_for, task_named
+from ..tasks import ModelSpec, Task, backend_for, error_text, task_named
 from .batching import Batcher
 from .metrics import Metrics
 from .uploads import UploadBudget
@@ -154,7 +154,7 @@ class ServerState:
                 )
         except Exception as exc:  # reported by the command, which then stops the server
             log.debug("loading failed", exc_info=True)
-            self.failure = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            self.failure = error_text(exc)
         finally:
             self.loaded.set()
 
