@@ -1,8 +1,9 @@
 """Verified fetching of weight files into the cache (:mod:`.store`).
 
 Order of concerns for one file (design.md §3): a verified cache hit costs no request; otherwise
-take the file's lock, try each source (DLWP_MIRROR bases, then the manifest's URLs, then the
-file's parts), stream into a unique ``.partial`` file while hashing, resume with HTTP Range after
+take the file's lock, try each source (the file beside its manifest for an entry without URLs,
+a copy allowed offline (:mod:`.local`); then DLWP_MIRROR bases, the manifest's URLs, the file's
+parts), stream into a unique ``.partial`` file while hashing, resume with HTTP Range after
 a dropped connection, check size and hash, and move the file into place atomically. A source
 that fails (404, mismatch, too many retries) hands over to the next; when all fail, one error
 lists each source and why. What comes back is what was verified: a
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # requests and tqdm are imported where a download happens:
     import requests  # a verified cache hit never pays for them
 
 from ..errors import BudgetExceededError, DownloadError, HttpLimitError, IntegrityError, OfflineError, StallError
-from . import store
+from . import local, store
 from .integrity import CHUNK, Digests, mismatch
 from .manifest import FileSpec, WeightSet, get_weights
 from .store import CachedFile
@@ -295,23 +296,10 @@ def _cache_write(action: Callable[[], Any], spec: FileSpec, doing: str) -> Any:
 def _join_parts(spec: FileSpec, progress: bool) -> tuple[Path, str]:
     """Fetch each part (each checked by its own spec), concatenate into a new partial file, check the whole."""
     parts = [fetch_file(part, progress=progress).path for part in spec.parts]
-    digests = Digests(spec, sum(p.stat().st_size for p in parts))
-    partial = _cache_write(lambda: store.new_partial(spec), spec, "create the joined file")
     try:
-        with open(partial, "r+b") as out:
-            for path in parts:
-                with open(path, "rb") as fh:
-                    while chunk := fh.read(CHUNK):
-                        _cache_write(lambda: out.write(chunk), spec, "write the joined file")
-                        digests.update(chunk)
-            _cache_write(out.flush, spec, "write the joined file")
-        reason = mismatch(spec, digests.count, digests.sha256.hexdigest(), digests.blob_hexdigest(partial))
-        if reason:
-            raise _SourceFailed(f"joined parts: {reason}")
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return partial, digests.sha256.hexdigest()
+        return local.copy_checked(spec, parts, "joined file", _cache_write)
+    except local.CopyFailed as exc:
+        raise _SourceFailed(f"joined parts: {exc}") from None
 
 
 def fetch_file(spec: FileSpec, progress: bool = True) -> CachedFile:
@@ -338,7 +326,17 @@ def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
     hit = store.settle(spec)  # placed by hand, cached by an older layout, or fetched by another process
     if hit is not None:
         return hit
+    failures: list[str] = []
+    if spec.beside is not None:  # a local copy, not a download: DLWP_OFFLINE allows it
+        store.remove_stale_partials(spec)
+        got = _try_source(
+            spec, lambda: local.copy_beside(spec, _cache_write), f"beside the manifest: {spec.beside}", failures
+        )
+        if got is not None:
+            return got
     if is_offline():
+        if failures:  # the one source DLWP_OFFLINE allows failed: say why
+            raise _every_source_failed(spec, dest, failures)
         if dest.exists():
             raise OfflineError(
                 f"{dest} cannot be checked offline: it is pinned only through its parts and its "
@@ -351,7 +349,6 @@ def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
             "folder (with the .verified files) here, or unset DLWP_OFFLINE."
         )
     store.remove_stale_partials(spec)
-    failures: list[str] = []
     # a file pinned only through its parts is never taken whole from anywhere: nothing could check it
     sources = [f"{base}/{spec.filename}" for base in _mirror_bases()] + list(spec.urls) if spec.has_own_hash else []
     import requests
@@ -370,11 +367,19 @@ def _fetch_locked(spec: FileSpec, dest: Path, progress: bool) -> CachedFile:
             for part in spec.parts:  # the joined file is what is used; don't keep the bytes twice
                 store.discard(store.cached_path(part))
             return got
+    raise _every_source_failed(spec, dest, failures)
+
+
+def _every_source_failed(spec: FileSpec, dest: Path, failures: list[str]) -> DownloadError:
     listing = "\n".join(f"  - {line}" for line in failures) or "  (no sources listed)"
-    raise DownloadError(
+    advice = (
+        local.beside_advice(spec, dest)
+        if spec.beside is not None
+        else f"Check the network (or DLWP_MIRROR), or download the file by other means and place it at {dest}"
+    )
+    return DownloadError(
         f"could not fetch {spec.filename}; every source failed:\n{listing}\n"
-        "Check the network (or DLWP_MIRROR), or download the file by other means and place it at "
-        f"{dest}; it is accepted once it matches the pinned hash."
+        f"{advice}; it is accepted once it matches the pinned hash."
     )
 
 
@@ -388,7 +393,7 @@ def _try_source(
         return cached
     except store.CacheWriteError:
         raise  # a full or read-only disk: no other source would help
-    except (_SourceFailed, DownloadError, IntegrityError, OfflineError) as exc:
+    except (_SourceFailed, local.CopyFailed, DownloadError, IntegrityError, OfflineError) as exc:
         log.warning("source %s failed for %s: %s", label, spec.filename, exc)
         failures.append(f"{label}: {exc}")
         return None

@@ -5,7 +5,8 @@ files come from and how they are checked: a checkout (or a hub repository, or an
 reads it in place, and an installed package carries a byte-for-byte copy of it (``setup.cfg`` maps
 the ``weights/`` folder into the package as ``dlwp_models._bundled``). Extra manifests named in
 ``DLWP_MANIFEST`` (``path[:path...]``) are layered over it in order; an entry with the same ``name``
-replaces the earlier one.
+replaces the earlier one. A file with no URL and no parts, pinned by full sha256, lies beside the
+manifest that names it (a fine-tuning run's ``runs/NAME/manifest.json`` and its weights file).
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class FileSpec:
     #: the most bytes a download of a file without a pinned ``size`` may bring, when its weight
     #: set's meta says how large it is (``file_size_mb``); not a pin, so not in :meth:`integrity`
     budget: int | None = field(default=None, compare=False)
+    #: where the file lies when its manifest gives no URL and no parts but pins it by full sha256:
+    #: beside the manifest (``<manifest folder>/<filename>``, e.g. a fine-tuning run's output); it
+    #: is copied into the cache and verified like a download. Not a pin, so not in :meth:`integrity`
+    beside: Path | None = field(default=None, compare=False)
 
     @property
     def has_own_hash(self) -> bool:
@@ -207,12 +212,19 @@ def _parse_file_spec(raw: Any, source: str, where: str) -> FileSpec:
         raise _fail(source, f"{where}.parts", "must be a list of file specs")
     parts = tuple(_parse_file_spec(p, source, f"{where}.parts[{i}]") for i, p in enumerate(parts_raw))
 
+    beside = None
     if not urls and not parts:
-        raise _fail(source, f"{where}.urls", "a file needs at least one URL or a list of parts")
+        if not sha256:
+            raise _fail(
+                source,
+                f"{where}.urls",
+                "a file needs at least one URL, a list of parts, or a full sha256 with the file beside the manifest",
+            )
+        beside = Path(os.path.abspath(source)).parent / filename  # the manifest's own folder
     if not (sha256 or prefix or blob) and (urls or not parts):
         # a parts-only file is pinned by its parts; anything downloaded whole needs its own hash
         raise _fail(source, where, "no integrity field: give sha256, sha256_prefix or git_blob_sha1")
-    return FileSpec(filename, tuple(urls), sha256, prefix, blob, size, parts)
+    return FileSpec(filename, tuple(urls), sha256, prefix, blob, size, parts, beside=beside)
 
 
 def _parse_entry(raw: Any, source: str, index: int) -> WeightSet:
@@ -294,6 +306,25 @@ def read_manifest(path: str | os.PathLike) -> list[WeightSet]:
             f"{path}: an entry is nested too deeply (parts within parts, ...) to be a "
             "manifest. Fix or replace the file."
         ) from None
+
+
+#: the manifest of a weight-set folder (a fine-tune's output: this file and its weight files beside it)
+FOLDER_MANIFEST = "manifest.json"
+
+
+def read_folder_weight_set(folder: str | os.PathLike) -> WeightSet:
+    """The one weight set of a weight-set folder (``<folder>/manifest.json``, its files beside it):
+    what ``dlwp finetune`` writes and ``dlwp publish FOLDER`` shares."""
+    path = Path(folder) / FOLDER_MANIFEST
+    if not path.is_file():
+        raise ManifestError(
+            f"{folder} holds no {FOLDER_MANIFEST}: it is not a weight-set folder (the output folder of a "
+            "finished `dlwp finetune`)."
+        )
+    sets = read_manifest(path)
+    if len(sets) != 1:
+        raise ManifestError(f"{path} holds {len(sets)} weight sets; a weight-set folder's manifest holds one.")
+    return sets[0]
 
 
 def load_manifest_data(path: str | os.PathLike) -> Any:
