@@ -42,7 +42,7 @@ from .onnx_graphs import (
 )
 from .pipelines import plain_module
 
-__all__ = ["BACKENDS", "check_backend", "OnnxRunner"]
+__all__ = ["BACKENDS", "check_backend", "OnnxRunner", "forget_sessions"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,11 @@ def check_backend(backend: Any) -> str:
     if backend == "onnxruntime":
         import_onnxruntime()
     return backend
+
+
+def forget_sessions(model: nn.Module) -> None:
+    """Drop the ONNX Runtime sessions made for ``model`` (its network changed: a new head)."""
+    _SESSIONS.pop(model, None)
 
 
 class OnnxRunner:

@@ -367,10 +367,13 @@ def test_url_with_the_wrong_sha256_is_refused(finetuned, https_server, trust_htt
         hub_resnet50(weights=url, sha256="0" * 64, progress=False)
 
 
-def test_num_classes_that_contradicts_the_file_is_refused(finetuned):
-    checkpoint, _, _ = finetuned
-    with pytest.raises(ValueError, match="the weights have 7 classes, but num_classes=10"):
-        hub_resnet50(weights=str(checkpoint), num_classes=10)
+def test_num_classes_other_than_the_files_puts_a_fresh_head_on_its_body(finetuned):
+    checkpoint, _, net = finetuned
+    model = hub_resnet50(weights=str(checkpoint), num_classes=10)
+    assert model.fc.out_features == 10 and model.categories is None
+    assert torch.equal(model.layer4[0].conv1.weight, net.layer4[0].conv1.weight)
+    named = hub_resnet50(weights=str(checkpoint), labels=LABELS)  # the file's own width: its head, named
+    assert torch.equal(named.fc.weight, net.fc.weight) and named.categories == LABELS
 
 
 # ----------------------------------------------------------------------------- the token (issue 14)

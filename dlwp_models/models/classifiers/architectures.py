@@ -12,7 +12,16 @@ from typing import Any
 
 from ...weights.manifest import WeightSet
 
-__all__ = ["CLASSIFIERS", "CLASS_NAMES", "Arch", "arch_of", "architecture_kwargs", "check_kwargs", "weights_kwargs"]
+__all__ = [
+    "CLASSIFIERS",
+    "CLASS_NAMES",
+    "Arch",
+    "arch_of",
+    "arch_of_class",
+    "architecture_kwargs",
+    "check_kwargs",
+    "weights_kwargs",
+]
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class Arch:
     weight_defaults: Mapping[str, Any] = field(default_factory=dict)  # with weights, unless given
     random_defaults: Mapping[str, Any] = field(default_factory=dict)  # without weights, unless given
     head: tuple[str, ...] = ("fc",)  # the layers that map pooled features to classes (a new head replaces them)
+    last_block: tuple[str, ...] = ("layer4",)  # what `dlwp finetune --unfreeze last-block` trains with the head
 
 
 def _resnet(depth: int) -> Arch:
@@ -49,6 +59,7 @@ def _vgg(depth: int, bn: bool) -> Arch:
         ("features",),
         fixed={"init_weights": False},
         head=("classifier.6",),
+        last_block=("classifier",),  # the fully connected layers before the head
     )
 
 
@@ -59,6 +70,7 @@ def _densenet(depth: int) -> Arch:
         "Huang et al. 2016, Densely Connected Convolutional Networks, https://arxiv.org/abs/1608.06993",
         ("growth_rate", "block_config", "num_init_features"),
         head=("classifier",),
+        last_block=("features.denseblock4", "features.norm5"),
     )
 
 
@@ -72,6 +84,7 @@ _ARCHS: dict[str, Arch] = {
         "convolutional neural networks, https://arxiv.org/abs/1404.5997 (the 2012 "
         "ILSVRC winner's architecture, as torchvision implements it)",
         head=("classifier.6",),
+        last_block=("classifier",),  # the fully connected layers before the head
     ),
     "resnet18": _resnet(18),
     "resnet34": _resnet(34),
@@ -90,13 +103,21 @@ _ARCHS: dict[str, Arch] = {
     "densenet161": _densenet(161),
     "densenet169": _densenet(169),
     "densenet201": _densenet(201),
-    "squeezenet1_0": Arch("SqueezeNet 1.0", "SqueezeNet", _SQUEEZENET_REF, ("version",), head=("classifier.1",)),
+    "squeezenet1_0": Arch(
+        "SqueezeNet 1.0",
+        "SqueezeNet",
+        _SQUEEZENET_REF,
+        ("version",),
+        head=("classifier.1",),
+        last_block=("features.12",),
+    ),
     "squeezenet1_1": Arch(
         "SqueezeNet 1.1 (2.4x less computation than 1.0, same accuracy)",
         "SqueezeNet",
         _SQUEEZENET_REF,
         ("version",),
         head=("classifier.1",),
+        last_block=("features.12",),  # the last Fire module
     ),
     # torchvision's inception_v3 with weights: transform_input=True unless given, aux_logits=True,
     # init_weights=False (the aux head is in the file; aux_logits=False drops it after loading)
@@ -110,6 +131,7 @@ _ARCHS: dict[str, Arch] = {
         weight_defaults={"transform_input": True},
         random_defaults={"init_weights": True},
         head=("fc", "AuxLogits.fc"),
+        last_block=("Mixed_7c",),
     ),
 }
 CLASSIFIERS: tuple[str, ...] = tuple(_ARCHS)
@@ -121,6 +143,12 @@ def architecture_kwargs(model: str) -> dict[str, Any]:
     weights, besides ``num_classes`` (which follows the weights' categories)."""
     arch = arch_of(model)
     return {**arch.fixed, **arch.weight_defaults}
+
+
+def arch_of_class(cls_name: str) -> Arch:
+    """The architecture record of a torchvision class (``"ResNet"``): its head and last block are
+    those of every model of that class."""
+    return next(arch for arch in _ARCHS.values() if arch.cls_name == cls_name)
 
 
 def arch_of(model: str) -> Arch:
@@ -155,17 +183,10 @@ def weights_kwargs(
     if drop_aux:
         kwargs["aux_logits"] = True  # the file has the aux head: load it, then remove it
     for key, want in required.items():
-        if key in kwargs and kwargs[key] != want:
-            if key == "num_classes":
-                hint = (
-                    f"The weights' classifier has {want} outputs. To fine-tune for {kwargs[key]!r} "
-                    "classes, load the weights without num_classes and replace the final layer; or "
-                    "pass pretrained=False for a randomly initialised model."
-                )
-            else:
-                hint = f"Leave {key} out (or pass pretrained=False to build without weights)."
+        if key in kwargs and kwargs[key] != want:  # num_classes is not among them: a new head is put on after loading
             raise ValueError(
-                f"{model}: weights {weights.name!r} need {key}={want!r}, but got {key}={kwargs[key]!r}. {hint}"
+                f"{model}: weights {weights.name!r} need {key}={want!r}, but got {key}={kwargs[key]!r}. "
+                f"Leave {key} out (or pass pretrained=False to build without weights)."
             )
         kwargs[key] = want
     for key, value in arch.weight_defaults.items():

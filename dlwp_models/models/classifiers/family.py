@@ -23,6 +23,7 @@ from ..family import Family
 from ..pipelines import ClassifierPipeline, plain_module
 from .architectures import arch_of, architecture_kwargs, check_kwargs, weights_kwargs
 from .categories import categories_of
+from .heads import check_labels
 from .predict import hub_class
 
 __all__ = ["ClassifierFamily", "FAMILY", "adapt_torchvision_state_dict", "build_for_state_dict"]
@@ -99,6 +100,28 @@ class _Plan(NamedTuple):
     categories: list[str] | None
     kwargs: Mapping[str, Any]
     drop_aux: bool = False
+    classes: int | None = None  # the caller's num_classes (or number of labels)
+    labels: list[str] | None = None  # the caller's labels
+
+
+def _requested_classes(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], int | None, list[str] | None]:
+    """The keyword arguments without ``num_classes`` and ``labels``, and those two (checked)."""
+    rest = dict(kwargs)
+    classes, labels = rest.pop("num_classes", None), rest.pop("labels", None)
+    if classes is None and labels is None:
+        return rest, None, None
+    return (rest, *check_labels(classes, labels))
+
+
+def _with_head(net: nn.Module, plan: _Plan, have: int) -> nn.Module:
+    """The loaded ``net`` (``have`` classes) with the caller's classes: a fresh head when their
+    number differs, else the same head, named by ``labels`` when given."""
+    if plan.classes is not None and plan.classes != have:
+        log.info("%s: a fresh %d-class head on the pretrained body", plan.model, plan.classes)
+        net.reset_classifier(plan.labels or plan.classes)
+    elif plan.labels is not None:
+        net.categories = list(plan.labels)
+    return net
 
 
 def _attach(
@@ -123,27 +146,32 @@ class ClassifierFamily(Family):
         import torchvision.models
 
         arch = arch_of(model)
-        check_kwargs(model, arch, getattr(torchvision.models, arch.cls_name), kwargs)
+        rest, _, _ = _requested_classes(kwargs)  # labels: dlwp's own argument
+        check_kwargs(model, arch, getattr(torchvision.models, arch.cls_name), {**rest, "num_classes": 1})
 
     def random(self, model: str, kwargs: Mapping[str, Any]) -> nn.Module:
         import torchvision.models
 
         described = get_weights("DEFAULT", model)
         categories = categories_of(described)
-        kwargs = {**arch_of(model).random_defaults, **kwargs}
+        kwargs, classes, labels = _requested_classes(kwargs)
+        kwargs = {**arch_of(model).random_defaults, **kwargs, **({"num_classes": classes} if classes else {})}
         net = getattr(torchvision.models, model)(weights=None, **kwargs)
-        if categories is not None and len(categories) != kwargs.get("num_classes", 1000):
+        if labels is not None:
+            categories = labels
+        elif categories is not None and len(categories) != kwargs.get("num_classes", 1000):
             categories = None  # a custom head: its labels are the caller's to set
         return _attach(net, None, described, categories)
 
     def plan(self, model: str, weights: WeightSet | None, kwargs: Mapping[str, Any]) -> _Plan:
         described = weights or get_weights("DEFAULT", model)
         ClassifierTransform.from_weights(described)  # a bad entry fails before any download
+        kwargs, classes, labels = _requested_classes(kwargs)
         if weights is None:
-            return _Plan(model, None, described, categories_of(described), dict(kwargs))
+            return _Plan(model, None, described, categories_of(described), kwargs, False, classes, labels)
         categories = categories_of(weights)
-        build_kwargs, drop_aux = weights_kwargs(model, arch_of(model), weights, categories, dict(kwargs))
-        return _Plan(model, weights, weights, categories, build_kwargs, drop_aux)
+        build_kwargs, drop_aux = weights_kwargs(model, arch_of(model), weights, categories, kwargs)
+        return _Plan(model, weights, weights, categories, build_kwargs, drop_aux, classes, labels)
 
     def load(self, plan: _Plan, files: Mapping[str, CachedFile], map_location: Any) -> nn.Module:
         file = files["state_dict"]
@@ -159,7 +187,8 @@ class ClassifierFamily(Family):
             net.aux_logits = False
             net.AuxLogits = None
         log.info("loaded %s into %s", source, plan.model)
-        return _attach(net.eval(), plan.weights, plan.described, plan.categories, file)
+        net = _attach(net.eval(), plan.weights, plan.described, plan.categories, file)
+        return _with_head(net, plan, int(plan.kwargs.get("num_classes", 1000)))
 
     def check_export_size(self, model: nn.Module, height: int, width: int) -> None:
         check_resized_pixels(height, width, model.transforms.resize)
@@ -183,7 +212,7 @@ def _load_one_off(plan: _Plan, file: CachedFile, map_location: Any) -> nn.Module
     if categories is not None and len(categories) != num_classes:
         categories = None  # a custom head: its labels are the caller's to set (model.categories = [...])
     log.info("loaded %s into %s (%d classes)", source, plan.model, num_classes)
-    return _attach(net.eval(), None, plan.described, categories, file)
+    return _with_head(_attach(net.eval(), None, plan.described, categories, file), plan, num_classes)
 
 
 FAMILY = ClassifierFamily()

@@ -66,11 +66,82 @@ class ClassifierMixin:
             [('golden retriever', 96.29...), ('Labrador retriever', 2.81...)]
         """
         _, batch_size = self._checked(topk, batch_size)
+        prepare_one, classify, on_cpu = self._batch_functions(topk, backend)
+        results, single = self._in_batches(inputs, prepare_one, classify, batch_size, on_cpu)
+        return results[0] if single else results
+
+    def embed(self, inputs: Any, *, batch_size: int | None = None, pool: bool = True) -> torch.Tensor:
+        """The features the classification head receives, per image: (N, D) for a list of images,
+        (D,) for one. ``inputs``, decoding, batching and preprocessing are those of :meth:`predict`
+        (the same network input, bit for bit); the network runs up to its head and no further.
+
+        The features are the pooled vector the head maps to classes (2048 numbers for a ResNet-50,
+        4096 for AlexNet's and VGG's last hidden layer); SqueezeNet's head is a 1×1 convolution on
+        its last feature map, which ``pool=False`` returns as it is ((N, 512, 13, 13)) and the
+        default averages over its positions.
+
+        Example::
+
+            >>> model.embed(["cat.jpg", "dog.jpg"]).shape
+            torch.Size([2, 2048])
+        """
+        batch_size = self._batch_size(batch_size)
+        prepare_one, features, on_cpu = self._embed_functions(pool)
+        results, single = self._in_batches(inputs, prepare_one, features, batch_size, on_cpu)
+        if single:
+            return results[0]
+        return torch.stack(results) if results else torch.empty(0)
+
+    def embed_stream(
+        self, inputs: Iterable[Any], *, batch_size: int | None = None, pool: bool = True
+    ) -> Iterator[tuple[Any, torch.Tensor | BaseException]]:
+        """:meth:`embed` for any number of inputs, lazily, as :meth:`predict_stream` is for
+        :meth:`predict`: ``(input, features or the exception that input raised)`` in order."""
+        from ...inputs.streaming import stream_batches
+
+        batch_size = self._batch_size(batch_size)
+        prepare_one, features, on_cpu = self._embed_functions(pool)
+
+        def run(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+            with torch.inference_mode():
+                return features(batch)
+
+        with eval_mode(self):
+            yield from stream_batches(inputs, prepare_one, run, batch_size=batch_size, on_cpu=on_cpu)
+
+    def reset_classifier(self, classes: int | Sequence[str]) -> None:
+        """Put a fresh classification head with ``classes`` outputs on the network (an int, or the
+        class names, which then become :attr:`categories`), keeping the body's weights: what a
+        fine-tune starts from. The head's layers (ResNet's ``fc``; AlexNet's and VGG's
+        ``classifier[6]``; DenseNet's ``classifier``; SqueezeNet's final 1×1 convolution;
+        Inception v3's ``fc`` and ``AuxLogits.fc``) are new, initialised from ``torch``'s global
+        random generator (seed it for a repeatable head). Without names, :attr:`categories` is None
+        until you set it. The model no longer matches its weight file, so the ONNX Runtime backend
+        exports its graph anew for this process."""
+        from ..onnx_backend import forget_sessions
+        from .heads import check_labels, put_fresh_head
+
+        num_classes, labels = check_labels(classes)
+        assert isinstance(self, nn.Module)
+        put_fresh_head(self, num_classes)
+        self.categories = labels
+        self.weight_file = None  # the graph cached beside it is of the old head
+        forget_sessions(self)
+
+    def _in_batches(
+        self,
+        inputs: Any,
+        prepare_one: Callable[[Any], torch.Tensor],
+        run: Callable[[list[torch.Tensor]], list[Any]],
+        batch_size: int,
+        on_cpu: bool,
+    ) -> tuple[list[Any], bool]:
+        """``run``'s results for every image of ``inputs`` (prepared by ``prepare_one`` in worker
+        threads, run in batches of ``batch_size``), and whether ``inputs`` was a single image."""
         from ...inputs.images import image_sources
         from ...inputs.pipeline import default_workers, ordered_map
 
         sources, single = image_sources(inputs)
-        prepare_one, classify, on_cpu = self._batch_functions(topk, backend)
 
         def prepare(source: Any) -> list[torch.Tensor]:
             return [prepare_one(item) for item in source()]
@@ -82,14 +153,41 @@ class ClassifierMixin:
             prepare, sources, workers=workers, ahead=batch_size if on_cpu else 2 * batch_size, overlap=not on_cpu
         )
         pixels = chain.from_iterable(prepared)
-        results: list[Prediction] = []
+        results: list[Any] = []
         try:
             with eval_mode(self), torch.inference_mode():
                 while batch := list(islice(pixels, batch_size)):
-                    results += classify(batch)
+                    results += run(batch)
         finally:
             prepared.close()
-        return results[0] if single else results
+        return results, single
+
+    def _embed_functions(
+        self, pool: bool
+    ) -> tuple[Callable[[Any], torch.Tensor], Callable[[list[torch.Tensor]], list[torch.Tensor]], bool]:
+        """``(prepare, features, on_cpu)`` as :meth:`_batch_functions`, with the head's input per
+        image (pooled when ``pool``) in place of predictions."""
+        from .heads import head_input, pooled
+
+        transforms = self.transforms
+        prepare_one = transforms.crop_pixels if isinstance(transforms, ClassifierTransform) else transforms
+        collate = self._collate()
+        device, dtype = self._placement()
+
+        def features(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+            found = head_input(self, collate(batch, device, dtype))
+            check_finite(found, self, "the features")
+            found = pooled(found) if pool else found
+            return list(found.float().cpu().contiguous().unbind(0))
+
+        return prepare_one, features, device.type == "cpu"
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        """The device and floating dtype of the model's parameters (the CPU and float32 without any)."""
+        param = next(self.parameters(), None)  # type: ignore[attr-defined]
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        return device, dtype
 
     def predict_stream(
         self, inputs: Iterable[Any], topk: int = 5, *, batch_size: int | None = None, backend: str = "eager"
@@ -145,11 +243,14 @@ class ClassifierMixin:
                 f"topk must be between 1 and {len(categories)} (the number of classes), "
                 f"got {topk}. Pass a value in that range."
             )
+        return categories, self._batch_size(batch_size)
+
+    def _batch_size(self, batch_size: Any) -> int:
         if batch_size is None:
             batch_size = self.default_batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-        return categories, batch_size
+        return batch_size
 
     def _batch_functions(
         self, topk: int, backend: str = "eager"
@@ -164,14 +265,10 @@ class ClassifierMixin:
         )
         categories = self.categories
         assert isinstance(self, nn.Module) and categories
-        param = next(self.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        device, dtype = self._placement()
         transforms = self.transforms
-        if isinstance(transforms, ClassifierTransform):
-            prepare_one, collate = transforms.crop_pixels, transforms.collate
-        else:  # the caller's own callable (e.g. a torchvision preset): image -> normalised CHW tensor
-            prepare_one, collate = transforms, _stack_normalised
+        prepare_one = transforms.crop_pixels if isinstance(transforms, ClassifierTransform) else transforms
+        collate = self._collate()
 
         def classify(batch: list[torch.Tensor]) -> list[Prediction]:
             logits = forward(collate(batch, device, dtype))
@@ -191,6 +288,13 @@ class ClassifierMixin:
             ]
 
         return prepare_one, classify, device.type == "cpu"
+
+    def _collate(self) -> Callable[[Sequence[torch.Tensor], torch.device, torch.dtype], torch.Tensor]:
+        """How prepared images become one network input batch: the transform's own collation, or
+        for the caller's own callable (e.g. a torchvision preset: image → normalised CHW tensor)
+        a plain stack."""
+        transforms = self.transforms
+        return transforms.collate if isinstance(transforms, ClassifierTransform) else _stack_normalised
 
 
 def _stack_normalised(tensors: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
