@@ -23,6 +23,8 @@ __all__ = [
     "ImageNotFoundError",
     "ImageFetchError",
     "PublishError",
+    "DataError",
+    "TrainingError",
     "ExportError",
     "MissingDependencyError",
     "CacheWriteError",
@@ -143,6 +145,16 @@ class InputListError(DlwpError, ValueError):
 
 class ResultsFileError(DlwpError, ValueError):
     """A batch job's records file cannot be written, or read back for ``--resume``."""
+
+
+class DataError(DlwpError, ValueError):
+    """A labelled data set (``dlwp finetune``, ``dlwp evaluate``) cannot be used as it is: an empty
+    or single class, labels the model does not know, too little data for the split."""
+
+
+class TrainingError(DlwpError, RuntimeError):
+    """A fine-tune cannot start or go on: an output folder in use, a checkpoint of other settings,
+    a loss that stopped being finite."""
 
 
 class RayNotInstalledError(MissingDependencyError):

@@ -182,3 +182,29 @@ def batch_env(weight_server: LoopbackServer, tmp_path_factory: pytest.TempPathFa
     from batch_files import make_batch_env
 
     return make_batch_env(weight_server, tmp_path_factory.mktemp("batch"))
+
+
+@pytest.fixture(scope="session")
+def finetune_env(weight_server: LoopbackServer, tmp_path_factory: pytest.TempPathFactory):
+    """resnet18 and squeezenet1_1 with generated weights and a TORCH_HOME of their own (tests/train)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
+    from finetune_env import make_env
+
+    return make_env(weight_server, tmp_path_factory.mktemp("finetune"))
+
+
+@pytest.fixture(scope="session")
+def finetune_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated photos of four classes in train/ and val/ (tests/train)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
+    from photos import make_photos
+
+    return make_photos(tmp_path_factory.mktemp("photos"), {"train": 16, "val": 6})
+
+
+@pytest.fixture(scope="session")
+def finetune_run(finetune_env, finetune_photos) -> Path:
+    """One head-only fine-tune of resnet18 on ``finetune_photos``, through the command line."""
+    from finetune_env import make_run
+
+    return make_run(finetune_env, finetune_photos)

@@ -13,7 +13,8 @@ from conftest import REPO_DIR
 
 PACKAGE = REPO_DIR / "dlwp_models"
 #: lowest first; a module may import from its own layer and the ones before it. The applications
-#: (batch jobs, the server, export, publishing) share a rank: none imports another.
+#: (batch jobs, the server, export, publishing, fine-tuning) share a rank: none imports another;
+#: measuring on labelled photos (evaluation) sits below them, as fine-tuning evaluates its result.
 LAYERS = (
     ("errors",),
     ("safe_write",),
@@ -23,7 +24,8 @@ LAYERS = (
     ("models",),
     ("hub",),
     ("tasks",),
-    ("batch", "serve", "export", "publish"),
+    ("evaluation",),
+    ("batch", "serve", "export", "publish", "train"),
     ("cli",),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

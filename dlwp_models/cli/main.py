@@ -1,7 +1,9 @@
-"""Command line: ``python -m dlwp_models {list,info,fetch,classify,translate,caption,publish,export,serve}``.
+"""Command line: ``python -m dlwp_models {list,info,fetch,classify,translate,caption,finetune,
+evaluate,publish,export,serve}``.
 
 Argument parsing, printing and exit codes only: the tasks' subcommands are in
-:mod:`.task_commands`, the work is done by the layers below. Failures print one paragraph (what
+:mod:`.task_commands`, ``finetune``, ``evaluate`` and ``publish`` in :mod:`.train_commands`, the work is
+done by the layers below. Failures print one paragraph (what
 failed, what to do) and exit non-zero, without a traceback: 2 for arguments that do not fit
 together (as argparse), 1 for everything else.
 """
@@ -30,6 +32,7 @@ from ..weights.manifest import WeightSet, get_weights, list_weights
 from ..weights.store import cached_path
 from .arguments import export_side, non_negative_float, port_number, positive_float, positive_int, translate_size
 from .task_commands import add_task_command, batch_usage_error
+from .train_commands import add_train_commands
 
 log = logging.getLogger("dlwp_models")
 
@@ -101,43 +104,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                     print(f"{ws.name} {role}: the cached file was damaged; fetching it again", file=sys.stderr)
         for role, path in fetch(ws, progress=not args.quiet).items():
             print(f"{ws.name} {role}: {path}")
-    return 0
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-    from ..publish import mirror_manifest, publish_checkpoint
-
-    if args.mirror_manifest:
-        if args.checkpoint or args.model or args.tag or args.categories or args.dry_run:
-            raise UsageError("--mirror-manifest takes only --repo, --release and --manifest")
-        names = mirror_manifest(repo=args.repo, release=args.release, manifest=args.manifest, progress=not args.quiet)
-        print(f"{len(names)} files now served first from release {args.release} of {args.repo}:")
-        for name in names:
-            print(f"  {name}")
-        return 0
-    missing = [
-        flag
-        for flag, value in (("CHECKPOINT", args.checkpoint), ("--model", args.model), ("--tag", args.tag))
-        if not value
-    ]
-    if missing:
-        raise UsageError(f"publishing a checkpoint needs {', '.join(missing)}")
-    entry = publish_checkpoint(
-        args.checkpoint,
-        model=args.model,
-        tag=args.tag,
-        repo=args.repo,
-        release=args.release,
-        manifest=args.manifest,
-        categories=args.categories,
-        dry_run=args.dry_run,
-    )
-    shown = {**entry, "meta": {**entry["meta"], "categories": f"<{len(entry['meta']['categories'])} labels>"}}
-    print(json.dumps(shown, indent=2))
-    if args.dry_run:
-        print("dry run: nothing was uploaded and no manifest was changed")
-    else:
-        print(f"published {entry['name']}; load it with torch.hub.load(REPO, {entry['model']!r}, weights={args.tag!r})")
     return 0
 
 
@@ -298,28 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--beam-size", type=positive_int, default=2, help="beam width (default: 2, as the book)")
 
-    p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
-    p.add_argument(
-        "checkpoint",
-        nargs="?",
-        type=Path,
-        metavar="CHECKPOINT",
-        help="a state dict (or a dict holding one under 'state_dict' or 'model')",
-    )
-    p.add_argument("--model", help="the classifier architecture, e.g. resnet50")
-    p.add_argument("--tag", help="weight-set tag: the entry becomes <model>.<tag>")
-    p.add_argument("--repo", required=True, help="OWNER/REPO whose release holds the file")
-    p.add_argument("--release", required=True, help="release tag (created when missing)")
-    p.add_argument("--manifest", type=Path, help="manifest to update (default: weights/manifest.json)")
-    p.add_argument("--categories", type=Path, help="labels, one per line (default: the base weights')")
-    p.add_argument("--dry-run", action="store_true", help="do everything but upload and write; print the entry")
-    p.add_argument(
-        "--mirror-manifest",
-        action="store_true",
-        help="re-host every file of the manifest as release assets and list them first",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=cmd_publish)
+    add_train_commands(sub)
 
     p = sub.add_parser("export", help="write a deployable TorchScript / torch.export / ONNX artefact")
     p.add_argument("name", help="model: a classifier or cyclegan")

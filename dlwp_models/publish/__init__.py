@@ -4,6 +4,8 @@
   ``<model>-<tag>-<sha256[:8]>.pth`` uploaded to a release → a manifest entry ``<model>.<tag>``
   pinned by full sha256 and size, so collaborators get it with
   ``torch.hub.load("owner/dlwp:branch", "<model>", weights="<tag>")``.
+* :func:`publish_weight_set`: a weight-set folder (``dlwp finetune``'s output) → its weight file
+  uploaded to a release → its manifest entry, with the release URL, in the team's manifest.
 * :func:`mirror_manifest`: re-host every file of a manifest unchanged as release assets and put
   the release URL first in each file's ``urls`` (upstream stays as the fallback).
 
@@ -29,10 +31,17 @@ from ..models.classifiers import CLASSIFIERS, build_for_state_dict, categories_o
 from ..safe_write import write_file
 from ..weights.download import fetch_file
 from ..weights.integrity import sha256_file
-from ..weights.manifest import WeightSet, checkout_manifest_path, get_weights, load_manifest_data, parse_manifest
+from ..weights.manifest import (
+    WeightSet,
+    checkout_manifest_path,
+    get_weights,
+    load_manifest_data,
+    parse_manifest,
+    read_folder_weight_set,
+)
 from .github import GitHubReleases, api_base
 
-__all__ = ["publish_checkpoint", "mirror_manifest", "normalise_checkpoint"]
+__all__ = ["publish_checkpoint", "publish_weight_set", "mirror_manifest", "normalise_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +190,35 @@ def publish_checkpoint(
         data["weights"] = [*weights, entry]
         _write_manifest_json(manifest_path, data)
         log.info("wrote %s to %s", entry["name"], manifest_path)
+    return entry
+
+
+def publish_weight_set(
+    folder: str | Path, *, repo: str, release: str, manifest: str | Path | None = None, dry_run: bool = False
+) -> dict:
+    """Publish a weight-set folder (what ``dlwp finetune`` writes: ``manifest.json`` and the weight
+    file beside it): upload the file, verified against its pin, to ``release`` and add the folder's
+    entry, unchanged but for the release URL, to ``manifest``. Returns the entry."""
+    ws = read_folder_weight_set(folder)
+    (role, spec), *more = ws.files.items()
+    if more or spec.beside is None:
+        raise PublishError(f"{ws.source}: a weight-set folder's entry has one file, beside the manifest.")
+    cached = fetch_file(spec, progress=False)  # copied into the cache and checked against the pin
+    manifest_path = _manifest_to_edit(manifest)
+    data, _ = _load_manifest_json(manifest_path)
+    entry = copy.deepcopy(next(e for e in load_manifest_data(ws.source)["weights"]))
+    if dry_run:
+        url = _release_download_url(None, repo, release, spec.filename)
+    else:
+        api = GitHubReleases(repo)
+        url = api.upload(api.release(release), cached.path, name=spec.filename, sha256=cached.sha256)[
+            "browser_download_url"
+        ]
+    entry["files"][role]["urls"] = [url]
+    if not dry_run:
+        data["weights"] = [w for w in data["weights"] if str(w.get("name", "")).lower() != ws.name.lower()] + [entry]
+        _write_manifest_json(manifest_path, data)
+        log.info("wrote %s to %s", ws.name, manifest_path)
     return entry
 
 

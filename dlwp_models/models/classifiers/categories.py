@@ -7,7 +7,7 @@ from functools import cache
 from ...errors import ManifestError
 from ...weights.manifest import WeightSet
 
-__all__ = ["categories_of", "IMAGENET1K"]
+__all__ = ["categories_of", "IMAGENET1K", "imagenet_wnids"]
 
 IMAGENET1K = "imagenet1k"  # meta "categories": torchvision's ImageNet-1K labels (its weights metadata)
 _IMAGENET1K_REFERENCE = "ResNet50_Weights.IMAGENET1K_V1"  # where they are read when no enum is named
@@ -47,3 +47,14 @@ def categories_of(weights: WeightSet) -> list[str] | None:
         f"{where}.categories: expected {IMAGENET1K!r} or a list of label strings, got "
         f"{value!r:.80}. Fix that field of the manifest."
     )
+
+
+@cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """ImageNet-1K's WordNet ids (``n01440764`` …), in class order: the names of the folders of
+    ImageNet's training and validation sets. Class ``i`` of the ImageNet weights is the ``i``-th
+    id in sorted order (the order ImageNet's folders sort in), which the bundled list holds."""
+    from importlib.resources import files
+
+    text = files(__package__).joinpath("imagenet1k_wnids.txt").read_text(encoding="ascii")
+    return tuple(text.split())
