@@ -80,6 +80,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for role, spec in ws.files.items():
         path = cached_path(spec)
         print(f"  file {role}: {spec.filename}  [{'cached' if path.exists() else 'not cached'}: {path}]")
+        if spec.beside is not None:
+            print(f"    beside the manifest: {spec.beside}")
         for url in spec.urls:
             print(f"    url {url}")
         for part in spec.parts:

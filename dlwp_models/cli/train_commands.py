@@ -61,9 +61,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"(last epoch {last['epoch']}, train acc {last['train_acc']:.2f} %)"
     )
     print(f"weight set: {result.weight_file}")
+    model, tag = result.name.split(".", 1)
+    topk = min(5, len(result.evaluation.classes))
     print(
-        f"use it: DLWP_MANIFEST={result.manifest} python -m dlwp_models classify --model {result.name.split('.')[0]} "
-        f"--weights {result.name.split('.', 1)[1]} PHOTO"
+        f"use it: DLWP_MANIFEST={result.manifest} python -m dlwp_models classify --model {model} --weights {tag} "
+        f"--topk {topk} PHOTO"
     )
     return 0
 

@@ -61,4 +61,5 @@ def make_run(env: Env, photos: Path) -> Path:
     result = env.cli("finetune", str(photos), "--model", "resnet18", "--output-dir", str(out), "--seed", "3", "-q")
     assert result.returncode == 0, result.stderr
     assert "resnet18.colours-1: validation acc@1" in result.stdout
+    assert "--weights colours-1 --topk 4 PHOTO" in result.stdout  # a usable command for four classes
     return out

@@ -84,6 +84,14 @@ def test_the_weight_set_loads_by_name_and_its_body_is_the_base_weights(finetune_
     assert not torch.equal(model.fc.weight[:4], base.fc.weight[:4])
 
 
+def test_info_says_where_the_weight_file_lies(finetune_run, finetune_env, monkeypatch, capsys):
+    for key, value in finetune_env.vars(finetune_run / "manifest.json").items():
+        monkeypatch.setenv(key, value)
+    assert main(["info", "resnet18.colours-1"]) == 0
+    spec = entry_of(finetune_run)["files"]["state_dict"]
+    assert f"beside the manifest: {finetune_run / spec['filename']}" in capsys.readouterr().out
+
+
 def test_evaluate_reports_the_accuracy_of_the_training_log(finetune_run, finetune_env, finetune_photos, tmp_path):
     rows = log_rows(finetune_run)
     last = [row for row in rows if "epoch" in row][-1]
