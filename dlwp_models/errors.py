@@ -25,6 +25,7 @@ __all__ = [
     "PublishError",
     "DataError",
     "TrainingError",
+    "QuantizationError",
     "ExportError",
     "MissingDependencyError",
     "CacheWriteError",
@@ -155,6 +156,11 @@ class DataError(DlwpError, ValueError):
 class TrainingError(DlwpError, RuntimeError):
     """A fine-tune cannot start or go on: an output folder in use, a checkpoint of other settings,
     a loss that stopped being finite."""
+
+
+class QuantizationError(DlwpError, RuntimeError):
+    """The int8 backend cannot be used: no quantized graph of these weights yet, a quantization
+    that fails its accuracy gate, a device it does not run on."""
 
 
 class RayNotInstalledError(MissingDependencyError):

@@ -166,14 +166,15 @@ def test_classifier_onnx_export_runs_in_onnxruntime_with_any_batch_and_matches_e
     assert sorted(p.name for p in out.iterdir()) == ["r18.onnx"]  # no partial file left
 
 
-def test_cyclegan_onnx_export_reproduces_translate(served, tmp_path):
+@pytest.mark.parametrize(("size", "translated"), [((96, 130), (256, 346)), ((131, 67), (500, 256))])
+def test_cyclegan_onnx_export_reproduces_translate(served, tmp_path, size, translated):
     from hubconf import cyclegan
 
-    path = export_model("cyclegan", output=tmp_path / "g.onnx", format="onnx", input_size=(96, 130))
+    path = export_model("cyclegan", output=tmp_path / "g.onnx", format="onnx", input_size=size)
     session = onnx_session(path)
-    images = torch.randint(0, 256, (2, 3, 96, 130), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    images = torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     (out,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
-    assert out.shape == (2, 3, 256, 346)
+    assert out.shape == (2, 3, *translated)
     model = cyclegan(pretrained=True)
     for image, result in zip(images, out):
         translated = model.translate(image, size=256)
@@ -186,20 +187,37 @@ def test_an_onnx_export_that_differs_from_eager_is_not_written(served, tmp_path,
 
     real = export.export_graph
 
-    def off_by_a_little(module, sample, path, **kwargs):  # an exporter bug: one weight changed
+    def off_by_a_little(module, sample, path, **kwargs):  # an exporter bug: one class's bias changed
         module = copy.deepcopy(module)
         with torch.no_grad():
-            module.net.fc.bias.add_(0.05)
+            module.net.fc.bias[3] += 3.0
         return real(module, sample, path, **kwargs)
 
     monkeypatch.setattr(export, "export_graph", off_by_a_little)
     with pytest.raises(
         ExportError,
-        match=r"differs from the eager model by \d\.\d\de-\d\d relative to the "
-        r"output's scale .*nothing was kept",
+        match=r"differs from the eager model by [\d.e-]+ percentage points of the class scores on input "
+        r"\(2, 3, 64, 64\) \(tolerance 0.05 percentage points of the class scores\); nothing was kept",
     ):
         export_model("resnet18", output=tmp_path / "out" / "r18.onnx", format="onnx", input_size=(64, 64))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_onnx_generator_two_levels_off_is_not_written(served, tmp_path, monkeypatch):
+    from dlwp_models import export
+
+    real = export.export_graph
+
+    def darker(module, sample, path, **kwargs):  # every pixel about 2-3 levels lower
+        module = copy.deepcopy(module)
+        with torch.no_grad():
+            module.generator.model[-2].bias.sub_(0.02)
+        return real(module, sample, path, **kwargs)
+
+    monkeypatch.setattr(export, "export_graph", darker)
+    with pytest.raises(ExportError, match=r"differs from the eager model by [2-9] 8-bit pixel levels"):
+        export_model("cyclegan", output=tmp_path / "g.onnx", format="onnx", input_size=(40, 56))
+    assert not list(tmp_path.glob("*.onnx"))
 
 
 def test_onnx_export_of_the_captioning_model_is_refused(tmp_path):

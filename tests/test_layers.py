@@ -25,7 +25,7 @@ LAYERS = (
     ("hub",),
     ("tasks",),
     ("evaluation",),
-    ("batch", "serve", "export", "publish", "train"),
+    ("batch", "serve", "export", "publish", "train", "quantize"),
     ("cli",),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
@@ -101,7 +101,11 @@ def test_nothing_imports_the_command_line_layer():
 
 
 def test_the_onnx_runtime_knows_no_model_family():
-    for module in ("dlwp_models.models.onnx_backend", "dlwp_models.models.onnx_graphs"):
+    for module in (
+        "dlwp_models.models.onnx_backend",
+        "dlwp_models.models.onnx_graphs",
+        "dlwp_models.models.int8_backend",
+    ):
         families = {m for m in imports_of(module) if m.startswith(FAMILIES)}
         assert not families, f"{module} imports {sorted(families)}"
 

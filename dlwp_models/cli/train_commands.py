@@ -1,6 +1,7 @@
-"""The subcommands that make, measure and share weight sets: ``finetune``, ``evaluate`` and
-``publish``. Parsing, printing and exit codes only; the work is :mod:`dlwp_models.train`,
-:mod:`dlwp_models.evaluation` and :mod:`dlwp_models.publish`."""
+"""The subcommands that make, measure and share weight sets: ``finetune``, ``evaluate``,
+``quantize`` and ``publish``. Parsing, printing and exit codes only; the work is
+:mod:`dlwp_models.train`, :mod:`dlwp_models.evaluation`, :mod:`dlwp_models.quantize` and
+:mod:`dlwp_models.publish`."""
 
 from __future__ import annotations
 
@@ -160,6 +161,36 @@ def _publish_file(args: argparse.Namespace) -> dict:
     )
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from ..quantize import quantize
+
+    if not 0 <= args.min_agreement <= 100:
+        raise UsageError(f"--min-agreement is a percentage from 0 to 100, got {args.min_agreement:g}")
+    report = quantize(
+        args.model,
+        calibrate=args.calibrate,
+        weights=args.weights,
+        eval_dir=args.eval,
+        method=args.method,
+        max_drop=args.max_drop,
+        min_agreement=args.min_agreement,
+        progress=not args.quiet,
+    )
+    for line in report["skipped"]:
+        print(f"skipped {line}", file=sys.stderr)
+    how = "reused" if report["reused"] else f"made in {report['quantize_seconds']:.1f} s"
+    print(
+        f"{args.model}: int8 graph {how}: {report['summary']} ({report['eval_source']}); calibrated by "
+        f"{report['method']} on {report['calibration_photos']} photos"
+    )
+    print(f"  {report['artefact']}")
+    print(
+        f"use it: backend='onnxruntime-int8' (python -m dlwp_models classify --model {args.model} "
+        "--backend onnxruntime-int8 ...)"
+    )
+    return 0
+
+
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``finetune``, ``evaluate`` and ``publish`` to the command line's subcommands."""
     p = sub.add_parser("finetune", help="train a book classifier on your own classes (one folder per class)")
@@ -220,6 +251,21 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default cpu")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_evaluate)
+
+    from ..models.int8_backend import METHODS
+
+    p = sub.add_parser("quantize", help="make a classifier's int8 graph from your photos, kept only if accurate")
+    p.add_argument("model", choices=CLASSIFIERS, metavar="MODEL", help="classifier, e.g. resnet101")
+    p.add_argument("--weights", help="weight tag (default: the model's default)")
+    p.add_argument("--calibrate", type=Path, required=True, help="a folder of your photos (a few hundred)")
+    p.add_argument("--eval", type=Path, help="labelled photos to measure on (default: held-out calibration photos)")
+    p.add_argument("--method", choices=METHODS, default="percentile", help="calibration method (default percentile)")
+    p.add_argument(
+        "--max-drop", type=non_negative_float, default=0.5, help="largest acc@1 drop in points, with --eval (0.5)"
+    )
+    p.add_argument("--min-agreement", type=float, default=99.0, help="smallest top-1 agreement in %% (default 99)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_quantize)
 
     p = sub.add_parser("publish", help="share fine-tuned weights as a GitHub release asset + manifest entry")
     p.add_argument(

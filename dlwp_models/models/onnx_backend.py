@@ -31,23 +31,26 @@ from torch import nn
 from ..errors import ExportError
 from ..weights import derived, store
 from ..weights.integrity import sha256_file
+from .int8_backend import INT8
 from .onnx_graphs import (
     check_graph,
     dynamic_samples,
     eval_mode,
     export_graph,
+    graph_intact,
     import_onnxruntime,
     onnx_versions,
     session_for,
 )
 from .pipelines import plain_module
 
-__all__ = ["BACKENDS", "check_backend", "OnnxRunner", "forget_sessions"]
+__all__ = ["BACKENDS", "INT8", "check_backend", "OnnxRunner", "forget_sessions", "network_runner"]
 
 log = logging.getLogger(__name__)
 
-#: the engines that can run a network: eager PyTorch (the book's numbers), or ONNX Runtime
-BACKENDS = ("eager", "onnxruntime")
+#: the engines that can run a network: eager PyTorch (the book's numbers), ONNX Runtime in float32,
+#: or ONNX Runtime on a graph quantized to int8 (:mod:`.int8_backend`; the classifiers)
+BACKENDS = ("eager", "onnxruntime", INT8)
 LOCK_TIMEOUT = 900.0  # seconds to wait for another process exporting the same graph; then export our own
 _SESSIONS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
@@ -57,27 +60,61 @@ def check_backend(backend: Any) -> str:
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {list(BACKENDS)}, got {backend!r}. 'eager' (default) is "
-            "PyTorch as the book runs it; 'onnxruntime' is faster, with last-digit differences."
+            "PyTorch as the book runs it; 'onnxruntime' is faster, with last-digit differences; "
+            f"'{INT8}' is faster still, on a graph quantized and checked by `dlwp quantize`."
         )
-    if backend == "onnxruntime":
+    if backend != "eager":
         import_onnxruntime()
     return backend
 
 
 def forget_sessions(model: nn.Module) -> None:
     """Drop the ONNX Runtime sessions made for ``model`` (its network changed: a new head)."""
+    from . import int8_backend
+
     _SESSIONS.pop(model, None)
+    int8_backend._SESSIONS.pop(model, None)
+
+
+def network_runner(
+    model: nn.Module,
+    backend: str,
+    *,
+    any_size: bool,
+    meaning: str,
+    quantize_command: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What runs ``model``'s network for ``backend``: None for eager PyTorch, an :class:`OnnxRunner`,
+    or (where the caller's family has one, naming the command that makes it in
+    ``quantize_command``; ``size``: its one input size, checked now) an
+    :class:`~.int8_backend.Int8Runner`."""
+    backend = check_backend(backend)
+    weight_file = getattr(model, "weight_file", None)
+    if backend == "onnxruntime":
+        return OnnxRunner(model, weight_file, any_size=any_size, meaning=meaning)
+    if backend == INT8:
+        from .int8_backend import Int8Runner
+
+        if quantize_command is None:
+            raise ValueError(
+                f"the '{INT8}' backend runs the classifiers (whose int8 graphs `dlwp quantize` checks); "
+                f"run {type(model).__name__} with backend 'onnxruntime' or 'eager'."
+            )
+        return Int8Runner(model, weight_file, command=quantize_command, size=size)
+    return None
 
 
 class OnnxRunner:
     """Calls a module's network through ONNX Runtime: ``runner(x)`` for a float (N, 3, H, W) batch
-    on the module's device gives what ``module(x)`` gives, to :data:`~.onnx_graphs.TOLERANCE`.
+    on the module's device gives what ``module(x)`` gives, within the tolerance of what its output
+    means (``meaning``, one of :data:`~.onnx_graphs.MEANINGS`).
     ``weight_file`` is the verified file its weights came from (its graph is cached beside it;
     None: exported for this process only). ``any_size``: the graph takes any height and width (the
     generator); otherwise one graph per input size (a classifier's crop). It knows no model family:
     the families whose registration says ``onnx`` call it."""
 
-    def __init__(self, model: nn.Module, weight_file: store.CachedFile | None, *, any_size: bool) -> None:
+    def __init__(self, model: nn.Module, weight_file: store.CachedFile | None, *, any_size: bool, meaning: str) -> None:
         import_onnxruntime()
         param = next(model.parameters(), None)
         if param is None or param.dtype != torch.float32:
@@ -88,6 +125,7 @@ class OnnxRunner:
             )
         self.model, self.weight_file, self.device, self.any_size = model, weight_file, param.device, any_size
         self.dynamic = (0, 2, 3) if any_size else (0,)
+        self.meaning = meaning  # what the network's output is (onnx_graphs.MEANINGS): how it is checked
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from .onnx_graphs import run_session
@@ -118,12 +156,10 @@ class OnnxRunner:
 
         file = self.weight_file
         found = None
-        if isinstance(file, store.CachedFile) and file.sha256 is not None and file.path.is_file():
-            torch_version, ort_version = onnx_versions()
-            suffix = store.onnx_suffix(
-                f"torch{torch_version}", f"ort{ort_version}", "anysize" if self.any_size else f"{size[0]}x{size[1]}"
+        if self._verified():
+            found = derived.derived_copy(
+                file, self._suffix(size), make, lock_timeout=LOCK_TIMEOUT, validate=graph_intact
             )
-            found = derived.derived_copy(file, suffix, make, lock_timeout=LOCK_TIMEOUT, validate=_intact)
         if built:
             return built[0]
         if found is None:
@@ -135,7 +171,7 @@ class OnnxRunner:
             return self._in_memory(network, sample, reference, what)
         session = session_for(found[0], self.device)
         try:
-            check_graph(session, [sample], reference, what=what)
+            check_graph(session, [sample], reference, what=what, meaning=self.meaning)
         except ExportError:
             log.warning(
                 "%s (%s) does not reproduce the model: its parameters changed after loading? "
@@ -146,6 +182,29 @@ class OnnxRunner:
             return self._in_memory(network, sample, reference, what)
         log.info("%s: using %s", what, found[0].name)
         return session
+
+    def cached_graph(self, size: tuple[int, int]) -> Path | None:
+        """The checked float32 graph of the network at ``size`` in the cache, exported first when
+        missing (what the int8 backend quantizes); None without a verified weight file."""
+        with torch.inference_mode(False):
+            self._session(size)
+        if not self._verified():
+            return None
+        assert self.weight_file is not None
+        found = derived.derived_copy(
+            self.weight_file, self._suffix(size), lambda _tmp: None, lock_timeout=LOCK_TIMEOUT, validate=graph_intact
+        )
+        return None if found is None else found[0]
+
+    def _verified(self) -> bool:
+        file = self.weight_file
+        return isinstance(file, store.CachedFile) and file.sha256 is not None and file.path.is_file()
+
+    def _suffix(self, size: tuple[int, int]) -> str:
+        torch_version, ort_version = onnx_versions()
+        return store.onnx_suffix(
+            f"torch{torch_version}", f"ort{ort_version}", "anysize" if self.any_size else f"{size[0]}x{size[1]}"
+        )
 
     def _export(
         self,
@@ -158,7 +217,7 @@ class OnnxRunner:
         log.info("%s: exporting (once per weight file and version of torch and onnxruntime)", what)
         export_graph(network, sample, path, dynamic=self.dynamic, input_name="input")
         session = session_for(path, self.device)
-        check_graph(session, dynamic_samples(sample, self.dynamic), reference, what=what)
+        check_graph(session, dynamic_samples(sample, self.dynamic), reference, what=what, meaning=self.meaning)
         return session
 
     def _in_memory(
@@ -166,8 +225,3 @@ class OnnxRunner:
     ) -> Any:
         with tempfile.TemporaryDirectory(prefix="dlwp-onnx-") as folder:
             return self._export(network, sample, Path(folder) / "graph.onnx", reference, what)
-
-
-def _intact(copy: Path, record: dict) -> bool:
-    """A cached graph is loaded only when its bytes are those that were checked."""
-    return isinstance(record.get("onnx_sha256"), str) and sha256_file(copy) == record["onnx_sha256"]

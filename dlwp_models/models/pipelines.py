@@ -26,8 +26,9 @@ class ClassifierPipeline(nn.Module):
     (:class:`~dlwp_models.inputs.transforms.ClassifierPreprocess`, the same operations eager
     tensors go through), then the network."""
 
-    #: the name of its output in an exported graph
+    #: the name of its output in an exported graph, and what it means (how an export is checked)
     output_name = "logits"
+    output_meaning = "logits"
 
     def __init__(self, net: nn.Module, transform: ClassifierTransform) -> None:
         super().__init__()
@@ -43,8 +44,9 @@ class CycleGANPipeline(nn.Module):
     size: the transform (:class:`~dlwp_models.inputs.transforms.CycleGANPreprocess`), the
     generator at the input's own size, ``(y + 1) / 2``."""
 
-    #: the name of its output in an exported graph
+    #: the name of its output in an exported graph, and what it means (how an export is checked)
     output_name = "translated"
+    output_meaning = "pixels01"
 
     def __init__(self, generator: nn.Module, transform: CycleGANTransform) -> None:
         super().__init__()

@@ -39,6 +39,7 @@ class FamilyInfo:
     roles: tuple[str, ...] = ("state_dict",)  # the file roles of a weight set of its format
     accepts_files: bool = True  # a one-off checkpoint (path, or URL with sha256=) may stand in
     onnx: bool = False  # the ONNX Runtime backend runs its network
+    int8: bool = False  # the int8 backend runs its network (dlwp quantize makes and checks its graph)
     exportable: bool = False  # `dlwp export` writes it with its preprocessing
     #: model -> attribute paths of its classification head (the layers a new head replaces)
     heads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -149,9 +149,9 @@ class ServerState:
             for name in self.settings.models:
                 log.info("loading %s", name)
                 model = self._build(name, self.settings.weights.get(name), self.settings.device)
-                self.add(
-                    Served(name, model, task_named(family_info(name).task), backend_for(name, self.settings.backend))
-                )
+                task, backend = task_named(family_info(name).task), backend_for(name, self.settings.backend)
+                task.ready(model, backend)  # e.g. an int8 graph that was never made: refused at load
+                self.add(Served(name, model, task, backend))
         except Exception as exc:  # reported by the command, which then stops the server
             log.debug("loading failed", exc_info=True)
             self.failure = error_text(exc)

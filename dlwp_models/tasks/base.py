@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from ..inputs.images import ImageItem
-from ..models.onnx_backend import check_backend
+from ..models.onnx_backend import INT8, check_backend
 from ..models.registry import family_info, models_for_task
 
 __all__ = ["Task", "ModelSpec", "tasks", "task_named", "backend_for", "error_text", "error_record"]
@@ -48,9 +48,11 @@ def error_record(name: str, exc: BaseException | str) -> dict[str, str]:
 def backend_for(model: str, backend: str) -> str:
     """The backend that runs ``model``: ``backend`` (checked, and installed) when the model's
     family can run on it, else eager PyTorch (e.g. captioning under ``serve --backend
-    onnxruntime``)."""
+    onnxruntime``, CycleGAN under ``--backend onnxruntime-int8``)."""
     check_backend(backend)
-    return backend if backend == "eager" or family_info(model).onnx else "eager"
+    info = family_info(model)
+    runs = {"eager": True, "onnxruntime": info.onnx, INT8: info.int8}
+    return backend if runs.get(backend) else "eager"
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,11 @@ class Task:
 
     def check(self, model: nn.Module) -> None:
         """Refuse options the built ``model`` cannot honour (ValueError), before any input."""
+
+    @classmethod
+    def ready(cls, model: nn.Module, backend: str) -> None:
+        """Refuse, before any input, a ``backend`` the built ``model`` cannot run yet (the int8
+        backend without a quantized graph); a long-running application calls it at load."""
 
     def options(self) -> dict[str, Any]:
         """The options that change this task's answers (what a records file's header names)."""

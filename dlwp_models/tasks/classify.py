@@ -38,6 +38,10 @@ class Classify(Task):
             raise ValueError(f"topk must be between 1 and {count} (the number of categories), got {self.topk!r}.")
 
     @classmethod
+    def ready(cls, model: nn.Module, backend: str) -> None:
+        model.ready(backend)
+
+    @classmethod
     def describe(cls, model: nn.Module) -> dict[str, Any]:
         return {"categories": len(model.categories or [])}
 

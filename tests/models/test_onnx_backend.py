@@ -250,7 +250,7 @@ def test_cli_without_onnxruntime_fails_before_any_download(monkeypatch, tmp_path
 
 
 def test_an_unknown_backend_name_or_a_non_float32_model_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"backend must be one of \['eager', 'onnxruntime'\]"):
+    with pytest.raises(ValueError, match=r"backend must be one of \['eager', 'onnxruntime', 'onnxruntime-int8'\]"):
         onnx_backend.check_backend("tensorrt")
     from hubconf import squeezenet1_1
 

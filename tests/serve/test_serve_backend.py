@@ -48,7 +48,9 @@ def test_a_family_without_the_backend_runs_eager():
     """serve --backend onnxruntime serves captioning too, eagerly: its family has no ONNX graph."""
     assert backend_for("neuraltalk2", "onnxruntime") == "eager"
     assert backend_for("cyclegan", "onnxruntime") == backend_for("resnet18", "onnxruntime") == "onnxruntime"
-    with pytest.raises(ValueError, match=r"backend must be one of \['eager', 'onnxruntime'\]"):
+    assert backend_for("resnet18", "onnxruntime-int8") == "onnxruntime-int8"  # the classifiers only
+    assert backend_for("cyclegan", "onnxruntime-int8") == backend_for("neuraltalk2", "onnxruntime-int8") == "eager"
+    with pytest.raises(ValueError, match=r"backend must be one of \['eager', 'onnxruntime', 'onnxruntime-int8'\]"):
         backend_for("resnet18", "tensorrt")
 
 

@@ -29,6 +29,7 @@ INFO = register_family(
         builder=f"{__name__}.family:FAMILY",
         docstring=docs.docstring,
         onnx=True,
+        int8=True,
         exportable=True,
         heads={model: arch_of(model).head for model in CLASSIFIERS},
     )

@@ -37,9 +37,10 @@ class ClassifierMixin:
     default_batch_size: int = 16
 
     def predict(
-        self, inputs: Any, topk: int = 5, *, batch_size: int | None = None, backend: str = "eager"
+        self, inputs: Any, topk: int | None = None, *, batch_size: int | None = None, backend: str = "eager"
     ) -> Prediction | list[Prediction]:
-        """Top-``topk`` ``(label, percent)`` pairs per image, percent = softmax × 100 (as the book).
+        """Top-``topk`` ``(label, percent)`` pairs per image, percent = softmax × 100 (as the book);
+        ``topk`` defaults to 5, or the number of classes when the model has fewer.
 
         ``inputs``: one image or a list of them: a path (str or Path), an http(s) URL, a PIL image,
         a numpy HWC uint8 array, or a CHW / NCHW tensor (uint8, or float in [0, 1]). One image
@@ -65,7 +66,7 @@ class ClassifierMixin:
             >>> model.predict("bobby.jpg", topk=2)
             [('golden retriever', 96.29...), ('Labrador retriever', 2.81...)]
         """
-        _, batch_size = self._checked(topk, batch_size)
+        topk, batch_size = self._checked(topk, batch_size)
         prepare_one, classify, on_cpu = self._batch_functions(topk, backend)
         results, single = self._in_batches(inputs, prepare_one, classify, batch_size, on_cpu)
         return results[0] if single else results
@@ -127,6 +128,11 @@ class ClassifierMixin:
         self.categories = labels
         self.weight_file = None  # the graph cached beside it is of the old head
         forget_sessions(self)
+
+    def ready(self, backend: str = "eager") -> None:
+        """Make ``backend``'s engine now: a backend that cannot run this model yet (the int8 one
+        without a quantized graph of its weights) is refused here, before any image."""
+        self._batch_functions(1, backend)
 
     def _in_batches(
         self,
@@ -190,7 +196,7 @@ class ClassifierMixin:
         return device, dtype
 
     def predict_stream(
-        self, inputs: Iterable[Any], topk: int = 5, *, batch_size: int | None = None, backend: str = "eager"
+        self, inputs: Iterable[Any], topk: int | None = None, *, batch_size: int | None = None, backend: str = "eager"
     ) -> Iterator[tuple[Any, Prediction | BaseException]]:
         """:meth:`predict` for any number of inputs, lazily: ``(input, outcome)`` per input, in
         order, as soon as its batch is done. ``outcome`` is the input's :class:`Prediction` (with
@@ -200,7 +206,7 @@ class ClassifierMixin:
         """
         from ...inputs.streaming import stream_batches
 
-        _, batch_size = self._checked(topk, batch_size)
+        topk, batch_size = self._checked(topk, batch_size)
         prepare_one, classify, on_cpu = self._batch_functions(topk, backend)
 
         def run(batch: list[torch.Tensor]) -> list[Prediction]:
@@ -211,13 +217,13 @@ class ClassifierMixin:
             yield from stream_batches(inputs, prepare_one, run, batch_size=batch_size, on_cpu=on_cpu)
 
     def predict_crops(
-        self, crops: Sequence[torch.Tensor], topk: int = 5, *, backend: str = "eager"
+        self, crops: Sequence[torch.Tensor], topk: int | None = None, *, backend: str = "eager"
     ) -> list[Prediction]:
         """:meth:`predict` for images already resized and cropped by
         ``model.transforms.crop_pixels`` (uint8 (crop, crop, 3) tensors), e.g. on other machines
         as the Ray batch engine does: one forward pass for all of them, the same predictions as
         :meth:`predict` on the original images."""
-        self._checked(topk, None)
+        topk, _ = self._checked(topk, None)
         if not isinstance(self.transforms, ClassifierTransform):
             raise TypeError(
                 "predict_crops needs model.transforms to be dlwp's ClassifierTransform (it made "
@@ -227,8 +233,9 @@ class ClassifierMixin:
         with eval_mode(self), torch.inference_mode():
             return classify(list(crops))
 
-    def _checked(self, topk: Any, batch_size: Any) -> tuple[list[str], int]:
-        """The categories and the batch size, after checking the arguments of predict."""
+    def _checked(self, topk: Any, batch_size: Any) -> tuple[int, int]:
+        """``topk`` (None: 5, or all the classes when fewer) and the batch size, after checking the
+        arguments of predict."""
         categories = self.categories
         if not categories:
             raise ValueError(
@@ -236,6 +243,8 @@ class ClassifierMixin:
                 "with a num_classes that does not match its weight set's labels). Set "
                 "model.categories to a list with one label per output first."
             )
+        if topk is None:
+            topk = min(5, len(categories))
         if isinstance(topk, bool) or not isinstance(topk, int):
             raise TypeError(f"topk must be an int between 1 and {len(categories)}, got {topk!r}.")
         if not 1 <= topk <= len(categories):
@@ -243,7 +252,7 @@ class ClassifierMixin:
                 f"topk must be between 1 and {len(categories)} (the number of classes), "
                 f"got {topk}. Pass a value in that range."
             )
-        return categories, self._batch_size(batch_size)
+        return topk, self._batch_size(batch_size)
 
     def _batch_size(self, batch_size: Any) -> int:
         if batch_size is None:
@@ -258,10 +267,21 @@ class ClassifierMixin:
         """``(prepare, classify, on_cpu)``: one image → its cropped pixels (any thread), a list of
         those → their predictions (one forward pass, by ``backend``), and whether the model is on
         the CPU."""
-        from ..onnx_backend import OnnxRunner, check_backend
+        from ..onnx_backend import network_runner
 
+        weights = self.weights.name if self.weights is not None else type(self).__name__.lower()
+        command = f"python -m dlwp_models quantize {weights.split('.')[0]} --weights {weights} --calibrate PHOTOS"
+        crop = self.transforms.crop if isinstance(self.transforms, ClassifierTransform) else None
         forward = (
-            OnnxRunner(self, self.weight_file, any_size=False) if check_backend(backend) == "onnxruntime" else self
+            network_runner(
+                self,
+                backend,
+                any_size=False,
+                meaning="logits",
+                quantize_command=command,
+                size=None if crop is None else (crop, crop),
+            )
+            or self
         )
         categories = self.categories
         assert isinstance(self, nn.Module) and categories

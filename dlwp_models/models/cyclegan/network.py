@@ -292,10 +292,11 @@ class ResNetGenerator(nn.Module):
 
     def _engine(self, backend: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """What runs the generator for ``backend``: None for PyTorch itself, else an ONNX Runtime
-        session of the same network (:mod:`dlwp_models.models.onnx_backend`)."""
-        from ..onnx_backend import OnnxRunner, check_backend
+        session of the same network (:mod:`dlwp_models.models.onnx_backend`); the int8 backend is
+        refused (its gate is the classifiers')."""
+        from ..onnx_backend import network_runner
 
-        return OnnxRunner(self, self.weight_file, any_size=True) if check_backend(backend) == "onnxruntime" else None
+        return network_runner(self, backend, any_size=True, meaning="pixels11")
 
     def _translate_batch(
         self, batch: list[torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor] | None = None
