@@ -38,11 +38,21 @@ def home(finetune_env, finetune_run, tmp_path, monkeypatch) -> dict[str, str]:
     return env
 
 
-def quantize(photos: Path, **kwargs):
+@pytest.fixture(scope="module")
+def calibration(finetune_photos, tmp_path_factory) -> Path:
+    """Twelve training photos, three per class: enough to calibrate the colours, quick to run."""
+    folder = tmp_path_factory.mktemp("calibration")
+    for path in sorted((finetune_photos / "train").rglob("*.jpg")):
+        if int(path.stem) < 3:
+            (folder / f"{path.parent.name}-{path.name}").write_bytes(path.read_bytes())
+    return folder
+
+
+def quantize(photos: Path, calibrate: Path, **kwargs):
     from dlwp_models.quantize import quantize as run
 
     kwargs.setdefault("eval_dir", photos / "val")
-    return run("resnet18", weights="colours-1", calibrate=photos / "train", **kwargs)
+    return run("resnet18", weights="colours-1", calibrate=calibrate, **kwargs)
 
 
 def val_photos(photos: Path) -> list[Path]:
@@ -53,17 +63,19 @@ def int8_files(model) -> list[Path]:
     return sorted(model.weight_file.path.parent.glob("*.int8.*.onnx"))
 
 
-def test_the_gate_keeps_an_accurate_graph_and_int8_agrees_with_float32(home, finetune_photos, tmp_path, capsys):
-    report = quantize(finetune_photos)
+def test_the_gate_keeps_an_accurate_graph_and_int8_agrees_with_float32(
+    home, finetune_photos, calibration, tmp_path, capsys
+):
+    report = quantize(finetune_photos, calibration)
     assert report["reused"] is False and report["top1_agreement"] >= 99.0 and report["photos"] == 24
-    assert report["acc@1_fp32"] - report["acc@1_int8"] <= 0.5 and report["calibration_photos"] == 64
+    assert report["acc@1_fp32"] - report["acc@1_int8"] <= 0.5 and report["calibration_photos"] == 12
     assert Path(report["artefact"]).is_file() and report["method"] == "percentile"
     model = build("resnet18", weights="colours-1", progress=False)
     pictures = val_photos(finetune_photos)
     eager = model.predict(pictures, topk=1)
     int8 = model.predict(pictures, topk=1, backend=INT8)
     assert [p.labels for p in int8] == [p.labels for p in eager]  # 24 of 24: ≥ 99 %
-    again = quantize(finetune_photos)
+    again = quantize(finetune_photos, calibration)
     assert again["reused"] is True and again["artefact"] == report["artefact"]
     out = tmp_path / "labels.jsonl"
     code = main(["classify", "--model", "resnet18", "--weights", "colours-1", "--backend", INT8, "--topk", "1",
@@ -94,12 +106,14 @@ def test_a_constant_calibration_image_is_refused_and_nothing_kept(home, finetune
         run("resnet18", weights="colours-1", calibrate=folder)
 
 
-def test_the_key_follows_the_calibration_photos_and_the_newest_graph_is_used(home, finetune_photos, tmp_path):
-    first = quantize(finetune_photos, method="minmax")
+def test_the_key_follows_the_calibration_photos_and_the_newest_graph_is_used(
+    home, finetune_photos, calibration, tmp_path
+):
+    first = quantize(finetune_photos, calibration, method="minmax")
     fewer = tmp_path / "fewer"
     fewer.mkdir()
-    for path in sorted((finetune_photos / "train").rglob("*.jpg"))[::2]:
-        (fewer / f"{path.parent.name}-{path.name}").write_bytes(path.read_bytes())
+    for path in sorted(calibration.iterdir())[::2]:
+        (fewer / path.name).write_bytes(path.read_bytes())
     from dlwp_models.quantize import quantize as run
 
     second = run("resnet18", weights="colours-1", calibrate=fewer, eval_dir=finetune_photos / "val", method="minmax")
@@ -109,8 +123,8 @@ def test_the_key_follows_the_calibration_photos_and_the_newest_graph_is_used(hom
     assert str(quantized_graph(model.weight_file, (224, 224))[0]) == second["artefact"]
 
 
-def test_a_damaged_graph_is_never_used_and_is_made_again(home, finetune_photos):
-    report = quantize(finetune_photos, method="minmax")
+def test_a_damaged_graph_is_never_used_and_is_made_again(home, finetune_photos, calibration):
+    report = quantize(finetune_photos, calibration, method="minmax")
     artefact = Path(report["artefact"])
     artefact.write_bytes(artefact.read_bytes()[: artefact.stat().st_size // 2])
     model = build("resnet18", weights="colours-1", progress=False)
@@ -118,14 +132,14 @@ def test_a_damaged_graph_is_never_used_and_is_made_again(home, finetune_photos):
         QuantizationError, match="no int8 graph of .* make it once with `python -m dlwp_models quantize"
     ):
         model.predict(val_photos(finetune_photos)[0], backend=INT8)
-    again = quantize(finetune_photos, method="minmax")
+    again = quantize(finetune_photos, calibration, method="minmax")
     assert again["reused"] is False and again["artefact"] == report["artefact"]
     assert model.predict(val_photos(finetune_photos)[0], topk=1, backend=INT8).labels
 
 
-def test_two_processes_quantizing_at_once_make_one_graph(home, finetune_photos):
+def test_two_processes_quantizing_at_once_make_one_graph(home, finetune_photos, calibration):
     command = [sys.executable, "-m", "dlwp_models", "quantize", "resnet18", "--weights", "colours-1",
-               "--calibrate", str(finetune_photos / "train"), "--eval", str(finetune_photos / "val"),
+               "--calibrate", str(calibration), "--eval", str(finetune_photos / "val"),
                "--method", "minmax", "-q"]  # fmt: skip
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DLWP_")}, **home, "PYTHONPATH": str(REPO_DIR)}
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
@@ -153,8 +167,8 @@ def test_the_int8_backend_says_what_it_needs(home, finetune_photos):
         generator.translate(image, backend=INT8)
 
 
-def test_the_server_answers_with_the_int8_backend(home, finetune_photos, finetune_run):
-    quantize(finetune_photos, method="minmax")
+def test_the_server_answers_with_the_int8_backend(home, finetune_photos, finetune_run, calibration):
+    quantize(finetune_photos, calibration, method="minmax")
     pictures = val_photos(finetune_photos)[:4]
     eager = build("resnet18", weights="colours-1", progress=False).predict(pictures, topk=1)
     env = ServeEnv(Path(home["TORCH_HOME"]), finetune_run / "manifest.json")

@@ -134,11 +134,11 @@ def test_the_same_seed_gives_the_same_weights_from_the_feature_cache(
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights(finetune_env, finetune_photos, tmp_path):
-    args = ["--model", "squeezenet1_1", "--unfreeze", "last-block", "--head-epochs", "2", "--epochs", "3", "-q"]
+    args = ["--model", "squeezenet1_1", "--unfreeze", "last-block", "--head-epochs", "1", "--epochs", "2", "-q"]
     args += ["--batch-size", "16", "--tag", "deep"]
     whole = finetune_env.cli("finetune", str(finetune_photos), "--output-dir", str(tmp_path / "whole"), *args)
     assert whole.returncode == 0, whole.stderr
-    kill_after = random.Random().choice([2, 3, 4])  # a complete epoch of either stage
+    kill_after = random.Random().choice([1, 2])  # after the head-only epoch, or the first deeper one
     out = tmp_path / "killed"
     process = subprocess.Popen(
         [sys.executable, "-m", "dlwp_models", "finetune", str(finetune_photos), "--output-dir", str(out), *args],
@@ -154,7 +154,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(finetune_env, finetune_
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "manifest.json").exists(), f"the run finished before epoch {kill_after}"
-    assert 0 < len(log_rows(out)) < 5
+    assert 0 < len(log_rows(out)) < 3
     again = finetune_env.cli("finetune", str(finetune_photos), "--output-dir", str(out), *args)
     assert again.returncode != 0 and "--resume" in again.stderr  # a folder in use is never overwritten
     resumed = finetune_env.cli("finetune", str(finetune_photos), "--output-dir", str(out), "--resume", *args)
