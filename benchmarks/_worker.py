@@ -10,6 +10,7 @@ then does its work. Tasks:
 * ``caption``     beam-2 captions of a batch vs one image / one beam at a time, same process;
 * ``download``    one fetch of a served file (``side`` = ours | baseline);
 * ``onnx``        the ONNX Runtime backend vs eager predict, the book's loop and ORT by hand (``_onnx_worker.py``).
+* ``int8``        the int8 backend: quantize, speed, first use in a new process (``_int8_worker.py``).
 """
 
 from __future__ import annotations
@@ -478,6 +479,7 @@ TASKS = {
     "caption": task_caption,
     "download": task_download,
     "onnx": lambda args: __import__("_onnx_worker").task_onnx(args, _hub_load, _compare),
+    "int8": lambda args: __import__("_int8_worker").task_int8(args, _hub_load, _compare),
 }
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _setup import BENCH_DIR, Row, Workspace, log, make_photos
 
-BENCHES = ("load", "list", "throughput", "onnx", "batch", "caption", "download")
+BENCHES = ("load", "list", "throughput", "onnx", "int8", "batch", "caption", "download")
 
 
 def _table(rows: list[Row]) -> str:
@@ -106,7 +106,7 @@ def main(default_only: list[str] | None = None) -> int:
     need = set()
     if "load" in only:
         need |= set(models)
-    if "throughput" in only or "onnx" in only or "batch" in only:
+    if "throughput" in only or "onnx" in only or "int8" in only or "batch" in only:
         need |= {"resnet101", "alexnet"}
     if "caption" in only and not caption_skip:
         need.add("neuraltalk2")
@@ -164,6 +164,10 @@ def main(default_only: list[str] | None = None) -> int:
             import bench_onnx
 
             attempt("onnx", lambda: bench_onnx.run(ws, reps=reps, paths=photos))
+        if "int8" in only:
+            import bench_int8
+
+            attempt("int8", lambda: bench_int8.run(ws, reps=reps, paths=photos, quick=opts.quick))
         if "batch" in only:
             import bench_batch
 
