@@ -275,12 +275,12 @@ def quantize_model(
         attempts.append(res)
         if res["killed"]:
             log(
-                f"[int8] {model}: killed at {res['watchdog_peak'] / GB:.1f} GB resident after {res['seconds']:.0f} s "
-                f"(limit {rss_limit / GB:.1f} GB)"
+                f"[int8] {model}: killed at {res['watchdog_peak'] / GB:.1f} GiB resident after {res['seconds']:.0f} s "
+                f"(limit {rss_limit / GB:.1f} GiB)"
             )
             continue
         log(
-            f"[int8] {model}: {res['seconds']:.1f} s, peak RSS {res['peak_rss'] / GB:.2f} GB; "
+            f"[int8] {model}: {res['seconds']:.1f} s, peak RSS {res['peak_rss'] / GB:.2f} GiB; "
             + (f"refused: {res['refused']}" if res["refused"] else res["report"]["summary"])
         )
         ungated = None
@@ -299,7 +299,7 @@ def quantize_model(
         probed = run_guarded("int8", args, env, timeout=3600, rss_limit=rss_limit)
         probed["photos"] = probe[0]
         if not probed["killed"]:
-            log(f"[int8] {model}: probe peak RSS {probed['peak_rss'] / GB:.2f} GB ({probed['seconds']:.1f} s)")
+            log(f"[int8] {model}: probe peak RSS {probed['peak_rss'] / GB:.2f} GiB ({probed['seconds']:.1f} s)")
         return {
             "attempts": attempts,
             "ungated": ungated,
@@ -489,23 +489,23 @@ def run(
                 f"refused by the gate ({agreement.group(1) if agreement else '?'} % agreement)",
             ]
         probed = q["probe"]
-        note.append(f"peak RSS {done['peak_rss'] / GB:.2f} GB (before the call {done['rss_before'] / GB:.2f} GB)")
+        note.append(f"peak RSS {done['peak_rss'] / GB:.2f} GiB (before the call {done['rss_before'] / GB:.2f} GiB)")
         per_photo = None
         if not probed["killed"] and probed["photos"] != done["photos"]:
             per_photo = (done["peak_rss"] - probed["peak_rss"]) / (done["photos"] - probed["photos"])
             note.append(
-                f"{probed['peak_rss'] / GB:.2f} GB with {probed['photos']} photos: "
-                f"{per_photo / 2**20:.0f} MB more per calibration photo"
+                f"{probed['peak_rss'] / GB:.2f} GiB with {probed['photos']} photos: "
+                f"{per_photo / 2**20:.0f} MiB more per calibration photo"
             )
         for a in killed:
             need = (
-                f"; ≈ {(done['peak_rss'] + per_photo * (a['photos'] - done['photos'])) / GB:.0f} GB needed"
+                f"; ≈ {(done['peak_rss'] + per_photo * (a['photos'] - done['photos'])) / GB:.0f} GiB needed"
                 if per_photo
                 else ""
             )
             note.append(
-                f"**with {a['photos']} photos: killed by the watchdog at {a['watchdog_peak'] / GB:.1f} GB resident "
-                f"after {a['seconds']:.0f} s** (limit {rss_limit / GB:.1f} GB{need})"
+                f"**with {a['photos']} photos: killed by the watchdog at {a['watchdog_peak'] / GB:.1f} GiB resident "
+                f"after {a['seconds']:.0f} s** (limit {rss_limit / GB:.1f} GiB{need})"
             )
         note.append(f"int8 graph {res['int8_graph_mb']:.0f} MB")
         rows.append(
@@ -578,7 +578,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 round, 32/16 calibration photos, 20 held out")
     parser.add_argument("--models", default=",".join(MODELS), help=f"a subset of {','.join(MODELS)}")
     parser.add_argument(
-        "--rss-limit-gb", type=float, help="kill a quantize worker above this (default: min(16, free - 4))"
+        "--rss-limit-gb",
+        type=float,
+        help="kill a quantize worker above this many GiB (default: min(16, available - 4))",
     )
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--workdir", default=None, help="parent folder of the temporary workspace")

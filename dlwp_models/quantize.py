@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, QuantizationError
-from .evaluation.data import model_indices, read_labelled
+from .evaluation.data import files_under, model_indices, read_labelled
 from .hub import build
 from .inputs.images import load_image
 from .models.int8_backend import INT8, METHODS, artefact_suffix, quantize_graph
@@ -52,9 +52,7 @@ LOCK_TIMEOUT = 1800.0
 def _photos(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"--calibrate {folder} is not a folder of photos.")
-    found = sorted(
-        p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
-    )
+    found = files_under(folder)
     if not found:
         raise DataError(f"--calibrate {folder} holds no files; give a folder of your own photos (a few hundred).")
     return found
@@ -135,6 +133,14 @@ def quantize(
     # the key: the calibration files' bytes (an existing graph is found without decoding a photo)
     digest = hashlib.sha256("".join(sorted(sha256_file(p) for p in calibration)).encode()).hexdigest()
     made: list[dict] = []
+    eval_source = f"{len(held)} held-out calibration photos" if data is None else data.source
+
+    def evaluation_set() -> tuple[list[torch.Tensor], list[int] | None]:
+        if data is None:
+            return _crops(model, held, skipped)[0], None
+        crops, kept = _crops(model, [p for p, _ in data.samples], skipped)
+        truth = dict(data.samples)
+        return crops, [mapped[truth[p]] for p in kept]
 
     def make(tmp: Path) -> dict:
         fp32 = OnnxRunner(model, model.weight_file, any_size=False, meaning="logits").cached_graph(size)
@@ -143,13 +149,7 @@ def quantize(
                 f"{model.weights.name}: the float32 graph could not be kept beside the weight file (a read-only or "
                 "full cache?); the int8 graph is made from it."
             )
-        if data is None:
-            eval_crops, _ = _crops(model, held, skipped)
-            labels, eval_source = None, f"{len(held)} held-out calibration photos"
-        else:
-            eval_crops, kept = _crops(model, [p for p, _ in data.samples], skipped)
-            truth = dict(data.samples)
-            labels, eval_source = [mapped[truth[p]] for p in kept], data.source
+        eval_crops, labels = evaluation_set()
         calib_crops, _ = _crops(model, calibration, skipped)
         if not calib_crops or not eval_crops:
             raise DataError("no calibration or evaluation photo could be read as an image; see the skipped files.")
@@ -178,10 +178,20 @@ def quantize(
     if found is None:
         raise QuantizationError("the int8 graph could not be kept beside the weight file (a read-only or full cache?).")
     path, record = found
-    return {**record["report"], "artefact": str(path), "reused": not made, "skipped": skipped}
+    report = dict(record["report"])
+    if not made:  # a kept graph answers to this run's gate, and to this run's photos when they differ
+        if report.get("eval_source") != eval_source:
+            eval_crops, labels = evaluation_set()
+            if not eval_crops:
+                raise DataError("no evaluation photo could be read as an image; see the skipped files.")
+            measured = _measure(model, session_for(path, torch.device("cpu")), eval_crops, labels, batch_size)
+            report = {**{k: report[k] for k in ("calibration_photos", "method") if k in report}, **measured}
+            report["eval_source"] = eval_source
+        _gate(report, min_agreement, max_drop, kept=True)
+    return {**report, "artefact": str(path), "reused": not made, "skipped": skipped}
 
 
-def _gate(report: dict[str, Any], min_agreement: float, max_drop: float) -> None:
+def _gate(report: dict[str, Any], min_agreement: float, max_drop: float, *, kept: bool = False) -> None:
     problems = []
     if report["top1_agreement"] < min_agreement:
         problems.append(f"top-1 agreement with float32 {report['top1_agreement']:.2f} % < {min_agreement:g} %")
@@ -194,6 +204,12 @@ def _gate(report: dict[str, Any], min_agreement: float, max_drop: float) -> None
     if problems:
         raise QuantizationError(
             f"the int8 graph fails its accuracy gate: {'; '.join(problems)} (measured on {report['eval_source']}, "
-            f"calibrated by {report['method']} on {report['calibration_photos']} photos); nothing was kept. "
-            "Calibrate on more (and more typical) photos, try another --method, or keep the float32 backend."
+            f"calibrated by {report.get('method')} on {report.get('calibration_photos')} photos); "
+            + (
+                "the graph kept earlier stays, but this run refuses it (the int8 backend still uses it: remove it with "
+                "the weights' cache folder, or calibrate anew). "
+                if kept
+                else "nothing was kept. "
+            )
+            + "Calibrate on more (and more typical) photos, try another --method, or keep the float32 backend."
         )

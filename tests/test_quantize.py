@@ -193,3 +193,12 @@ def test_the_server_refuses_int8_at_load_when_no_graph_was_made(home, finetune_r
         RunningServer(env, ("resnet18",), "--weights", "resnet18=colours-1", "--backend", INT8)
     assert "no int8 graph of resnet18-colours-1" in str(info.value)
     assert "python -m dlwp_models quantize resnet18" in str(info.value)
+
+
+def test_a_kept_graph_answers_to_each_runs_gate_and_photos(home, finetune_photos, calibration):
+    first = quantize(finetune_photos, calibration, method="minmax")
+    with pytest.raises(QuantizationError, match="the graph kept earlier stays, but this run refuses it"):
+        quantize(finetune_photos, calibration, method="minmax", min_agreement=100.5)
+    other = quantize(finetune_photos, calibration, method="minmax", eval_dir=finetune_photos / "train")
+    assert other["reused"] is True and other["artefact"] == first["artefact"]
+    assert other["photos"] == 64 and other["eval_source"] == str(finetune_photos / "train")

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..models.classifiers.categories import imagenet_wnids
 
-__all__ = ["Labelled", "read_labelled", "read_train_val", "split", "model_indices"]
+__all__ = ["Labelled", "files_under", "read_labelled", "read_train_val", "split", "model_indices"]
 
 _WNID = re.compile(r"n\d{8}\Z")
 
@@ -56,7 +56,9 @@ class Labelled:
         return {"source": self.source, "images": len(self.samples), "classes": dict(zip(self.classes, self.counts()))}
 
 
-def _files_under(folder: Path) -> list[Path]:
+def files_under(folder: Path) -> list[Path]:
+    """Every regular, non-hidden file under ``folder`` (hidden folders skipped), sorted: the photos
+    of a class folder, of a calibration folder."""
     return sorted(
         p
         for p in folder.rglob("*")
@@ -84,7 +86,7 @@ def read_labelled(path: str | Path, *, labels_csv: str | Path | None = None) -> 
         )
     samples: list[tuple[Path, int]] = []
     for label, folder in enumerate(folders):
-        files = _files_under(folder)
+        files = files_under(folder)
         if not files:
             raise DataError(f"class folder {folder} has no photos; add some or remove the folder.")
         samples += [(file, label) for file in files]
