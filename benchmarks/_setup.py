@@ -308,10 +308,15 @@ class Workspace:
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, models: list[str], *, encoder_format: str = "legacy") -> None:
         """Generate, serve (loopback), fetch once through dlwp (which verifies and records them),
-        and link the classifier files into torchvision's cache. Afterwards every load is warm."""
+        and link the classifier files into torchvision's cache. Afterwards every load is warm.
+        ``models``: any classifier with a bundled default set, cyclegan, neuraltalk2."""
         from loopback import LoopbackServer
 
         bundled = _bundled()
+
+        def classifier(model: str) -> bool:
+            return bundled.get(f"{model}.imagenet1k_v1", {}).get("format") == "torchvision"
+
         server = LoopbackServer()
         held: list[tuple[Any, mmap.mmap]] = []
 
@@ -328,7 +333,7 @@ class Workspace:
         try:
             for model in models:
                 t0 = time.perf_counter()
-                if model in ("resnet101", "alexnet"):
+                if classifier(model):
                     entry = copy.deepcopy(bundled[f"{model}.imagenet1k_v1"])
                     filename = entry["files"]["state_dict"]["filename"]
                     path = self.root / "files" / filename
@@ -408,7 +413,7 @@ class Workspace:
                     pass
                 handle.close()
         for model in models:  # torchvision reads <TORCH_HOME>/hub/checkpoints/<upstream file name>
-            if model in ("resnet101", "alexnet"):
+            if classifier(model):
                 filename = next(e for e in self.entries if e["model"] == model)["files"]["state_dict"]["filename"]
                 link = self.tv_cache / filename
                 link.unlink(missing_ok=True)

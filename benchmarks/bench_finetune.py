@@ -46,9 +46,7 @@ pass ≥ 0.9× ``predict``'s images per second.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
-import io
 import json
 import math
 import os
@@ -62,7 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _setup import REPO_DIR, Row, Workspace, classifier_state_dict, fmt_s, log, sha256_hex, yes_no
+from _setup import REPO_DIR, Row, Workspace, fmt_s, log, yes_no
 
 MODEL = "resnet50"
 LR = 3e-3
@@ -125,39 +123,6 @@ def make_dataset(root: Path, images: int) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             class_photo(label, 10_000 * label + i).save(folder / f"{name}_{i:03d}.jpg", quality=90)
     return root
-
-
-def publish(ws: Workspace) -> None:
-    """resnet50's default weight set, generated (random values in torchvision's zip format), served
-    once from 127.0.0.1 and fetched through dlwp (verified, cached)."""
-    import torch
-    from loopback import LoopbackServer
-
-    bundled = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
-    entry = copy.deepcopy(bundled[f"{MODEL}.imagenet1k_v1"])
-    buffer = io.BytesIO()
-    t0 = time.perf_counter()
-    torch.save(classifier_state_dict(MODEL), buffer)
-    data = buffer.getvalue()
-    filename = entry["files"]["state_dict"]["filename"]
-    server = LoopbackServer()
-    try:
-        entry["files"] = {
-            "state_dict": {
-                "filename": filename,
-                "urls": [server.serve(filename, data)],
-                "sha256": sha256_hex(data),
-                "size": len(data),
-            }
-        }
-        ws.entries.append(entry)
-        ws.file_sizes[MODEL] = len(data)
-        ws.manifest.write_text(json.dumps({"schema_version": 1, "weights": ws.entries}, indent=1))
-        log(f"  generated {MODEL} weights ({len(data) / 2**20:.1f} MB) in {time.perf_counter() - t0:.1f}s")
-        code = "import dlwp_models as d\nd.fetch(d.get_weights('DEFAULT', 'resnet50'), progress=False)"
-        subprocess.run([sys.executable, "-c", code], env=ws.env(offline=False), check=True, cwd=REPO_DIR, timeout=600)
-    finally:
-        server.close()
 
 
 # --------------------------------------------------------------------------- the timed workers
@@ -376,7 +341,7 @@ def loadavg() -> str:
 
 def run(ws: Workspace, *, images: int, epochs: int) -> tuple[list[Row], dict]:
     """Publish the weights, generate the photos, run the four workers; the table rows and raw data."""
-    publish(ws)
+    ws.publish([MODEL])  # generated, served once from 127.0.0.1, fetched and verified by dlwp
     data = ws.root / "photos"
     t0 = time.perf_counter()
     make_dataset(data, images)

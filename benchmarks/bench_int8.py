@@ -93,40 +93,8 @@ def mem_available() -> int:
 def publish_resnet50(ws: Workspace) -> None:
     """resnet50's default weight set, generated (calibrated random values in torchvision's zip
     format), served once from 127.0.0.1 and fetched through dlwp (verified, cached)."""
-    if any(e["model"] == "resnet50" for e in ws.entries):
-        return
-    import copy
-    import io
-
-    import torch
-    from _setup import classifier_state_dict, sha256_hex
-    from loopback import LoopbackServer
-
-    bundled = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
-    entry = copy.deepcopy(bundled["resnet50.imagenet1k_v1"])
-    t0 = time.perf_counter()
-    buffer = io.BytesIO()
-    torch.save(classifier_state_dict("resnet50"), buffer)
-    data = buffer.getvalue()
-    filename = entry["files"]["state_dict"]["filename"]
-    server = LoopbackServer()
-    try:
-        entry["files"] = {
-            "state_dict": {
-                "filename": filename,
-                "urls": [server.serve(filename, data)],
-                "sha256": sha256_hex(data),
-                "size": len(data),
-            }
-        }
-        ws.entries.append(entry)
-        ws.file_sizes["resnet50"] = len(data)
-        ws.manifest.write_text(json.dumps({"schema_version": 1, "weights": ws.entries}, indent=1))
-        log(f"  generated resnet50 weights ({len(data) / 2**20:.1f} MB) in {time.perf_counter() - t0:.1f}s")
-        code = "import dlwp_models as d\nd.fetch(d.get_weights('DEFAULT', 'resnet50'), progress=False)"
-        subprocess.run([sys.executable, "-c", code], env=ws.env(offline=False), check=True, cwd=REPO_DIR, timeout=600)
-    finally:
-        server.close()
+    if not any(e["model"] == "resnet50" for e in ws.entries):
+        ws.publish(["resnet50"])
 
 
 def calibration_folders(ws: Workspace, counts: tuple[int, ...]) -> dict[int, str]:

@@ -39,53 +39,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
-from _setup import REPO_DIR, Workspace, classifier_state_dict, log, photo, sha256_hex
+from _setup import REPO_DIR, Workspace, log, photo
 
 CLIENTS = (1, 4, 16)
 MAX_BATCH = 16
 MODES = {"batched": ["--max-batch", str(MAX_BATCH), "--max-wait-ms", "10"], "unbatched": ["--max-batch", "1"]}
 FULL_LOAD_CLIENTS = 2 * MAX_BATCH  # enough waiting requests for every batch to be full
-
-
-def publish(workspace: Workspace, models: list[str]) -> None:
-    """Generated classifier weights served once from 127.0.0.1 and fetched through dlwp (cached)."""
-    import copy
-    import json
-
-    import torch
-    from loopback import LoopbackServer
-
-    bundled = {e["name"]: e for e in json.loads((REPO_DIR / "weights" / "manifest.json").read_text())["weights"]}
-    server = LoopbackServer()
-    try:
-        for model in models:
-            entry = copy.deepcopy(bundled[f"{model}.imagenet1k_v1"])
-            buffer = io.BytesIO()
-            torch.save(classifier_state_dict(model), buffer)
-            data = buffer.getvalue()
-            filename = entry["files"]["state_dict"]["filename"]
-            entry["files"] = {
-                "state_dict": {
-                    "filename": filename,
-                    "urls": [server.serve(filename, data)],
-                    "sha256": sha256_hex(data),
-                    "size": len(data),
-                }
-            }
-            workspace.entries.append(entry)
-        workspace.manifest.write_text(json.dumps({"schema_version": 1, "weights": workspace.entries}))
-        code = (
-            "import sys, dlwp_models as d\nfor m in sys.argv[1:]: d.fetch(d.get_weights('DEFAULT', m), progress=False)"
-        )
-        subprocess.run(
-            [sys.executable, "-c", code, *models],
-            env=workspace.env(offline=False),
-            check=True,
-            cwd=REPO_DIR,
-            timeout=600,
-        )
-    finally:
-        server.close()
 
 
 def jpeg(seed: int) -> bytes:
@@ -263,7 +222,7 @@ def main() -> int:
     photos = [jpeg(seed) for seed in range(16)]
     workspace = Workspace.create()
     try:
-        publish(workspace, models)
+        workspace.publish(models)
         rows = []
         for model in models:
             results = {}
