@@ -159,9 +159,7 @@ def finetune(
             "".join(f"{train.classes[c]}:{digests.get(p)}\n" for p, c in (*train.samples, *val.samples)).encode()
         ).hexdigest(),
     }
-    state = load_checkpoint(folder, fingerprint) if resume and (folder / CHECKPOINT).exists() else None
-    if resume and state is None:
-        load_checkpoint(folder, fingerprint)  # raises: nothing to resume
+    state = load_checkpoint(folder, fingerprint) if resume else None  # no checkpoint: a clear refusal
     folder.mkdir(parents=True, exist_ok=True)
 
     model = build(settings.model, weights=settings.weights or "DEFAULT", progress=progress, map_location="cpu")
